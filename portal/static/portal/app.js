@@ -1,0 +1,88 @@
+// Coasty Portal: the little script the pages need. No framework; everything works without it,
+// it only makes pages live and forms harder to double-submit.
+(function () {
+  "use strict";
+
+  // Times are rendered in the browser's zone: tell the server which one that is.
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && document.cookie.indexOf("tz=" + zone) === -1) {
+      document.cookie = "tz=" + zone + "; path=/; max-age=31536000; SameSite=Lax";
+    }
+  } catch (e) { /* old browser: times stay in UTC */ }
+
+  // A form marked data-once disables its buttons on submit, so a double click sends one request.
+  // (The server dedupes anyway; this keeps the page honest about what happened.)
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+      return;
+    }
+    if (form.hasAttribute("data-once")) {
+      if (form.dataset.submitted === "1") { event.preventDefault(); return; }
+      form.dataset.submitted = "1";
+      form.querySelectorAll("button[type=submit], input[type=submit]").forEach(function (button) {
+        button.setAttribute("aria-disabled", "true");
+        if (button.dataset.busyLabel) { button.textContent = button.dataset.busyLabel; }
+      });
+    }
+  });
+
+  // Live regions: an element with data-live-url is replaced by a fresh fragment from that URL
+  // every data-live-interval ms, until a fragment says it is final (data-live-final).
+  function follow(region) {
+    var url = region.getAttribute("data-live-url");
+    var interval = parseInt(region.getAttribute("data-live-interval") || "2000", 10);
+    var failures = 0;
+    function tick() {
+      if (document.hidden) { return schedule(); }
+      fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
+        .then(function (response) {
+          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          return response.text();
+        })
+        .then(function (html) {
+          failures = 0;
+          var holder = document.createElement("div");
+          holder.innerHTML = html.trim();
+          var fresh = holder.firstElementChild;
+          if (!fresh) { return schedule(); }
+          var focused = document.activeElement && region.contains(document.activeElement)
+            ? document.activeElement.id : null;
+          region.replaceWith(fresh);
+          region = fresh;
+          if (focused && document.getElementById(focused)) { document.getElementById(focused).focus(); }
+          document.dispatchEvent(new CustomEvent("live:updated", { detail: region }));
+          if (!region.hasAttribute("data-live-final")) { schedule(); }
+        })
+        .catch(function () {
+          failures += 1;
+          schedule(Math.min(interval * Math.pow(2, failures), 30000));
+        });
+    }
+    function schedule(delay) { window.setTimeout(tick, delay || interval); }
+    if (!region.hasAttribute("data-live-final")) { schedule(); }
+  }
+  document.querySelectorAll("[data-live-url]").forEach(follow);
+
+  // The team switcher navigates on change; its button is for people without a mouse or script.
+  document.querySelectorAll("select[data-navigate]").forEach(function (select) {
+    select.addEventListener("change", function () { if (select.value) { window.location = select.value; } });
+    var button = select.form && select.form.querySelector("button");
+    if (button) { button.classList.add("visually-hidden"); }
+  });
+
+  // Copy buttons (API tokens).
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) { return; }
+    var target = document.getElementById(button.getAttribute("data-copy"));
+    if (target && navigator.clipboard) {
+      navigator.clipboard.writeText(target.textContent.trim()).then(function () {
+        button.textContent = "Copied";
+      });
+    }
+  });
+})();

@@ -1,0 +1,51 @@
+import pytest
+from django.db import connection
+
+from portal.models import Role
+from tests.factories import MembershipFactory, TeamFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def team(db):
+    return TeamFactory(slug="research", name="Research")
+
+
+@pytest.fixture
+def other_team(db):
+    return TeamFactory(slug="ops", name="Ops")
+
+
+@pytest.fixture
+def make_member(db):
+    """make_member(team, role) -> a user with that role in that team."""
+
+    def make(team, role=Role.MEMBER, username=None):
+        user = UserFactory(**({"username": username} if username else {}))
+        MembershipFactory(team=team, user=user, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def client_for(client):
+    """client_for(user) -> a test client logged in as that user."""
+    from django.test import Client
+
+    def make(user):
+        c = Client()
+        c.force_login(user)
+        return c
+
+    return make
+
+
+@pytest.fixture
+def requires_postgres(db):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://…")
