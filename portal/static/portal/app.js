@@ -36,8 +36,14 @@
     var url = region.getAttribute("data-live-url");
     var interval = parseInt(region.getAttribute("data-live-interval") || "2000", 10);
     var failures = 0;
+    function busy() {
+      // Someone typing in the region (a resume note) keeps it until they are done.
+      var active = document.activeElement;
+      if (active && region.contains(active) && /^(TEXTAREA|INPUT|SELECT)$/.test(active.tagName)) { return true; }
+      return Array.prototype.some.call(region.querySelectorAll("textarea, input[type=text]"), function (f) { return f.value; });
+    }
     function tick() {
-      if (document.hidden) { return schedule(); }
+      if (document.hidden || busy()) { return schedule(); }
       fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
         .then(function (response) {
           if (!response.ok) { throw new Error("HTTP " + response.status); }

@@ -1,0 +1,73 @@
+from django.contrib import admin
+
+from runs.models import FollowerSlot, Run, RunEvent, WebhookDelivery
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History is for reading: operators search and inspect, the services write."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class RunEventInline(admin.TabularInline):
+    model = RunEvent
+    fields = ["seq", "type", "data", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ["-seq"]
+    show_change_link = True
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "team", "status", "steps_completed", "max_steps", "charged_cents", "held_cents", "created_by", "created_at"]
+    list_filter = ["status", "team", "cua_version"]
+    search_fields = ["=id", "=upstream_id", "=idempotency_key", "task"]
+    date_hierarchy = "created_at"
+    list_select_related = ["team", "created_by"]
+    exclude = ["webhook_secret_encrypted"]  # never shown, not even encrypted
+    readonly_fields = [
+        "id", "team", "created_by", "status", "pending_action", "machine_id", "task", "cua_version",
+        "max_steps", "deadline_seconds", "on_awaiting_human", "instructions", "system_prompt",
+        "webhook_url", "price_cents", "held_cents", "charged_cents", "idempotency_key", "upstream_id",
+        "submit_attempts", "submit_next_at", "status_seq", "status_at", "last_seq", "steps_completed",
+        "awaiting_human_reason", "resume_note", "result", "error", "follow_owner", "follow_lease_until",
+        "last_event_at", "upstream_steps_completed", "upstream_credits_charged", "settled_at",
+        "created_at", "accepted_at", "finished_at", "launch_token",
+    ]
+
+
+@admin.register(RunEvent)
+class RunEventAdmin(ReadOnlyAdmin):
+    list_display = ["run", "seq", "type", "created_at"]
+    list_filter = ["type"]
+    search_fields = ["=run__id", "=run__upstream_id"]
+    raw_id_fields = ["run"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "run", "event", "verdict", "result"]
+    list_filter = ["verdict", "event"]
+    search_fields = ["=run__id", "=run__upstream_id", "=body_sha256"]
+    raw_id_fields = ["run"]
+    readonly_fields = ["run", "received_at", "headers", "body_text", "body_sha256", "verdict", "event", "dedupe_key", "result"]
+    exclude = ["body"]
+
+    @admin.display(description="Body")
+    def body_text(self, obj):
+        return bytes(obj.body).decode("utf-8", errors="replace")
+
+
+@admin.register(FollowerSlot)
+class FollowerSlotAdmin(ReadOnlyAdmin):
+    list_display = ["number", "owner", "lease_until"]

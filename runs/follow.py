@@ -1,0 +1,287 @@
+"""Following run event streams at scale: one task, many runs, one asyncio loop.
+
+A follower task claims live runs under a lease, opens each run's SSE stream (resuming after the
+last stored seq) in an asyncio loop on a background thread, and hands the events to the task's
+own thread, which stores them in batches through `events_ingest`. It follows for a bounded time
+and hands over: its leases are released and, if runs are still live, a fresh follower is
+enqueued. A follower that dies leaves leases that expire, and the next one picks the runs up.
+
+Two followers can never double-apply an event, because the ingest is idempotent per (run, seq);
+the leases only keep them from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Q
+from django.utils import timezone
+
+from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound, follow_events
+from runs.models import LIVE_STATUSES, FollowerSlot, Run
+from runs.services import events_ingest
+
+logger = logging.getLogger(__name__)
+
+LEASE = dt.timedelta(seconds=30)
+RENEW_EVERY = 10.0  # seconds; well inside LEASE so a slow batch never loses a lease
+CLAIM_EVERY = 1.0  # new runs are picked up within about a second
+IDLE_EXIT = 5.0  # a follower with nothing to follow for this long stops early
+BATCH_MAX = 1000
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+# --- Slots ----------------------------------------------------------------------------------
+
+
+def follower_slot_acquire(owner: str) -> int | None:
+    slots = getattr(settings, "RUNS_FOLLOWER_SLOTS", 2)
+    for number in range(slots):
+        FollowerSlot.objects.get_or_create(number=number)
+    now = timezone.now()
+    for number in range(slots):
+        # A conditional UPDATE is the lock: of two followers racing for a slot, one matches.
+        taken = FollowerSlot.objects.filter(number=number).filter(
+            Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+        ).update(owner=owner, lease_until=now + LEASE)
+        if taken:
+            return number
+    return None
+
+
+def follower_slot_renew(owner: str) -> None:
+    FollowerSlot.objects.filter(owner=owner).update(lease_until=timezone.now() + LEASE)
+
+
+def follower_slot_release(owner: str) -> None:
+    FollowerSlot.objects.filter(owner=owner).update(owner="", lease_until=None)
+
+
+# --- Leases on runs -------------------------------------------------------------------------
+
+
+def runs_claim(owner: str, *, limit: int, exclude: set) -> list[tuple]:
+    """Lease up to `limit` live, unfollowed runs; returns (pk, upstream_id, last_seq) of each."""
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    claimable = (
+        Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False)
+        .filter(Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=now))
+        .exclude(pk__in=exclude)
+    )
+    candidates = list(claimable.order_by("created_at").values_list("pk", flat=True)[:limit])
+    if not candidates:
+        return []
+    # The lease condition is checked again inside the UPDATE, row by row, so a run another
+    # follower leased since the SELECT is not taken from it.
+    claimable.filter(pk__in=candidates).update(follow_owner=owner, follow_lease_until=now + LEASE)
+    return list(
+        Run.objects.filter(pk__in=candidates, follow_owner=owner).values_list(
+            "pk", "upstream_id", "last_seq"
+        )
+    )
+
+
+def runs_renew(owner: str, run_ids) -> None:
+    Run.objects.filter(pk__in=list(run_ids), follow_owner=owner).update(
+        follow_lease_until=timezone.now() + LEASE
+    )
+
+
+def runs_release(owner: str, run_ids) -> None:
+    Run.objects.filter(pk__in=list(run_ids), follow_owner=owner).update(
+        follow_owner="", follow_lease_until=None
+    )
+
+
+# --- The follower ---------------------------------------------------------------------------
+
+
+@dataclass
+class FollowReport:
+    runs_followed: int = 0
+    events: int = 0
+    max_concurrent: int = 0
+    still_live: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class Follower:
+    def __init__(
+        self,
+        *,
+        owner: str | None = None,
+        budget_seconds: float = 50.0,
+        capacity: int = 500,
+        client: CoastyClient | None = None,
+    ) -> None:
+        self.owner = owner or new_owner()
+        self.budget = budget_seconds
+        self.capacity = capacity
+        self.client = client or CoastyClient.from_settings()
+        self.inbox: queue.Queue = queue.Queue()
+        self.active: dict = {}  # run pk -> concurrent future of its stream
+        self.report = FollowReport()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="follow")
+        self._http = None
+
+    def run(self, *, on_tick=None) -> FollowReport:
+        self._thread.start()
+        self._http = self._call(self._open_http())
+        started = time.monotonic()
+        stop_at = started + self.budget
+        next_claim = next_renew = started
+        idle_since = started
+        try:
+            while time.monotonic() < stop_at:
+                now = time.monotonic()
+                if now >= next_claim:
+                    self._claim(stop_at)
+                    next_claim = now + CLAIM_EVERY
+                if now >= next_renew:
+                    runs_renew(self.owner, self.active.keys())
+                    if on_tick:
+                        on_tick()
+                    next_renew = now + RENEW_EVERY
+                self._drain(wait=0.2)
+                if self.active:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > IDLE_EXIT:
+                    break
+        finally:
+            self._shutdown()
+        return self.report
+
+    # -- inside the task's thread --
+
+    def _claim(self, stop_at: float) -> None:
+        claimed = runs_claim(self.owner, limit=self.capacity - len(self.active), exclude=set(self.active))
+        for pk, upstream_id, last_seq in claimed:
+            remaining = max(1.0, stop_at - time.monotonic())
+            self.active[pk] = asyncio.run_coroutine_threadsafe(
+                self._follow_one(pk, upstream_id, last_seq, remaining), self._loop
+            )
+            self.report.runs_followed += 1
+        self.report.max_concurrent = max(self.report.max_concurrent, len(self.active))
+
+    def _drain(self, *, wait: float) -> None:
+        items = []
+        try:
+            items.append(self.inbox.get(timeout=wait))
+            while len(items) < BATCH_MAX:
+                items.append(self.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        if not items:
+            return
+        by_run = defaultdict(list)
+        ended = []
+        for kind, pk, payload in items:
+            if kind == "event":
+                by_run[pk].append(payload)
+            else:
+                ended.append((pk, payload))
+        close_old_connections()
+        for pk, events in by_run.items():
+            try:
+                events_ingest(run_id=pk, events=events)
+                self.report.events += len(events)
+            except Exception:
+                # The events stay upstream: the next follower resumes from the last stored seq.
+                logger.exception("run %s: ingest of %s events failed", pk, len(events))
+                self._count_error("ingest")
+        for pk, error in ended:
+            self.active.pop(pk, None)
+            runs_release(self.owner, [pk])
+            if isinstance(error, CoastyNotFound | CoastyAuthError):
+                self._count_error(type(error).__name__)
+                # The stream is gone for good: ask Coasty for the run's final record instead.
+                from django_q.tasks import async_task
+
+                async_task("runs.tasks.settle_run", str(pk))
+            elif error is not None:
+                self._count_error(type(error).__name__)
+
+    def _count_error(self, name: str) -> None:
+        self.report.errors[name] = self.report.errors.get(name, 0) + 1
+
+    def _shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self._call(self._cancel_all(), timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        # Whatever reached us before the streams closed is stored before the leases go.
+        while not self.inbox.empty():
+            self._drain(wait=0)
+        still = list(self.active)
+        self.report.still_live = Run.objects.filter(pk__in=still, status__in=LIVE_STATUSES).count()
+        runs_release(self.owner, still)
+        self.active.clear()
+
+    def _call(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # -- inside the event loop --
+
+    async def _open_http(self):
+        return self.client.async_http(max_connections=self.capacity + 10)
+
+    async def _follow_one(self, pk, upstream_id: str, after: int, budget: float) -> None:
+        error = None
+        try:
+            async for event in follow_events(
+                self._http, upstream_id, after=after, budget_seconds=budget
+            ):
+                self.inbox.put(("event", pk, event))
+        except asyncio.CancelledError:
+            error = None
+            raise
+        except Exception as exc:
+            logger.warning("run %s: stream follow stopped: %s", pk, exc)
+            error = exc
+        finally:
+            self.inbox.put(("end", pk, error))
+
+    async def _cancel_all(self) -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+
+
+def follow_runs_once(*, budget_seconds: float = 50.0, capacity: int = 500) -> FollowReport | None:
+    """The follower task's body: take a slot, follow, hand over. None when no slot was free."""
+    owner = new_owner()
+    if follower_slot_acquire(owner) is None:
+        return None
+    try:
+        follower = Follower(owner=owner, budget_seconds=budget_seconds, capacity=capacity)
+        report = follower.run(on_tick=lambda: follower_slot_renew(owner))
+    finally:
+        follower_slot_release(owner)
+    logger.info(
+        "follower %s: %s runs, %s events, %s at once, %s still live, errors %s",
+        owner, report.runs_followed, report.events, report.max_concurrent, report.still_live,
+        report.errors,
+    )
+    return report

@@ -1,0 +1,110 @@
+from django import forms
+
+from runs.models import CuaVersion, OnAwaitingHuman
+
+# Upstream's limits (RunRequest in the Coasty reference), checked here so a person sees them
+# as form errors instead of a submit that fails later.
+TASK_MAX = 16_000
+INSTRUCTIONS_MAX = 16_000
+SYSTEM_PROMPT_MAX = 32_000
+MACHINE_ID_MAX = 128
+MAX_STEPS_MAX = 1000
+DEADLINE_MAX = 86_400
+
+
+class LaunchForm(forms.Form):
+    launch_token = forms.UUIDField(widget=forms.HiddenInput)
+    machine_id = forms.CharField(
+        label="Machine",
+        max_length=MACHINE_ID_MAX,
+        help_text="Pick one of your Coasty machines, or type its id.",
+        widget=forms.TextInput(attrs={"list": "machines", "autocomplete": "off", "spellcheck": "false"}),
+    )
+    task = forms.CharField(
+        label="Task",
+        max_length=TASK_MAX,
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "e.g. Open the CRM and export last week's new leads as CSV"}),
+        help_text="What the agent should do, in plain words.",
+    )
+    cua_version = forms.ChoiceField(
+        label="Agent engine", choices=CuaVersion.choices, initial=CuaVersion.V5, widget=forms.RadioSelect
+    )
+    max_steps = forms.IntegerField(
+        label="Maximum steps",
+        min_value=1,
+        max_value=MAX_STEPS_MAX,
+        initial=20,
+        help_text="The run stops here. Its maximum cost is held from the wallet at launch; what it does not use comes back when it ends.",
+    )
+    deadline_seconds = forms.IntegerField(
+        label="Deadline (seconds)",
+        min_value=1,
+        max_value=DEADLINE_MAX,
+        required=False,
+        help_text="Optional wall-clock budget; the run times out after it. Up to 86,400 (a day).",
+    )
+    on_awaiting_human = forms.ChoiceField(
+        label="When the agent needs a human",
+        choices=OnAwaitingHuman.choices,
+        initial=OnAwaitingHuman.PAUSE,
+        widget=forms.RadioSelect,
+    )
+    instructions = forms.CharField(
+        label="Extra instructions",
+        max_length=INSTRUCTIONS_MAX,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Appended to the agent's base prompt.",
+    )
+    system_prompt = forms.CharField(
+        label="System prompt",
+        max_length=SYSTEM_PROMPT_MAX,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Replaces the agent's base prompt entirely. Leave empty unless you know you need it.",
+    )
+
+    def clean_machine_id(self):
+        value = self.cleaned_data["machine_id"].strip()
+        if not value:
+            raise forms.ValidationError("Choose a machine.")
+        return value
+
+    def clean_task(self):
+        value = self.cleaned_data["task"].strip()
+        if not value:
+            raise forms.ValidationError("Describe the task for the agent.")
+        return value
+
+
+class ResumeForm(forms.Form):
+    note = forms.CharField(
+        label="Note for the agent",
+        max_length=2000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "e.g. Solved the captcha; carry on."}),
+        help_text="Recorded on the run's timeline.",
+    )
+
+
+class RunFilterForm(forms.Form):
+    STATUS_CHOICES = [("", "Any status"), ("live", "Live (not ended)")]
+
+    status = forms.ChoiceField(required=False)
+    creator = forms.ChoiceField(required=False, label="Launched by")
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    q = forms.CharField(required=False, max_length=200, label="Search tasks")
+
+    def __init__(self, *args, creators=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        from runs.models import RunStatus
+
+        self.fields["status"].choices = self.STATUS_CHOICES + list(RunStatus.choices)
+        self.fields["creator"].choices = [("", "Anyone")] + [(str(pk), name) for pk, name in creators]
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("since") and cleaned.get("until") and cleaned["since"] > cleaned["until"]:
+            self.add_error("until", "The end date is before the start date.")
+        return cleaned

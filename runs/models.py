@@ -1,0 +1,289 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from portal.models import Team
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending", "Pending"  # not yet accepted by Coasty
+    SUBMIT_FAILED = "submit_failed", "Submit failed"  # Coasty refused it; nothing ran
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    AWAITING_HUMAN = "awaiting_human", "Awaiting human"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    TIMED_OUT = "timed_out", "Timed out"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        RunStatus.SUBMIT_FAILED,
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.TIMED_OUT,
+    }
+)
+UPSTREAM_TERMINAL_STATUSES = TERMINAL_STATUSES - {RunStatus.SUBMIT_FAILED}
+LIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.AWAITING_HUMAN})
+
+# How far along the life of a run a status is. Status only moves to an equal or higher rank;
+# running and awaiting_human share a rank because a run moves between them as often as a human
+# is needed, and which of two such changes is newer is decided by its order upstream (the event
+# seq, or the time Coasty stamped on it), never by when it reached us.
+STATUS_RANK = {
+    RunStatus.PENDING: 0,
+    RunStatus.QUEUED: 1,
+    RunStatus.RUNNING: 2,
+    RunStatus.AWAITING_HUMAN: 2,
+    RunStatus.SUCCEEDED: 3,
+    RunStatus.FAILED: 3,
+    RunStatus.CANCELLED: 3,
+    RunStatus.TIMED_OUT: 3,
+    RunStatus.SUBMIT_FAILED: 3,
+}
+
+
+class CuaVersion(models.TextChoices):
+    V5 = "v5", "v5 — latest engine, best at long multi-app tasks"
+    V4 = "v4", "v4 — previous engine, steadier on older desktop apps"
+    V3 = "v3", "v3 — older engine, kept for workflows tuned on it"
+    V1 = "v1", "v1 — legacy engine, slower and priced higher per step"
+
+
+class OnAwaitingHuman(models.TextChoices):
+    PAUSE = "pause", "Pause and wait for someone on the team to resume it"
+    FAIL = "fail", "Fail the run"
+    CANCEL = "cancel", "Cancel the run"
+
+
+class PendingAction(models.TextChoices):
+    NONE = "", "None"
+    CANCEL = "cancel", "Cancel requested"
+    RESUME = "resume", "Resume requested"
+
+
+class Run(models.Model):
+    """One task a team asked a Coasty agent to do, and everything the portal knows about it.
+
+    The launch fields are frozen when the run is created: the body sent to Coasty is rebuilt from
+    them on every retry, byte for byte, under the same idempotency key.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="runs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    # The launch form's one-time token: a double click or a resent form finds the run it
+    # already created instead of creating a second one.
+    launch_token = models.UUIDField(null=True, blank=True, editable=False)
+
+    # --- What to run (sent to Coasty) ---
+    machine_id = models.CharField(max_length=128)
+    task = models.TextField()
+    cua_version = models.CharField(max_length=4, choices=CuaVersion.choices, default=CuaVersion.V5)
+    max_steps = models.PositiveIntegerField(default=50)
+    deadline_seconds = models.PositiveIntegerField(null=True, blank=True)
+    on_awaiting_human = models.CharField(
+        max_length=8, choices=OnAwaitingHuman.choices, default=OnAwaitingHuman.PAUSE
+    )
+    system_prompt = models.TextField(blank=True)
+    instructions = models.TextField(blank=True)
+    webhook_url = models.URLField(max_length=2048, blank=True)
+
+    # --- Money, frozen at launch ---
+    price_cents = models.PositiveIntegerField(help_text="Price of one completed step.")
+    held_cents = models.PositiveIntegerField(help_text="max_steps × price, held at launch.")
+    charged_cents = models.PositiveIntegerField(default=0)
+
+    # --- Submission ---
+    idempotency_key = models.CharField(max_length=128, unique=True, editable=False)
+    upstream_id = models.CharField(max_length=128, null=True, blank=True)
+    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    submit_attempts = models.PositiveIntegerField(default=0)
+    submit_next_at = models.DateTimeField(null=True, blank=True)
+
+    # --- State ---
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+    status_seq = models.BigIntegerField(
+        default=0, help_text="Seq of the stream event that set the status (0: not from the stream)."
+    )
+    status_at = models.DateTimeField(
+        null=True, blank=True, help_text="When Coasty says the status changed."
+    )
+    last_seq = models.BigIntegerField(default=0, help_text="Highest event seq stored.")
+    steps_completed = models.PositiveIntegerField(default=0)
+    awaiting_human_reason = models.TextField(blank=True)
+    pending_action = models.CharField(
+        max_length=8, choices=PendingAction.choices, default=PendingAction.NONE, blank=True
+    )
+    resume_note = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    # --- Following and settling ---
+    follow_owner = models.CharField(max_length=96, blank=True)
+    follow_lease_until = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    upstream_steps_completed = models.PositiveIntegerField(null=True, blank=True)
+    upstream_credits_charged = models.PositiveIntegerField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["upstream_id"],
+                condition=Q(upstream_id__isnull=False),
+                name="run_upstream_id_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["created_by", "launch_token"],
+                condition=Q(launch_token__isnull=False),
+                name="run_launch_token_unique_per_user",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="run_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(charged_cents__lte=models.F("held_cents")),
+                name="run_charged_within_hold",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_steps__gte=1) & Q(max_steps__lte=1000), name="run_max_steps_range"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["team", "-created_at", "-id"], name="run_team_recent"),
+            models.Index(fields=["team", "status", "-created_at"], name="run_team_status"),
+            models.Index(fields=["status", "follow_lease_until"], name="run_follow_claim"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task[:40]} ({self.status})"
+
+    @property
+    def hold_reference(self) -> str:
+        return f"run:{self.id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_live(self) -> bool:
+        return not self.is_terminal
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in LIVE_STATUSES | {RunStatus.PENDING} and (
+            self.pending_action != PendingAction.CANCEL
+        )
+
+    @property
+    def can_resume(self) -> bool:
+        return self.status == RunStatus.AWAITING_HUMAN and not self.pending_action
+
+    @property
+    def progress_percent(self) -> int:
+        return min(100, round(100 * self.steps_completed / self.max_steps)) if self.max_steps else 0
+
+    @property
+    def spend_percent(self) -> int:
+        return min(100, round(100 * self.charged_cents / self.held_cents)) if self.held_cents else 0
+
+    @property
+    def released_cents(self) -> int:
+        return self.held_cents - self.charged_cents if self.settled_at else 0
+
+    @property
+    def still_held_cents(self) -> int:
+        return 0 if self.settled_at else self.held_cents - self.charged_cents
+
+
+class RunEvent(models.Model):
+    """One event of a run's Coasty stream, stored once per (run, seq) whoever brought it."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.BigIntegerField()
+    type = models.CharField(max_length=32)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="run_event_unique_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} #{self.seq} {self.type}"
+
+
+class WebhookDelivery(models.Model):
+    """One POST Coasty made to a run's webhook URL, kept verbatim with what we made of it.
+
+    Stored before it is verified, so a refused delivery leaves a trace for operators; processed
+    in its own transaction, so a failure is recorded on the row instead of being lost.
+    """
+
+    class Verdict(models.TextChoices):
+        RECEIVED = "received", "Received"
+        ACCEPTED = "accepted", "Accepted"
+        DUPLICATE = "duplicate", "Duplicate (already applied)"
+        DEFERRED = "deferred", "Deferred (run not yet accepted)"
+        MALFORMED = "malformed", "Refused: malformed"
+        BAD_SIGNATURE = "bad_signature", "Refused: bad signature"
+        STALE = "stale", "Refused: stale timestamp"
+        FAILED = "failed", "Failed while processing"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    received_at = models.DateTimeField(auto_now_add=True)
+    headers = models.JSONField(default=dict)
+    body = models.BinaryField()
+    body_sha256 = models.CharField(max_length=64)
+    verdict = models.CharField(max_length=16, choices=Verdict.choices, default=Verdict.RECEIVED)
+    event = models.CharField(max_length=64, blank=True)
+    # Set only on the first accepted delivery of a body: a retry or a duplicate of the same
+    # event carries the same body, and the unique constraint lets exactly one of them through.
+    dedupe_key = models.CharField(max_length=64, null=True, blank=True)
+    result = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "dedupe_key"],
+                condition=Q(dedupe_key__isnull=False),
+                name="webhook_delivery_dedupe",
+            ),
+        ]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event or 'delivery'} for {self.run_id}: {self.verdict}"
+
+
+class FollowerSlot(models.Model):
+    """One of the few stream followers allowed to run at once, held under a lease.
+
+    A follower task follows hundreds of runs in one process; capping how many run together keeps
+    the other worker processes free to submit, settle and cancel. A crashed follower's lease
+    simply expires.
+    """
+
+    number = models.PositiveSmallIntegerField(unique=True)
+    owner = models.CharField(max_length=96, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"follower slot {self.number}"

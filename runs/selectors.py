@@ -1,0 +1,176 @@
+"""Reads about runs that pages and the API share."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db.models import Count, Q, QuerySet, Sum
+from django.http import Http404
+from django.utils import timezone
+
+from portal.access import membership_or_404
+from portal.models import Membership, Team
+from runs.coasty import CoastyError
+from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
+from runs.upstream import coasty
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 25
+MACHINES_CACHE_KEY = "coasty:machines"
+MACHINES_CACHE_SECONDS = 60
+
+
+def run_for_member(user, run_id) -> tuple[Run, Membership]:
+    """The run and the caller's membership of its team; 404 for anyone outside that team."""
+    try:
+        run = Run.objects.select_related("team", "created_by").get(pk=run_id)
+    except (Run.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such run.") from exc
+    return run, membership_or_404(user, run.team)
+
+
+@dataclass(frozen=True)
+class RunFilters:
+    status: str = ""
+    creator_id: int | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    search: str = ""
+
+
+def runs_for_team(team: Team, filters: RunFilters | None = None) -> QuerySet[Run]:
+    filters = filters or RunFilters()
+    runs = Run.objects.filter(team=team).select_related("created_by")
+    if filters.status == "live":
+        runs = runs.filter(status__in=[*LIVE_STATUSES, RunStatus.PENDING])
+    elif filters.status:
+        runs = runs.filter(status=filters.status)
+    if filters.creator_id:
+        runs = runs.filter(created_by_id=filters.creator_id)
+    if filters.since:
+        runs = runs.filter(created_at__gte=_day_start(filters.since))
+    if filters.until:
+        runs = runs.filter(created_at__lt=_day_start(filters.until + dt.timedelta(days=1)))
+    if filters.search:
+        runs = runs.filter(task__icontains=filters.search)
+    return runs.order_by("-created_at", "-id")
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    older: str | None  # cursor for the next page of older runs
+    newer: str | None  # cursor for the page of newer runs
+
+
+def keyset_page(runs: QuerySet[Run], *, before: str = "", after: str = "", size: int = PAGE_SIZE) -> Page:
+    """A page of runs by (created_at, id), newest first, without COUNT(*) or OFFSET.
+
+    Stays one indexed query however many runs a team has.
+    """
+    if after:
+        key = _decode(after)
+        rows = list(
+            runs.filter(Q(created_at__gt=key[0]) | Q(created_at=key[0], id__gt=key[1]))
+            .order_by("created_at", "id")[: size + 1]
+        )
+        has_more_newer = len(rows) > size
+        rows = list(reversed(rows[:size]))
+        return Page(
+            rows,
+            older=_encode(rows[-1]) if rows else None,
+            newer=_encode(rows[0]) if rows and has_more_newer else None,
+        )
+    if before:
+        key = _decode(before)
+        runs = runs.filter(Q(created_at__lt=key[0]) | Q(created_at=key[0], id__lt=key[1]))
+    rows = list(runs[: size + 1])
+    has_more = len(rows) > size
+    rows = rows[:size]
+    return Page(
+        rows,
+        older=_encode(rows[-1]) if rows and has_more else None,
+        newer=_encode(rows[0]) if rows and before else None,
+    )
+
+
+def _encode(run: Run) -> str:
+    raw = f"{run.created_at.isoformat()}|{run.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, run_id = raw.split("|", 1)
+        return dt.datetime.fromisoformat(stamp), uuid.UUID(run_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor from exc
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def run_events(run: Run, *, after: int = 0, limit: int = 200) -> list[RunEvent]:
+    return list(run.events.filter(seq__gt=after).order_by("seq")[:limit])
+
+
+def run_latest_events(run: Run, *, limit: int = 200) -> list[RunEvent]:
+    """The newest `limit` events, oldest first, for the timeline."""
+    return list(reversed(run.events.order_by("-seq")[:limit]))
+
+
+def team_creators(team: Team) -> list[tuple[int, str]]:
+    return [(m.user_id, m.user.get_username()) for m in team.memberships.select_related("user")]
+
+
+def team_run_stats(team: Team) -> dict:
+    since = timezone.now() - dt.timedelta(days=30)
+    counts = dict(
+        Run.objects.filter(team=team, created_at__gte=since)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    totals = Run.objects.filter(team=team, created_at__gte=since).aggregate(
+        steps=Sum("steps_completed"), charged=Sum("charged_cents")
+    )
+    return {
+        "last_30_days": sum(counts.values()),
+        "live": sum(counts.get(s, 0) for s in [*LIVE_STATUSES, RunStatus.PENDING]),
+        "succeeded": counts.get(RunStatus.SUCCEEDED, 0),
+        "failed": sum(counts.get(s, 0) for s in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SUBMIT_FAILED)),
+        "steps": totals["steps"] or 0,
+        "charged_cents": totals["charged"] or 0,
+    }
+
+
+def machines_for_launch() -> tuple[list[dict], str]:
+    """Coasty's machines for the launch form's picker, cached; ([], reason) when unavailable."""
+    cached = cache.get(MACHINES_CACHE_KEY)
+    if cached is not None:
+        return cached, ""
+    try:
+        machines = coasty().list_machines()
+    except CoastyError as exc:
+        logger.warning("machine list unavailable: %s", exc)
+        return [], "Coasty's machine list is unavailable right now; type the machine id."
+    rows = [
+        {"id": str(m.get("id")), "name": str(m.get("display_name") or m.get("id")), "status": str(m.get("status", ""))}
+        for m in machines
+        if isinstance(m, dict) and m.get("id")
+    ]
+    cache.set(MACHINES_CACHE_KEY, rows, MACHINES_CACHE_SECONDS)
+    return rows, ""

@@ -1,0 +1,57 @@
+"""Where the portal meets Coasty: the configured client, and whether webhooks can reach us."""
+
+import ipaddress
+import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.urls import reverse
+
+from runs.coasty import CoastyClient
+
+logger = logging.getLogger(__name__)
+
+
+def coasty() -> CoastyClient:
+    return CoastyClient.from_settings()
+
+
+def upstream_is_test_mode() -> bool:
+    """Test keys bill nothing upstream; reconciliation then compares steps, not credits."""
+    return settings.COASTY_API_KEY.startswith("sk-coasty-test-")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def webhooks_disabled_reason() -> str:
+    """Why Coasty cannot deliver webhooks to this portal, or "" when it can.
+
+    Coasty only posts to https URLs; the simulator also posts to loopback http. When neither
+    holds, runs are launched without a webhook_url and followed by the event stream and polling.
+    """
+    public = settings.PORTAL_PUBLIC_URL
+    scheme = urlsplit(public).scheme
+    if scheme == "https":
+        return ""
+    if scheme == "http" and _is_loopback(public) and _is_loopback(settings.COASTY_BASE_URL):
+        return ""
+    return (
+        f"Coasty cannot deliver webhooks to {public} (it needs an https address), so runs are "
+        "followed through their event stream and polling only."
+    )
+
+
+def webhook_url_for(run_id) -> str:
+    reason = webhooks_disabled_reason()
+    if reason:
+        logger.warning("webhooks off: %s", reason)
+        return ""
+    return settings.PORTAL_PUBLIC_URL + reverse("coasty_webhook", args=[run_id])

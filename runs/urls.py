@@ -1,0 +1,13 @@
+from django.urls import path
+
+from runs import views
+
+urlpatterns = [
+    path("teams/<slug:slug>/runs/", views.run_list, name="run_list"),
+    path("teams/<slug:slug>/runs/new/", views.run_launch, name="run_launch"),
+    path("runs/<uuid:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<uuid:run_id>/live/", views.run_live, name="run_live"),
+    path("runs/<uuid:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<uuid:run_id>/resume/", views.run_resume, name="run_resume"),
+    path("webhooks/coasty/runs/<uuid:run_id>/", views.coasty_webhook, name="coasty_webhook"),
+]

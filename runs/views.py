@@ -1,0 +1,286 @@
+import hashlib
+import json
+import logging
+import time
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from billing.errors import InsufficientFunds
+from billing.prices import step_price_cents
+from billing.selectors import wallet_summary
+from portal.access import require_role, team_view
+from portal.models import Role
+from runs import selectors, services
+from runs.coasty import WebhookSignatureError, verify
+from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
+from runs.crypto import SecretUnreadable, decrypt_secret
+from runs.forms import LaunchForm, ResumeForm, RunFilterForm
+from runs.models import CuaVersion, Run, WebhookDelivery
+from runs.upstream import webhooks_disabled_reason
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_MAX_BYTES = 256 * 1024
+
+
+@team_view()
+@require_GET
+def run_list(request: HttpRequest, slug: str) -> HttpResponse:
+    team = request.team
+    form = RunFilterForm(request.GET or None, creators=selectors.team_creators(team))
+    filters = selectors.RunFilters()
+    if form.is_valid():
+        data = form.cleaned_data
+        filters = selectors.RunFilters(
+            status=data["status"] or "",
+            creator_id=int(data["creator"]) if data["creator"] else None,
+            since=data["since"],
+            until=data["until"],
+            search=data["q"].strip(),
+        )
+    runs = selectors.runs_for_team(team, filters)
+    try:
+        page = selectors.keyset_page(
+            runs, before=request.GET.get("before", ""), after=request.GET.get("after", "")
+        )
+    except selectors.InvalidCursor:
+        messages.warning(request, "That page link was malformed; showing the newest runs.")
+        page = selectors.keyset_page(runs)
+    filtered = any(request.GET.get(k) for k in ("status", "creator", "since", "until", "q"))
+    return render(
+        request,
+        "runs/run_list.html",
+        {"team": team, "membership": request.membership, "form": form, "page": page, "filtered": filtered},
+        status=200 if not form.errors else 400,
+    )
+
+
+@team_view(Role.MEMBER, action="launch runs")
+@require_http_methods(["GET", "POST"])
+def run_launch(request: HttpRequest, slug: str) -> HttpResponse:
+    team = request.team
+    if request.method == "POST":
+        form = LaunchForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            launch = services.LaunchRequest(
+                machine_id=data["machine_id"],
+                task=data["task"],
+                cua_version=data["cua_version"],
+                max_steps=data["max_steps"],
+                deadline_seconds=data["deadline_seconds"],
+                on_awaiting_human=data["on_awaiting_human"],
+                system_prompt=data["system_prompt"],
+                instructions=data["instructions"],
+            )
+            try:
+                run, created = services.run_launch(
+                    team=team, user=request.user, request=launch, launch_token=data["launch_token"]
+                )
+            except InsufficientFunds as exc:
+                form.add_error(None, _insufficient_funds_message(exc))
+            else:
+                if created:
+                    messages.success(request, "Run launched. It starts as soon as Coasty accepts it.")
+                else:
+                    messages.info(request, "That form was already submitted; here is the run it launched.")
+                return redirect("run_detail", run_id=run.pk)
+    else:
+        form = LaunchForm(initial={"launch_token": uuid.uuid4(), **_initial_from(request)})
+    machines, machines_note = selectors.machines_for_launch()
+    prices = {version.value: step_price_cents(version.value) for version in CuaVersion}
+    return render(
+        request,
+        "runs/run_launch.html",
+        {
+            "team": team,
+            "form": form,
+            "machines": machines,
+            "machines_note": machines_note,
+            "wallet": wallet_summary(team),
+            "prices": prices,
+            "webhooks_note": webhooks_disabled_reason(),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+def _initial_from(request: HttpRequest) -> dict:
+    """"Run again": the launch fields of an earlier run of this team."""
+    source_id = request.GET.get("from")
+    if not source_id:
+        return {}
+    try:
+        source = Run.objects.get(pk=source_id, team=request.team)
+    except (Run.DoesNotExist, ValueError):
+        return {}
+    return {
+        "machine_id": source.machine_id,
+        "task": source.task,
+        "cua_version": source.cua_version,
+        "max_steps": source.max_steps,
+        "deadline_seconds": source.deadline_seconds,
+        "on_awaiting_human": source.on_awaiting_human,
+        "system_prompt": source.system_prompt,
+        "instructions": source.instructions,
+    }
+
+
+def _insufficient_funds_message(exc: InsufficientFunds) -> str:
+    from portal.templatetags.portal_tags import cents
+
+    return (
+        f"The team's wallet cannot cover this run: it can cost up to {cents(exc.needed_cents)}, "
+        f"and {cents(exc.available_cents)} is available. Lower the maximum steps, or ask a "
+        "billing admin to top up the wallet."
+    )
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, run_id) -> HttpResponse:
+    run, membership = selectors.run_for_member(request.user, run_id)
+    request.team = run.team
+    return render(request, "runs/run_detail.html", _detail_context(run, membership))
+
+
+@login_required
+@require_GET
+def run_live(request: HttpRequest, run_id) -> HttpResponse:
+    """The live part of the run page, fetched every couple of seconds while the run is live."""
+    run, membership = selectors.run_for_member(request.user, run_id)
+    return render(request, "runs/_run_live.html", _detail_context(run, membership))
+
+
+def _detail_context(run: Run, membership) -> dict:
+    return {
+        "run": run,
+        "team": run.team,
+        "membership": membership,
+        "events": selectors.run_latest_events(run),
+        "resume_form": ResumeForm(),
+        "webhooks_note": "" if run.webhook_url else webhooks_disabled_reason(),
+    }
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id) -> HttpResponse:
+    run, membership = selectors.run_for_member(request.user, run_id)
+    require_role(membership, Role.MEMBER, action="cancel runs")
+    try:
+        services.run_request_cancel(run=run, user=request.user)
+    except services.RunActionRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Cancel requested. The unused part of the hold returns to the wallet when the run ends.")
+    return redirect("run_detail", run_id=run.pk)
+
+
+@login_required
+@require_POST
+def run_resume(request: HttpRequest, run_id) -> HttpResponse:
+    run, membership = selectors.run_for_member(request.user, run_id)
+    require_role(membership, Role.MEMBER, action="resume runs")
+    form = ResumeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The note is too long: keep it under 2,000 characters.")
+        return redirect("run_detail", run_id=run.pk)
+    try:
+        services.run_request_resume(run=run, user=request.user, note=form.cleaned_data["note"])
+    except services.RunActionRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Resume requested. The agent carries on in a moment.")
+    return redirect("run_detail", run_id=run.pk)
+
+
+# --- Webhooks ---------------------------------------------------------------------------------
+
+KEPT_HEADERS = ("content-type", "user-agent", "coasty-signature", "x-coasty-signature", "x-coasty-request-id")
+
+
+@csrf_exempt
+@require_POST
+def coasty_webhook(request: HttpRequest, run_id) -> JsonResponse:
+    """Coasty's signed delivery for one run: store it, verify it, apply it once, answer fast.
+
+    Follows dj-stripe's order: the raw delivery is stored first, outside the processing
+    transaction, so a refused or failing delivery leaves a record; then it is verified with the
+    run's own secret; then applied in its own transaction. Nothing is applied unless verified.
+    """
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        return _webhook_answer(404, "unknown run")
+    body = request.body
+    if len(body) > WEBHOOK_MAX_BYTES:
+        return _webhook_answer(413, "payload too large")
+    delivery = WebhookDelivery.objects.create(
+        run=run,
+        headers={k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
+        body=body,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+    )
+    if not run.webhook_secret_encrypted:
+        # Coasty knows the run before we stored its answer (a lost response): ask it to retry.
+        return _webhook_refuse(delivery, WebhookDelivery.Verdict.DEFERRED, 409, "run not yet accepted here")
+    header = request.headers.get("Coasty-Signature") or request.headers.get("X-Coasty-Signature") or ""
+    try:
+        verify(header, body, [decrypt_secret(run.webhook_secret_encrypted)], now=time.time())
+    except WebhookSignatureMalformed as exc:
+        return _webhook_refuse(delivery, WebhookDelivery.Verdict.MALFORMED, 400, str(exc))
+    except WebhookSignatureStale as exc:
+        return _webhook_refuse(delivery, WebhookDelivery.Verdict.STALE, 400, str(exc))
+    except (WebhookSignatureError, SecretUnreadable) as exc:
+        return _webhook_refuse(delivery, WebhookDelivery.Verdict.BAD_SIGNATURE, 401, str(exc))
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            raise ValueError("body is not a JSON object")
+    except ValueError as exc:
+        return _webhook_refuse(delivery, WebhookDelivery.Verdict.MALFORMED, 400, f"bad JSON: {exc}")
+    if str(payload.get("run_id")) != run.upstream_id:
+        return _webhook_refuse(delivery, WebhookDelivery.Verdict.MALFORMED, 400, "run_id does not match this run")
+    delivery.event = str(payload.get("event") or "")[:64]
+    try:
+        with transaction.atomic():
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(
+                dedupe_key=delivery.body_sha256, event=delivery.event
+            )
+    except IntegrityError:
+        _webhook_record(delivery, WebhookDelivery.Verdict.DUPLICATE, "same body already applied")
+        return _webhook_answer(200, "duplicate")
+    try:
+        outcome = services.run_apply_webhook(run=run, payload=payload)
+    except Exception as exc:
+        logger.exception("webhook %s for run %s failed", delivery.pk, run.pk)
+        # Let a redelivery try again: the dedupe key is cleared with the failure recorded.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(dedupe_key=None)
+        _webhook_record(delivery, WebhookDelivery.Verdict.FAILED, f"{type(exc).__name__}: {exc}")
+        return _webhook_answer(500, "processing failed; redeliver")
+    _webhook_record(delivery, WebhookDelivery.Verdict.ACCEPTED, outcome)
+    return _webhook_answer(200, outcome)
+
+
+def _webhook_record(delivery: WebhookDelivery, verdict: str, result: str) -> None:
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        verdict=verdict, result=result[:2000], event=delivery.event
+    )
+
+
+def _webhook_refuse(delivery, verdict, status: int, reason: str) -> JsonResponse:
+    logger.warning("webhook %s for run %s refused (%s): %s", delivery.pk, delivery.run_id, verdict, reason)
+    _webhook_record(delivery, verdict, reason)
+    return _webhook_answer(status, reason)
+
+
+def _webhook_answer(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"ok": 200 <= status < 300, "message": message}, status=status)
+

@@ -1,0 +1,266 @@
+"""Runs services against a fake Coasty: launch, submit, ingest, settle, and their repeats."""
+
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+from billing.errors import InsufficientFunds
+from billing.ledger_checks import ledger_problems
+from runs import services
+from runs.coasty import CoastyServerError, CoastyValidationError
+from runs.crypto import decrypt_secret
+from runs.models import Run, RunEvent, RunStatus
+from runs.services import IncomingEvent, LaunchRequest
+from tests.factories import fund_team
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass
+class CreateResult:
+    run: dict
+    replayed: bool = False
+    test_mode: bool = False
+
+
+@dataclass
+class FakeCoasty:
+    """Just enough of CoastyClient: records calls, answers from a script."""
+
+    runs: dict = field(default_factory=dict)
+    creates_by_key: dict = field(default_factory=dict)
+    fail_create_with: Exception | None = None
+    calls: list = field(default_factory=list)
+
+    def create_run_or_recover(self, body, *, idempotency_key):
+        self.calls.append(("create", idempotency_key, body))
+        if self.fail_create_with:
+            raise self.fail_create_with
+        if idempotency_key not in self.creates_by_key:
+            upstream_id = f"run_{len(self.runs) + 1}"
+            self.runs[upstream_id] = {
+                "id": upstream_id, "object": "agent.run", "status": "queued", "steps_completed": 0,
+                "credits_charged": 0, "webhook_secret": f"whsec_{upstream_id}",
+            }
+            self.creates_by_key[idempotency_key] = upstream_id
+            return CreateResult(dict(self.runs[upstream_id]))
+        return CreateResult(dict(self.runs[self.creates_by_key[idempotency_key]]), replayed=True)
+
+    def get_run(self, upstream_id):
+        self.calls.append(("get", upstream_id))
+        return {k: v for k, v in self.runs[upstream_id].items() if k != "webhook_secret"}
+
+    def finish(self, upstream_id, status, steps, price=5):
+        self.runs[upstream_id].update(status=status, steps_completed=steps, credits_charged=steps * price)
+
+
+@pytest.fixture
+def coasty(monkeypatch):
+    fake = FakeCoasty()
+    monkeypatch.setattr(services, "coasty", lambda: fake)
+    return fake
+
+
+@pytest.fixture
+def funded_team(team):
+    fund_team(team, 5000)
+    return team
+
+
+@pytest.fixture(autouse=True)
+def _ledger_stays_consistent(db):
+    yield
+    assert ledger_problems() == []
+
+
+def _launch(team, user, **overrides):
+    request = LaunchRequest(**{"machine_id": "vm-linux-1", "task": "Export leads", "max_steps": 10, **overrides})
+    return services.run_launch(team=team, user=user, request=request, launch_token=overrides.pop("token", None))
+
+
+def _wallet(team):
+    from billing.selectors import wallet_summary
+
+    summary = wallet_summary(team)
+    return summary.available_cents, summary.held_cents, summary.spent_cents
+
+
+def test_launch_holds_the_maximum_cost_and_submits_after_commit(
+    funded_team, make_member, django_capture_on_commit_callbacks
+):
+    # given a member of a team with $50
+    bob = make_member(funded_team, "member")
+
+    # when bob launches a 10-step run on v5 (5¢ a step)
+    with django_capture_on_commit_callbacks() as callbacks:
+        run, created = _launch(funded_team, bob)
+
+    # then 50¢ is held, the run waits for Coasty, and one submit task is queued after commit
+    assert created and run.status == RunStatus.PENDING and run.held_cents == 50
+    assert _wallet(funded_team) == (4950, 50, 0)
+    assert len(callbacks) == 1
+    assert run.idempotency_key == f"portal-run-{run.pk}"
+
+
+def test_launch_the_wallet_cannot_cover_creates_nothing(team, make_member):
+    fund_team(team, 40)
+    bob = make_member(team, "member")
+
+    with pytest.raises(InsufficientFunds) as refused:
+        _launch(team, bob, max_steps=10)
+
+    assert (refused.value.available_cents, refused.value.needed_cents) == (40, 50)
+    assert Run.objects.count() == 0
+    assert _wallet(team) == (40, 0, 0)
+
+
+def test_the_same_launch_token_twice_makes_one_run(funded_team, make_member):
+    bob = make_member(funded_team, "member")
+    token = uuid.uuid4()
+    request = LaunchRequest(machine_id="vm-linux-1", task="t", max_steps=10)
+
+    first, created_first = services.run_launch(team=funded_team, user=bob, request=request, launch_token=token)
+    second, created_second = services.run_launch(team=funded_team, user=bob, request=request, launch_token=token)
+
+    assert (created_first, created_second) == (True, False)
+    assert first.pk == second.pk and Run.objects.count() == 1
+    assert _wallet(funded_team) == (4950, 50, 0)
+
+
+def test_v1_runs_are_priced_at_8_cents_a_step(funded_team, make_member):
+    run, _ = _launch(funded_team, make_member(funded_team), cua_version="v1", max_steps=10)
+    assert (run.price_cents, run.held_cents) == (8, 80)
+
+
+def test_submit_sends_the_same_key_and_body_every_time_and_creates_one_upstream_run(
+    funded_team, make_member, coasty
+):
+    run, _ = _launch(funded_team, make_member(funded_team))
+
+    # when the submit task runs three times (a retry, a second worker, the sweep)
+    for _ in range(3):
+        Run.objects.filter(pk=run.pk).update(status=RunStatus.PENDING)  # as if the answer were lost
+        services.run_submit(run_id=run.pk)
+
+    creates = [c for c in coasty.calls if c[0] == "create"]
+    assert len({c[1] for c in creates}) == 1
+    assert all(c[2] == creates[0][2] for c in creates)
+    assert len(coasty.runs) == 1
+    run.refresh_from_db()
+    assert run.upstream_id == "run_1" and run.status == RunStatus.QUEUED
+    assert decrypt_secret(run.webhook_secret_encrypted) == "whsec_run_1"
+    assert "whsec_run_1" not in run.webhook_secret_encrypted
+
+
+def test_a_deterministic_refusal_fails_the_run_and_releases_the_hold(funded_team, make_member, coasty):
+    run, _ = _launch(funded_team, make_member(funded_team))
+    coasty.fail_create_with = CoastyValidationError(
+        status=422, code="VALIDATION_ERROR", message="machine_id is not yours", type="validation_error"
+    )
+
+    services.run_submit(run_id=run.pk)
+    services.run_submit(run_id=run.pk)  # a repeat changes nothing more
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUBMIT_FAILED
+    assert "machine_id is not yours" in run.error
+    assert _wallet(funded_team) == (5000, 0, 0)
+
+
+def test_a_transient_failure_leaves_the_run_pending_for_a_later_attempt(funded_team, make_member, coasty):
+    run, _ = _launch(funded_team, make_member(funded_team))
+    coasty.fail_create_with = CoastyServerError(status=503, code="SERVICE_UNAVAILABLE", message="busy", retryable=True)
+
+    services.run_submit(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.PENDING and run.submit_next_at is not None
+    assert _wallet(funded_team) == (4950, 50, 0)
+
+
+def _accepted_run(team, user, coasty, **overrides):
+    run, _ = _launch(team, user, **overrides)
+    services.run_submit(run_id=run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def _step_events(first_seq, step):
+    return [
+        IncomingEvent(first_seq, "reasoning", {"step": step, "text": "look"}),
+        IncomingEvent(first_seq + 1, "tool_call", {"step": step, "tool": "click", "input": {}}),
+        IncomingEvent(first_seq + 2, "tool_result", {"step": step, "tool": "click", "ok": True, "output": ""}),
+        IncomingEvent(first_seq + 3, "step", {"step": step, "steps_completed": step}),
+        IncomingEvent(first_seq + 4, "billing", {"step": step, "credits_charged": 5}),
+    ]
+
+
+def test_ingest_charges_each_step_once_however_often_events_repeat(funded_team, make_member, coasty):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+    events = [IncomingEvent(1, "status", {"status": "running"}), *_step_events(2, 1), *_step_events(7, 2)]
+
+    # when the same events arrive three times, in pieces and out of order
+    services.events_ingest(run_id=run.pk, events=events)
+    services.events_ingest(run_id=run.pk, events=list(reversed(events)))
+    services.events_ingest(run_id=run.pk, events=events[5:])
+
+    run.refresh_from_db()
+    assert RunEvent.objects.filter(run=run).count() == len(events)
+    assert (run.status, run.steps_completed, run.charged_cents, run.last_seq) == ("running", 2, 10, 11)
+    assert _wallet(funded_team) == (4950, 40, 10)
+
+
+def test_status_never_moves_backwards(funded_team, make_member, coasty):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+
+    services.events_ingest(run_id=run.pk, events=[
+        IncomingEvent(1, "status", {"status": "running"}),
+        IncomingEvent(5, "awaiting_human", {"reason": "captcha"}),
+    ])
+    # a late, lower seq "running" does not undo the pause
+    services.events_ingest(run_id=run.pk, events=[IncomingEvent(3, "status", {"status": "running"})])
+    run.refresh_from_db()
+    assert (run.status, run.awaiting_human_reason) == ("awaiting_human", "captcha")
+
+    services.events_ingest(run_id=run.pk, events=[IncomingEvent(6, "resumed", {"note": "done"})])
+    services.events_ingest(run_id=run.pk, events=[IncomingEvent(7, "done", {"status": "succeeded"})])
+    services.events_ingest(run_id=run.pk, events=[IncomingEvent(8, "status", {"status": "running"})])
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+
+
+def test_settle_charges_uncharged_steps_releases_the_rest_and_is_idempotent(
+    funded_team, make_member, coasty
+):
+    # given a run that streamed only its first step before ending after 3 steps
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+    services.events_ingest(run_id=run.pk, events=_step_events(1, 1))
+    coasty.finish(run.upstream_id, "succeeded", steps=3)
+
+    # when it is settled twice
+    services.run_settle(run_id=run.pk)
+    services.run_settle(run_id=run.pk)
+
+    # then exactly 3 steps are charged and the other 35¢ came back
+    run.refresh_from_db()
+    assert (run.status, run.steps_completed, run.charged_cents) == ("succeeded", 3, 15)
+    assert run.settled_at is not None
+    assert _wallet(funded_team) == (4985, 0, 15)
+    assert sum(1 for c in coasty.calls if c[0] == "get") == 1
+
+
+def test_settle_waits_while_coasty_says_the_run_is_live(funded_team, make_member, coasty):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+    services.run_settle(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.settled_at is None and _wallet(funded_team) == (4950, 50, 0)
+
+
+def test_cancel_of_an_ended_run_is_refused_with_a_reason(funded_team, make_member, coasty):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+    coasty.finish(run.upstream_id, "failed", steps=0)
+    services.events_ingest(run_id=run.pk, events=[IncomingEvent(1, "done", {"status": "failed"})])
+
+    with pytest.raises(services.RunActionRefused, match="already ended"):
+        services.run_request_cancel(run=run, user=None)
