@@ -26,6 +26,15 @@ from .errors import (
     CoastyValidationError,
 )
 from .retry import RetryPolicy
+from .signing import (
+    WebhookSignatureError,
+    WebhookSignatureMalformed,
+    WebhookSignatureMismatch,
+    WebhookSignatureStale,
+    sign,
+    signature_header,
+    verify,
+)
 
 __all__ = [
     "CoastyAuthError",
@@ -44,6 +53,13 @@ __all__ = [
     "CreateRunResult",
     "IdempotencyLookup",
     "RetryPolicy",
+    "WebhookSignatureError",
+    "WebhookSignatureMalformed",
+    "WebhookSignatureMismatch",
+    "WebhookSignatureStale",
     "canonical_json",
+    "sign",
+    "signature_header",
     "validate_idempotency_key",
+    "verify",
 ]
