@@ -35,6 +35,7 @@ from .signing import (
     signature_header,
     verify,
 )
+from .sse import FollowStats, SseEvent, follow_events, iter_events
 
 __all__ = [
     "CoastyAuthError",
@@ -51,13 +52,17 @@ __all__ = [
     "CoastyTransportError",
     "CoastyValidationError",
     "CreateRunResult",
+    "FollowStats",
     "IdempotencyLookup",
     "RetryPolicy",
+    "SseEvent",
     "WebhookSignatureError",
     "WebhookSignatureMalformed",
     "WebhookSignatureMismatch",
     "WebhookSignatureStale",
     "canonical_json",
+    "follow_events",
+    "iter_events",
     "sign",
     "signature_header",
     "validate_idempotency_key",
