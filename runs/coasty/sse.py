@@ -173,7 +173,8 @@ def _parse(frame: ServerSentEvent, run_id: str) -> tuple[int | None, SseEvent | 
 
 
 async def follow_events(
-    http: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    /,
     run_id: str,
     *,
     after: int = 0,
@@ -186,6 +187,9 @@ async def follow_events(
 ) -> AsyncGenerator[SseEvent, None]:
     """Yield run `run_id`'s events after seq `after`, each once, in order, until `done` or
     until `budget_seconds` have passed. See the module docstring for the rules.
+
+    `client` is an `httpx.AsyncClient` with Coasty's base URL and key, normally from
+    `CoastyClient.async_http()`; one client serves any number of concurrent follows.
 
     Close it when stopping early (`async with contextlib.aclosing(follow_events(...))`), so
     the connection is released at once rather than when the generator is collected.
@@ -202,10 +206,13 @@ async def follow_events(
     server_retry: float | None = None  # the stream's `retry:` in seconds, once sent
 
     while True:
+        if loop.time() >= deadline:
+            stats.ended_by = "budget"
+            return
         connection = _Connection()
         stats.connections += 1
         progressed = False
-        frames = _frames(http, path, last_seq, connection)
+        frames = _frames(client, path, last_seq, connection)
         try:
             while True:
                 # The budget bounds waiting for the next frame, never the caller's handling
@@ -335,7 +342,7 @@ def iter_events(
     try:
         http = client.async_http()
         events = follow_events(
-            http, run_id, after=after, budget_seconds=budget_seconds, stats=stats, **options
+            http, run_id=run_id, after=after, budget_seconds=budget_seconds, stats=stats, **options
         )
         try:
             while True:
