@@ -740,6 +740,7 @@ def test_create_run_or_recover_reraises_when_coasty_never_saw_the_key():
 
     # then
     assert raised.value.attempts == 2
+    assert raised.value.retry_with_same_idempotency_key is True
     assert any("no run was created" in note for note in raised.value.__notes__)
     assert isinstance(raised.value.__cause__, httpx.ConnectError)
 

@@ -371,7 +371,7 @@ class CoastyClient:
                     method, path, params=params, content=content, headers=headers
                 )
             except httpx.TransportError as exc:
-                raise transport_error(exc, method=method, path=path) from exc
+                raise transport_error(exc, method=method, path=path, keyed=key is not None) from exc
             except httpx.DecodingError as exc:
                 raise CoastyBadResponse(
                     f"{method} {path}: the response body could not be decoded: {exc}",

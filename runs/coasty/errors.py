@@ -317,8 +317,11 @@ def error_from_response(response: httpx.Response) -> CoastyError:
     )
 
 
-def transport_error(exc: httpx.TransportError, *, method: str, path: str) -> CoastyTransportError:
-    """A `CoastyTransportError` for an httpx failure, naming what was being done."""
+def transport_error(
+    exc: httpx.TransportError, *, method: str, path: str, keyed: bool = False
+) -> CoastyTransportError:
+    """A `CoastyTransportError` for an httpx failure, naming what was being done. Only a
+    request that carried an Idempotency-Key may be retried with that key."""
     if isinstance(exc, httpx.TimeoutException):
         code = "TIMEOUT"
     elif isinstance(exc, httpx.ConnectError):
@@ -330,5 +333,5 @@ def transport_error(exc: httpx.TransportError, *, method: str, path: str) -> Coa
         f"{method} {path} failed in transit: {type(exc).__name__}: {detail}",
         code=code,
         retryable=True,
-        retry_with_same_idempotency_key=True,
+        retry_with_same_idempotency_key=keyed,
     )
