@@ -1,0 +1,70 @@
+"""The portal's side of the Coasty API: HTTP client, event-stream follower, webhook signing.
+
+No Django models here, and nothing that needs Django settings at import time, so the package
+can be used and tested on its own. `CoastyClient.from_settings()` is the only bridge.
+"""
+
+from .client import (
+    CoastyClient,
+    CreateRunResult,
+    IdempotencyLookup,
+    canonical_json,
+    validate_idempotency_key,
+)
+from .errors import (
+    CoastyAuthError,
+    CoastyBadResponse,
+    CoastyError,
+    CoastyIdempotencyInFlight,
+    CoastyIdempotencyKeyReused,
+    CoastyInsufficientCredits,
+    CoastyInvalidState,
+    CoastyNotFound,
+    CoastyRateLimited,
+    CoastyServerError,
+    CoastyTransportError,
+    CoastyValidationError,
+)
+from .retry import RetryPolicy
+from .signing import (
+    WebhookSignatureError,
+    WebhookSignatureMalformed,
+    WebhookSignatureMismatch,
+    WebhookSignatureStale,
+    sign,
+    signature_header,
+    verify,
+)
+from .sse import FollowStats, SseEvent, follow_events, iter_events
+
+__all__ = [
+    "CoastyAuthError",
+    "CoastyBadResponse",
+    "CoastyClient",
+    "CoastyError",
+    "CoastyIdempotencyInFlight",
+    "CoastyIdempotencyKeyReused",
+    "CoastyInsufficientCredits",
+    "CoastyInvalidState",
+    "CoastyNotFound",
+    "CoastyRateLimited",
+    "CoastyServerError",
+    "CoastyTransportError",
+    "CoastyValidationError",
+    "CreateRunResult",
+    "FollowStats",
+    "IdempotencyLookup",
+    "RetryPolicy",
+    "SseEvent",
+    "WebhookSignatureError",
+    "WebhookSignatureMalformed",
+    "WebhookSignatureMismatch",
+    "WebhookSignatureStale",
+    "canonical_json",
+    "follow_events",
+    "iter_events",
+    "sign",
+    "signature_header",
+    "validate_idempotency_key",
+    "verify",
+]
