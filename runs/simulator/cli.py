@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="port (default 8765; 0 picks a free one and prints it)",
     )
     parser.add_argument(
-        "--speed", type=float, default=1.0, help="time factor: 50 makes a 1 s step take 20 ms"
+        "--speed",
+        type=float,
+        default=None,
+        help="time factor (default 1): 50 makes a 1 s step take 20 ms",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of the fault RNG (repeatable chaos)"
@@ -80,10 +83,8 @@ def config_from_options(options: dict[str, Any]) -> SimConfig:
     settings: dict[str, Any] = (
         json.loads(options["config_json"]) if options.get("config_json") else {}
     )
-    settings["speed"] = options.get("speed") or settings.get("speed", 1.0)
-    if options.get("seed") is not None:
-        settings["seed"] = options["seed"]
-    for name in ("sse_rotate_seconds", "sse_keepalive_seconds"):
+    # Explicit options win over --config-json.
+    for name in ("speed", "seed", "sse_rotate_seconds", "sse_keepalive_seconds"):
         if options.get(name) is not None:
             settings[name] = options[name]
     faults: dict[str, Any] = dict(settings.pop("faults", {}) or {})
