@@ -24,7 +24,7 @@ def run_body(task: str = "Open the dashboard", **extra: Any) -> dict[str, Any]:
 class Received:
     body: bytes
     signature: str
-    at: float
+    at: float  # wall clock (time.time()) when it arrived
 
     @property
     def json(self) -> dict[str, Any]:
@@ -53,7 +53,7 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:
                     receiver.received.append(
-                        Received(body, self.headers.get("Coasty-Signature", ""), time.monotonic())
+                        Received(body, self.headers.get("Coasty-Signature", ""), time.time())
                     )
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)

@@ -393,6 +393,8 @@ def create_app(config: SimConfig | None = None) -> Starlette:
                 faults = body
             elif body:
                 raise _admin_error(f"unexpected keys beside 'faults': {sorted(body)}")
+            if not isinstance(faults, dict):
+                raise _admin_error("faults must be an object: {fault name: spec}")
             try:
                 specs = {name: parse_fault(name, value) for name, value in faults.items()}
             except ValueError as exc:
