@@ -824,18 +824,26 @@ def test_rate_limit_has_retry_after(sim, api):
     assert api.get("/v1/machines").status_code == 200
 
 
-@pytest.mark.parametrize("mode", ["drop", "502", "504", "html"])
+@pytest.mark.parametrize(
+    "mode", ["drop", "502", "504", "html", "empty", "truncated", "text", "random"]
+)
 def test_lost_response_creates_the_run_once(sim, api, mode):
     # given the next create loses its answer
     sim.set_faults(lost_response={"count": 1, "mode": mode})
-    # when the client sends it, sees a failure, and retries with the same key
+    # when the client sends it, cannot read an answer, and retries with the same key
     try:
         first = create(api, key=f"lost-{mode}")
-        assert first.status_code in (502, 504)
-        if mode == "html":
-            assert first.headers["content-type"].startswith("text/html")
+        if mode in ("502", "504", "html"):
+            assert first.status_code == int(mode if mode != "html" else 502)
+            assert first.headers["content-type"].startswith(
+                "text/html" if mode == "html" else "application/json"
+            )
+        elif mode != "random":
+            assert first.status_code == 200
+            with pytest.raises(ValueError):
+                first.json()
     except httpx.HTTPError:
-        assert mode == "drop"
+        assert mode in ("drop", "random")
     lookup = api.get(f"/v1/idempotency/lost-{mode}").json()
     retry = create(api, key=f"lost-{mode}")
     # then the run exists once, the lookup and the retry both give its answer

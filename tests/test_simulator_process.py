@@ -217,3 +217,13 @@ def test_300_concurrent_runs_each_with_an_open_stream():
         f"{count} runs with open streams: "
         + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
     )
+
+
+def test_the_simulator_package_needs_no_django():
+    code = "import sys, runs.simulator, runs.simulator.testing, runs.simulator.cli; sys.exit('django' in sys.modules)"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env={"PATH": "/usr/bin:/bin"}
+        ).returncode
+        == 0
+    )

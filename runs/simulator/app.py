@@ -35,7 +35,7 @@ from starlette.routing import Route
 from .config import RUNTIME_SETTINGS, SimConfig
 from .engine import ACTIVE, Simulator, fingerprint
 from .errors import ApiError
-from .faults import parse_fault
+from .faults import LOST_RESPONSE_MODES, parse_fault
 from .streams import EventStream, LostResponse, quiet_intentional_cuts
 from .validation import (
     idempotency_key_param,
@@ -179,7 +179,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         mode: str, response: Response, request: Request, kind: str, carried_key: bool
     ) -> LostResponse:
         if mode == "random":
-            mode = sim.faults.rng.choice(("drop", "502", "504", "html"))
+            mode = sim.faults.rng.choice(LOST_RESPONSE_MODES)
         code = {"502": "UPSTREAM_ERROR", "504": "UPSTREAM_TIMEOUT"}.get(mode, "UPSTREAM_ERROR")
         error = ApiError(
             code,

@@ -32,14 +32,17 @@ API_OPERATIONS = (
     "list_machines",
 )
 
+LOST_RESPONSE_MODES = ("drop", "502", "504", "html", "empty", "truncated", "text")
+
 # name -> (operations it applies to by default, {option: (type, allowed values or None)})
 FAULTS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, tuple[Any, ...] | None]]]] = {
     # The run is created (and the key completed), then the client never sees the answer:
     # "drop" cuts the connection mid-response, "502"/"504" answer a JSON gateway error,
-    # "html" answers an edge proxy's HTML 502. "random" picks one of the four each time.
+    # "html" answers an edge proxy's HTML 502; "empty", "truncated" (cut JSON, complete HTTP
+    # message) and "text" (text/plain) are 200s a client cannot read. "random" picks any.
     "lost_response": (
         ("create_run",),
-        {"mode": (str, ("random", "drop", "502", "504", "html"))},
+        {"mode": (str, ("random", *LOST_RESPONSE_MODES))},
     ),
     # 5xx before doing anything (500 INTERNAL_ERROR or 503 SERVICE_UNAVAILABLE).
     "server_error": (API_OPERATIONS, {"status": (int, (500, 503))}),

@@ -179,6 +179,16 @@ class LostResponse:
         if self.mode == "html":
             status, content_type = 502, "text/html; charset=utf-8"
             body = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+        elif self.mode == "empty":
+            status, content_type, body = self.status, "application/json", b""
+        elif self.mode == "truncated":
+            status, content_type, body = (
+                self.status,
+                "application/json",
+                self.body[: len(self.body) // 2],
+            )
+        elif self.mode == "text":
+            status, content_type, body = self.status, "text/plain; charset=utf-8", b"OK"
         else:
             status, content_type = int(self.mode), "application/json"
             body = self.error_body
