@@ -150,6 +150,12 @@ def wallet_adjust(
         if first is None:
             raise  # not a duplicate: a constraint said no
         _same_request(first, key, team_id=team.pk, amount_cents=amount_cents, reference=reason)
+        adjustments = _org_account(AccountKind.ADJUSTMENTS)
+        first_direction = "debit" if first.credit_account_id == adjustments else "credit"
+        if first_direction != direction:
+            raise IdempotencyConflict(
+                key, f"it was a {first_direction}, not a {direction}."
+            ) from None
         return first
     return transfer
 
@@ -597,6 +603,8 @@ def _post(deltas: dict[int, int], *, available: int | None = None) -> None:
     guarded (never below zero, else InsufficientFunds), and its low-balance alert is updated.
     The CheckConstraint on Account is the backstop under all of this.
     """
+    if not deltas:
+        return  # e.g. closing a hold that was used up exactly: nothing moves
     debit = -deltas[available] if available is not None and deltas[available] < 0 else 0
     changed = change_balances(deltas, guard=(available, debit) if debit else None)
     if changed != len(deltas):

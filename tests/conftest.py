@@ -2,7 +2,7 @@ import pytest
 from django.db import connection
 
 from portal.models import Role
-from tests.factories import MembershipFactory, TeamFactory, UserFactory
+from tests.factories import BillingAdminFactory, MembershipFactory, TeamFactory, UserFactory
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +49,33 @@ def client_for(client):
 def requires_postgres(db):
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://…")
+
+
+@pytest.fixture(autouse=True)
+def _ledger_invariants_hold_after_test(request):
+    """After every test that uses the database, the ledger's invariants hold (check_ledger)."""
+    uses_db = request.node.get_closest_marker("django_db") or (
+        {"db", "transactional_db"} & set(request.fixturenames)
+    )
+    if not uses_db:
+        yield
+        return
+    request.getfixturevalue("db")  # set up first, so it is torn down after this check
+    yield
+    from billing.invariants import ledger_problems
+
+    assert ledger_problems() == [], "the ledger's invariants broke during this test"
+
+
+@pytest.fixture
+def billing_admin(db):
+    """A user with billing.manage_wallets and no team."""
+    return BillingAdminFactory(username="treasurer")
+
+
+@pytest.fixture
+def tasks_inline(monkeypatch):
+    """django-q2 runs enqueued tasks inline (e.g. the low-balance email)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
