@@ -82,6 +82,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.navigation",
+                "billing.context_processors.wallet_banner",
             ],
         },
     },
@@ -203,6 +204,20 @@ COASTY_BASE_URL = env.str("COASTY_BASE_URL", default="http://127.0.0.1:8765").rs
 COASTY_API_KEY = env.str("COASTY_API_KEY", default="sk-coasty-live-local-simulator")
 COASTY_CONNECT_TIMEOUT = env.float("COASTY_CONNECT_TIMEOUT", default=5.0)
 COASTY_READ_TIMEOUT = env.float("COASTY_READ_TIMEOUT", default=30.0)
+
+# --- Billing ------------------------------------------------------------------------------------
+
+# Price of one completed agent step, in cents (1 Coasty credit = 1 cent). The simulator agrees.
+COASTY_STEP_PRICES_CENTS = {"v1": 8, "v3": 5, "v4": 5, "v5": 5}
+# The largest single top-up a billing admin can make ($10,000 by default): a typo guard.
+BILLING_TOP_UP_MAX_CENTS = env.int("BILLING_TOP_UP_MAX_CENTS", default=1_000_000)
+# A new team's low-balance alert level; billing admins change it per team.
+BILLING_LOW_BALANCE_THRESHOLD_CENTS = env.int("BILLING_LOW_BALANCE_THRESHOLD_CENTS", default=500)
+# Dotted path of a function(hold) -> billing.reconciliation.UpstreamReport | None giving fresh
+# figures from Coasty; the runs app provides it. Unset: reconcile the figures stored at settle.
+BILLING_UPSTREAM_REPORTER = env.str("BILLING_UPSTREAM_REPORTER", default="") or None
+# reconcile_billing re-checks holds settled this recently, plus every open discrepancy.
+BILLING_RECONCILE_WINDOW_HOURS = env.int("BILLING_RECONCILE_WINDOW_HOURS", default=24)
 
 # --- Logging ------------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@ import pytest
 from django.db import connection
 
 from portal.models import Role
-from tests.factories import MembershipFactory, TeamFactory, UserFactory
+from tests.factories import BillingAdminFactory, MembershipFactory, TeamFactory, UserFactory
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +59,40 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
     db = settings.DATABASES["default"]
     if db["ENGINE"].endswith("sqlite3"):
         db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(autouse=True)
+def _ledger_invariants_hold_after_test(request):
+    """After every test that uses the database, the ledger's invariants hold (check_ledger)."""
+    uses_db = request.node.get_closest_marker("django_db") or (
+        {"db", "transactional_db"} & set(request.fixturenames)
+    )
+    if not uses_db:
+        yield
+        return
+    # Set the database up first, so it is torn down after this check.
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (
+        "transactional_db" in request.fixturenames
+        or "live_server" in request.fixturenames
+        or (marker is not None and marker.kwargs.get("transaction"))
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    yield
+    from billing.invariants import ledger_problems
+
+    assert ledger_problems() == [], "the ledger's invariants broke during this test"
+
+
+@pytest.fixture
+def billing_admin(db):
+    """A user with billing.manage_wallets and no team."""
+    return BillingAdminFactory(username="treasurer")
+
+
+@pytest.fixture
+def tasks_inline(monkeypatch):
+    """django-q2 runs enqueued tasks inline (e.g. the low-balance email)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)

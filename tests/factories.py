@@ -1,5 +1,7 @@
 """Factories for every model the tests build. One file, so a helper is easy to find."""
 
+import uuid
+
 import factory
 from django.contrib.auth import get_user_model
 
@@ -40,3 +42,45 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     team = factory.SubFactory(TeamFactory)
     user = factory.SubFactory(UserFactory)
     role = Role.MEMBER
+
+
+class BillingAdminFactory(UserFactory):
+    """A person with the billing.manage_wallets permission, given directly."""
+
+    @factory.post_generation
+    def billing_permission(obj, create, extracted, **kwargs):
+        if create:
+            from django.contrib.auth.models import Permission
+
+            obj.user_permissions.add(
+                Permission.objects.get(content_type__app_label="billing", codename="manage_wallets")
+            )
+
+
+# Ledger rows are never built by factories: money only moves through billing.services, so every
+# test's ledger satisfies the invariants. These helpers are the short way to call them.
+
+
+def top_up(team, cents, *, key=None, reference="test top-up"):
+    from billing.services import wallet_top_up
+
+    return wallet_top_up(
+        team=team,
+        amount_cents=cents,
+        reference=reference,
+        actor="command:tests",
+        idempotency_key=key or f"test:{uuid.uuid4()}",
+    )
+
+
+def place_hold(team, cents, *, run_id=None):
+    from billing.services import hold_place
+
+    run_id = run_id or uuid.uuid4()
+    return hold_place(
+        team=team,
+        amount_cents=cents,
+        reference=f"run:{run_id}",
+        run_id=run_id,
+        caused_by=f"run:{run_id}",
+    )

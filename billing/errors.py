@@ -1,0 +1,60 @@
+"""What billing services refuse, with messages a person can act on.
+
+Callers (the runs app, views, the API) catch these by class; each carries its numbers as
+attributes so an API can put them in its error body.
+"""
+
+from billing.money import format_cents as _money
+
+
+class BillingError(Exception):
+    """Base class: a billing service refused to move money. Nothing was written."""
+
+
+class InvalidAmount(BillingError, ValueError):
+    """An amount, reference or reason a person or caller gave is not acceptable."""
+
+
+class InsufficientFunds(BillingError):
+    def __init__(self, available_cents: int, needed_cents: int):
+        self.available_cents = available_cents
+        self.needed_cents = needed_cents
+        super().__init__(
+            f"Insufficient funds: {_money(needed_cents)} needed, "
+            f"{_money(available_cents)} available. Ask a billing admin to top up the wallet."
+        )
+
+
+class HoldNotFound(BillingError, LookupError):
+    def __init__(self, reference: str):
+        self.reference = reference
+        super().__init__(f"No hold with reference {reference!r}.")
+
+
+class HoldExceeded(BillingError):
+    """A capture would take more than what is left of the hold (or the hold is settled)."""
+
+    def __init__(self, reference: str, remaining_cents: int, needed_cents: int, *, settled: bool):
+        self.reference = reference
+        self.remaining_cents = remaining_cents
+        self.needed_cents = needed_cents
+        self.settled = settled
+        if settled:
+            message = (
+                f"Hold {reference} is settled; nothing is left to capture "
+                f"({_money(needed_cents)} asked)."
+            )
+        else:
+            message = (
+                f"Capturing {_money(needed_cents)} would exceed hold {reference}: "
+                f"only {_money(remaining_cents)} is left."
+            )
+        super().__init__(message)
+
+
+class IdempotencyConflict(BillingError):
+    """The same idempotency key (or hold reference) came back with different figures."""
+
+    def __init__(self, key: str, detail: str):
+        self.key = key
+        super().__init__(f"{key} was already used for a different request: {detail}")

@@ -1,0 +1,126 @@
+"""The one place billing takes row locks, and the order it takes them in.
+
+Every money-moving transaction locks what it needs in this global order:
+
+1. the hold row (`lock_hold`, or the guarded UPDATE of `take_from_hold`);
+2. the transfer's idempotency key (the INSERT of the new transfer takes its unique-index entry);
+3. account rows, in ascending primary key, last (`change_balances`).
+
+Two transactions that want overlapping rows therefore always queue in the same order and never
+deadlock. Accounts come last on purpose: a team's `held` account is the hot row that every step
+capture of every run of the team touches, so it stays locked for one statement and the commit.
+
+The two statements on the capture hot path (`take_from_hold`, `change_balances`) are written as
+SQL, built once from the models' metadata: through the ORM each cost ~0.5 ms of Python per call,
+which under 50 concurrent runs capped captures far below what the database can do. Everything
+else goes through the ORM.
+
+On SQLite `FOR UPDATE` does not exist; the portal opens SQLite transactions IMMEDIATE, which
+serialises writers, so the same reasoning holds trivially.
+"""
+
+from dataclasses import dataclass
+from functools import cache
+from typing import TypeVar
+from uuid import UUID
+
+from django.db import connection
+from django.db.models import Model, QuerySet
+
+from billing.models import Account, Hold
+
+M = TypeVar("M", bound=Model)
+
+
+def in_lock_order(queryset: QuerySet[M]) -> QuerySet[M]:
+    """Lock the rows of `queryset` in primary-key order (the one lock pattern billing uses)."""
+    return queryset.order_by("pk").select_for_update()
+
+
+def lock_hold(reference: str) -> Hold | None:
+    """Lock one hold (1st in the order): its captures, release and settle serialise on it."""
+    return in_lock_order(Hold.objects.filter(reference=reference)).first()
+
+
+@dataclass(frozen=True)
+class CaptureTarget:
+    hold_id: int
+    team_id: int
+    run_id: UUID | None
+    held_account_id: int
+    spend_account_id: int
+
+
+def take_from_hold(reference: str, amount_cents: int) -> CaptureTarget | None:
+    """Count `amount_cents` as captured on an open hold if it fits; None when it does not (or
+    there is no such open hold).
+
+    One guarded UPDATE (1st in the order) locks the hold, checks there is room and returns the
+    accounts the capture moves money between, so two captures of one run queue on the hold and
+    can never overdraw it.
+    """
+    sql, returning = _take_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [amount_cents, reference, amount_cents])
+        row = cursor.fetchone() if returning else None
+        if not returning and cursor.rowcount == 1:
+            cursor.execute(_select_target_sql(), [reference])
+            row = cursor.fetchone()
+    if row is None:
+        return None
+    hold_id, team_id, run_id, held, spend = row
+    if run_id is not None and not isinstance(run_id, UUID):
+        run_id = UUID(str(run_id))  # SQLite stores a UUID as 32 hex characters
+    return CaptureTarget(hold_id, team_id, run_id, held, spend)
+
+
+def change_balances(deltas: dict[int, int], *, guard: tuple[int, int] | None = None) -> int:
+    """Add `deltas` ({account id: cents}) to the accounts' balances, locking them first (3rd and
+    last in the order), in ONE statement. Returns how many accounts were changed.
+
+    The subquery `SELECT id ... ORDER BY id FOR UPDATE` locks the rows in ascending pk
+    (PostgreSQL plans it as LockRows above Sort) before the UPDATE writes any of them; a second
+    round trip for a separate SELECT FOR UPDATE would keep the hot row locked longer.
+    `guard=(account id, cents)` changes nothing in that account unless its balance is at least
+    `cents`: the caller sees fewer rows changed and rolls back.
+    """
+    ids = sorted(deltas)
+    table = Account._meta.db_table
+    marks = ", ".join(["%s"] * len(ids))
+    cases = " ".join(["WHEN %s THEN CAST(%s AS bigint)"] * len(ids))
+    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    # Only table names and placeholders are formatted in (S608); every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET balance_cents = balance_cents + CASE id {cases} ELSE 0 END "  # noqa: S608
+        f"WHERE id IN (SELECT id FROM {table} WHERE id IN ({marks}) ORDER BY id{for_update})"
+    )
+    params: list[int] = [value for pk in ids for value in (pk, deltas[pk])] + ids
+    if guard is not None:
+        sql += " AND (id <> %s OR balance_cents >= %s)"
+        params += list(guard)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+@cache
+def _take_sql() -> tuple[str, bool]:
+    returning = connection.vendor == "postgresql" or (
+        connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
+    )
+    sql = (
+        f"UPDATE {Hold._meta.db_table} "  # noqa: S608 — a table name, no values
+        "SET captured_cents = captured_cents + %s, captured_steps = captured_steps + 1 "
+        f"WHERE reference = %s AND status = '{Hold.Status.OPEN.value}' "
+        "AND captured_cents + released_cents + %s <= amount_cents"
+    )
+    if returning:
+        sql += " RETURNING id, team_id, run_id, held_account_id, spend_account_id"
+    return sql, returning
+
+
+def _select_target_sql() -> str:
+    return (
+        "SELECT id, team_id, run_id, held_account_id, spend_account_id "  # noqa: S608 — a table name
+        f"FROM {Hold._meta.db_table} WHERE reference = %s"
+    )
