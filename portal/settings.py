@@ -219,6 +219,13 @@ BILLING_UPSTREAM_REPORTER = env.str("BILLING_UPSTREAM_REPORTER", default="") or 
 # reconcile_billing re-checks holds settled this recently, plus every open discrepancy.
 BILLING_RECONCILE_WINDOW_HOURS = env.int("BILLING_RECONCILE_WINDOW_HOURS", default=24)
 
+# Event following (runs/follow.py): how long one follower task follows before handing over, how
+# many run streams it follows at once, and how many followers may run at once (each takes one
+# worker process; the rest stay free to submit and settle).
+RUNS_FOLLOW_BUDGET_SECONDS = env.float("RUNS_FOLLOW_BUDGET_SECONDS", default=50.0)
+RUNS_FOLLOW_CAPACITY = env.int("RUNS_FOLLOW_CAPACITY", default=500)
+RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["workers"] // 2))
+
 # --- Logging ------------------------------------------------------------------------------------
 
 LOGGING = {

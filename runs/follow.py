@@ -51,7 +51,7 @@ def new_owner() -> str:
 
 
 def follower_slot_acquire(owner: str) -> int | None:
-    slots = getattr(settings, "RUNS_FOLLOWER_SLOTS", 2)
+    slots = settings.RUNS_FOLLOWER_SLOTS
     for number in range(slots):
         FollowerSlot.objects.get_or_create(number=number)
     now = timezone.now()
@@ -119,8 +119,16 @@ class FollowReport:
     runs_followed: int = 0
     events: int = 0
     max_concurrent: int = 0
-    still_live: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+
+
+def runs_needing_follower() -> bool:
+    """Is any live run followed by nobody (never leased, or its lease expired)?"""
+    return (
+        Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False)
+        .filter(Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=timezone.now()))
+        .exists()
+    )
 
 
 class Follower:
@@ -164,7 +172,9 @@ class Follower:
                 self._drain(wait=0.2)
                 if self.active:
                     idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > IDLE_EXIT:
+                elif not self.report.runs_followed or time.monotonic() - idle_since > IDLE_EXIT:
+                    # Nothing to follow: give the worker process back. New runs enqueue a
+                    # follower of their own, and housekeeping starts one for any left behind.
                     break
         finally:
             self._shutdown()
@@ -231,9 +241,7 @@ class Follower:
         # Whatever reached us before the streams closed is stored before the leases go.
         while not self.inbox.empty():
             self._drain(wait=0)
-        still = list(self.active)
-        self.report.still_live = Run.objects.filter(pk__in=still, status__in=LIVE_STATUSES).count()
-        runs_release(self.owner, still)
+        runs_release(self.owner, list(self.active))
         self.active.clear()
 
     def _call(self, coro, timeout: float = 30):
@@ -269,8 +277,12 @@ class Follower:
             await self._http.aclose()
 
 
-def follow_runs_once(*, budget_seconds: float = 50.0, capacity: int = 500) -> FollowReport | None:
+def follow_runs_once(
+    *, budget_seconds: float | None = None, capacity: int | None = None
+) -> FollowReport | None:
     """The follower task's body: take a slot, follow, hand over. None when no slot was free."""
+    budget_seconds = budget_seconds or settings.RUNS_FOLLOW_BUDGET_SECONDS
+    capacity = capacity or settings.RUNS_FOLLOW_CAPACITY
     owner = new_owner()
     if follower_slot_acquire(owner) is None:
         return None
@@ -280,8 +292,7 @@ def follow_runs_once(*, budget_seconds: float = 50.0, capacity: int = 500) -> Fo
     finally:
         follower_slot_release(owner)
     logger.info(
-        "follower %s: %s runs, %s events, %s at once, %s still live, errors %s",
-        owner, report.runs_followed, report.events, report.max_concurrent, report.still_live,
-        report.errors,
+        "follower %s: %s runs, %s events, %s at once, errors %s",
+        owner, report.runs_followed, report.events, report.max_concurrent, report.errors,
     )
     return report

@@ -23,6 +23,7 @@ from django_q.tasks import async_task
 
 from billing import services as billing
 from billing.errors import HoldExceeded
+from billing.models import Hold
 from billing.prices import step_price_cents
 from portal.models import Team
 from runs.coasty import (
@@ -250,8 +251,9 @@ def _apply_status(
     """Move `run` (in memory) to `status` if that is forward; return whether it moved.
 
     Terminal states are final. A lower rank never wins. Between running and awaiting_human the
-    newer change wins, and "newer" needs proof from upstream's order: a higher stream seq, or a
-    later Coasty timestamp. A change with neither proof is ignored (the stream will bring it).
+    newer change wins, and "newer" needs proof from upstream's order: a higher stream seq and,
+    when both sides carry one, a later Coasty timestamp. A change with neither proof is ignored
+    (the stream will bring it).
     """
     if run.status in TERMINAL_STATUSES or status not in STATUS_RANK:
         return False
@@ -263,10 +265,13 @@ def _apply_status(
             run.status_seq = seq
         return False
     if new == current and not force_forward:
-        if seq is not None:
-            if seq <= run.status_seq:
-                return False
-        elif at is None or (run.status_at is not None and at <= run.status_at):
+        # Newer by every proof we have: the stream's seq, and Coasty's own timestamp (a webhook
+        # applied first has no seq, so an older stream event must also lose on time).
+        if seq is None and at is None:
+            return False
+        if seq is not None and seq <= run.status_seq:
+            return False
+        if at is not None and run.status_at is not None and at <= run.status_at:
             return False
     now = timezone.now()
     run.status = status
@@ -361,13 +366,21 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
                 continue
             run.steps_completed = max(run.steps_completed, step)
         if new_steps:
-            run.charged_cents = billing.hold_captured_cents(reference=run.hold_reference)
+            run.charged_cents = _hold_captured_cents(run)
         run.last_seq = max(run.last_seq, events[-1].seq)
         run.last_event_at = timezone.now()
         run.save()
         if run.is_terminal and run.settled_at is None:
             _enqueue("runs.tasks.settle_run", str(run.pk))
     return run
+
+
+def _hold_captured_cents(run: Run) -> int:
+    """What the ledger has captured for this run: the truth the run's charged_cents mirrors."""
+    captured = (
+        Hold.objects.filter(reference=run.hold_reference).values_list("captured_cents", flat=True).first()
+    )
+    return int(captured or 0)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -478,13 +491,16 @@ def run_cancel_upstream(*, run_id) -> Run:
 def run_resume_upstream(*, run_id) -> Run:
     run = Run.objects.get(pk=run_id)
     if run.pending_action != PendingAction.RESUME or not run.upstream_id:
+        logger.info("run %s: no resume to send (pending %r)", run.pk, run.pending_action)
         return run
     try:
         _retrying(lambda: coasty().resume_run(run.upstream_id, note=run.resume_note or None))
-    except CoastyInvalidState:
+    except CoastyInvalidState as exc:
         # Not waiting any more: resumed already (a lost answer) or ended meanwhile.
+        logger.info("run %s: resume refused as %s; nothing to resume", run.pk, exc.code)
         _clear_pending(run.pk, PendingAction.RESUME)
         return run
+    logger.info("run %s: resumed on Coasty", run.pk)
     # The stream's `resumed` event moves the status; until then the page says "Resume requested".
     return run
 
@@ -542,7 +558,7 @@ def run_settle(*, run_id) -> Run:
             caused_by=f"run:{locked.pk}",
         )
         locked.steps_completed = max(locked.steps_completed, min(steps, locked.max_steps))
-        locked.charged_cents = billing.hold_captured_cents(reference=locked.hold_reference)
+        locked.charged_cents = _hold_captured_cents(locked)
         locked.upstream_steps_completed = steps
         locked.upstream_credits_charged = credits
         if isinstance(upstream.get("result"), dict):

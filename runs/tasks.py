@@ -3,7 +3,7 @@
 from django_q.tasks import async_task
 
 from runs import services
-from runs.follow import follow_runs_once
+from runs.follow import follow_runs_once, runs_needing_follower
 
 
 def submit_run(run_id: str) -> None:
@@ -13,9 +13,12 @@ def submit_run(run_id: str) -> None:
 def follow_runs() -> str:
     report = follow_runs_once()
     if report is None:
+        # The followers running now claim new runs every second; nothing to do here.
         return "another follower holds every slot"
-    if report.still_live:
-        # Hand over: the next follower resumes each stream after its last stored seq.
+    # Hand over, checked after this follower let go of its slot and leases, so that a run
+    # accepted while it was finishing is not left behind: the next follower resumes each
+    # stream after its last stored seq.
+    if runs_needing_follower():
         async_task("runs.tasks.follow_runs")
     return f"followed {report.runs_followed} runs, {report.events} events"
 

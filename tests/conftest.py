@@ -96,3 +96,31 @@ def tasks_inline(monkeypatch):
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture
+def live_stack(live_server, settings, transactional_db):
+    """The whole product running: live server, simulator, and a real django-q2 worker process."""
+    from runs.simulator.testing import run_simulator
+    from tests.live import Worker
+
+    with run_simulator(speed=20, sse_rotate_seconds=60) as sim:
+        settings.COASTY_BASE_URL = sim.base_url
+        settings.PORTAL_PUBLIC_URL = live_server.url
+        from django.core.cache import cache
+
+        cache.clear()
+        worker = Worker(
+            coasty_base_url=sim.base_url,
+            public_url=live_server.url,
+            extra_env={"RUNS_FOLLOW_BUDGET_SECONDS": "8"},
+        ).start()
+        try:
+            yield LiveStack(sim=sim, worker=worker, url=live_server.url)
+        finally:
+            worker.stop()
+
+
+class LiveStack:
+    def __init__(self, *, sim, worker, url):
+        self.sim, self.worker, self.url = sim, worker, url

