@@ -260,6 +260,17 @@ class Transfer(models.Model):
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_cents} cents ({self.idempotency_key})"
 
+    @property
+    def badge(self) -> str:
+        """The CSS badge class the ledger shows the kind with."""
+        return {
+            TransferKind.TOP_UP: "credit",
+            TransferKind.HOLD: "info",
+            TransferKind.CAPTURE: "debit",
+            TransferKind.RELEASE: "idle",
+            TransferKind.ADJUSTMENT: "warn",
+        }.get(self.kind, "idle")
+
 
 class Reconciliation(models.Model):
     """The check of one finished hold against what Coasty reported for the run.

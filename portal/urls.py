@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from portal import views
 
@@ -37,6 +37,7 @@ urlpatterns = [
         views.team_member_remove,
         name="team_member_remove",
     ),
+    path("", include("billing.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]
