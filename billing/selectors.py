@@ -114,13 +114,13 @@ def billing_overview() -> Overview:
     teams = list(Team.objects.order_by("name"))
     team_accounts: dict[int, dict[str, tuple[int, int]]] = {}
     org: dict[str, int] = {}
-    for team_id, kind, balance, threshold in Account.objects.values_list(
+    for team_id, kind, balance, level in Account.objects.values_list(
         "team_id", "kind", "balance_cents", "low_balance_threshold_cents"
     ):
         if team_id is None:
             org[kind] = balance
         else:
-            team_accounts.setdefault(team_id, {})[kind] = (balance, threshold)
+            team_accounts.setdefault(team_id, {})[kind] = (balance, level)
     month = dict(
         Transfer.objects.filter(kind=TransferKind.CAPTURE, created_at__gte=_month_start())
         .values_list("team")
@@ -130,7 +130,10 @@ def billing_overview() -> Overview:
     wallets = []
     for team in teams:
         accounts = team_accounts.get(team.pk, {})
-        available, threshold = accounts.get(AccountKind.AVAILABLE, (None, None))
+        available: int | None = None
+        threshold: int | None = None
+        if AccountKind.AVAILABLE in accounts:
+            available, threshold = accounts[AccountKind.AVAILABLE]
         summary = _summary(
             team.pk,
             available=available,
@@ -246,7 +249,7 @@ def team_deltas(transfer: Transfer) -> dict[str, int]:
 
     Needs the transfer's accounts loaded (ledger_for_team selects them).
     """
-    deltas = {kind: 0 for kind in TEAM_ACCOUNT_KINDS}
+    deltas: dict[str, int] = {str(kind): 0 for kind in TEAM_ACCOUNT_KINDS}
     if transfer.debit_account.team_id is not None:
         deltas[transfer.debit_account.kind] -= transfer.amount_cents
     if transfer.credit_account.team_id is not None:

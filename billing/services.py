@@ -18,10 +18,10 @@ statements and the commit.
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import TYPE_CHECKING, Union
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -48,8 +48,11 @@ from billing.money import format_cents as _fmt
 from billing.reconciliation import UpstreamReport
 from portal.models import Team
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 # Who or what caused a movement: a person, or a label such as "run:<uuid>", "job:reconcile_billing".
-CausedBy = AbstractBaseUser | str
+CausedBy = Union["User", str]
 
 
 # --- Top-ups and adjustments ----------------------------------------------------------------------
@@ -467,7 +470,7 @@ def reconciliation_resolve_with_adjustment(
     amount_cents: int,
     direction: str,
     reason: str,
-    actor: AbstractBaseUser,
+    actor: "User",
     idempotency_key: str,
 ) -> Reconciliation:
     """Resolve a discrepancy by crediting or debiting the team, recorded on the discrepancy."""
@@ -503,7 +506,7 @@ def reconciliation_resolve_with_adjustment(
 
 
 def reconciliation_mark_explained(
-    *, reconciliation: Reconciliation, note: str, actor: AbstractBaseUser
+    *, reconciliation: Reconciliation, note: str, actor: "User"
 ) -> Reconciliation:
     """Resolve a discrepancy without moving money, with the explanation a person gave."""
     note = _required_text(note, what="an explanation", max_length=2000)
@@ -605,12 +608,14 @@ def _post(deltas: dict[int, int], *, available: int | None = None) -> None:
     """
     if not deltas:
         return  # e.g. closing a hold that was used up exactly: nothing moves
-    debit = -deltas[available] if available is not None and deltas[available] < 0 else 0
-    changed = change_balances(deltas, guard=(available, debit) if debit else None)
+    guard = None
+    if available is not None and deltas[available] < 0:
+        guard = (available, -deltas[available])
+    changed = change_balances(deltas, guard=guard)
     if changed != len(deltas):
-        if debit:
-            balance = Account.objects.values_list("balance_cents", flat=True).get(pk=available)
-            raise InsufficientFunds(balance, debit)
+        if guard is not None:
+            balance = Account.objects.values_list("balance_cents", flat=True).get(pk=guard[0])
+            raise InsufficientFunds(balance, guard[1])
         raise Account.DoesNotExist(f"Accounts {sorted(deltas)}: only {changed} found.")
     if available is not None:
         _low_balance_alert(available)
@@ -734,7 +739,7 @@ def _record_reconciliation(
     return existing
 
 
-def _cause(caused_by: CausedBy) -> tuple[AbstractBaseUser | None, str]:
+def _cause(caused_by: CausedBy | None) -> tuple["User | None", str]:
     if isinstance(caused_by, str):
         label = caused_by.strip()
         if not label:

@@ -1,3 +1,5 @@
+import re
+
 from django import template
 
 from billing.money import format_cents
@@ -27,3 +29,12 @@ def dollars(value) -> str:
     """Cents as a plain dollar figure for a form field: 500 -> "5.00"."""
     value = int(value or 0)
     return f"{value // 100}.{value % 100:02d}"
+
+
+UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+
+
+@register.filter
+def short_ids(value) -> str:
+    """ "run:c0af2f8d-f290-48f1-9264-3c09e2408c90" -> "run:c0af2f8d…" (the title keeps it all)."""
+    return UUID.sub(r"\1…", str(value or ""))
