@@ -109,50 +109,60 @@ class Overview:
     low_balance_count: int
 
 
+def wallet_summaries(teams: list[Team]) -> dict[int, WalletSummary]:
+    """Summaries of many teams' wallets in two queries (for lists, e.g. the API's team list)."""
+    return _summaries([team.pk for team in teams])[0]
+
+
 def billing_overview() -> Overview:
     """Every team's wallet and the organisation's totals (three queries, any number of teams)."""
     teams = list(Team.objects.order_by("name"))
-    team_accounts: dict[int, dict[str, tuple[int, int]]] = {}
-    org: dict[str, int] = {}
-    for team_id, kind, balance, level in Account.objects.values_list(
-        "team_id", "kind", "balance_cents", "low_balance_threshold_cents"
-    ):
-        if team_id is None:
-            org[kind] = balance
-        else:
-            team_accounts.setdefault(team_id, {})[kind] = (balance, level)
-    month = dict(
-        Transfer.objects.filter(kind=TransferKind.CAPTURE, created_at__gte=_month_start())
-        .values_list("team")
-        .annotate(s=Sum("amount_cents"))
-        .order_by()
-    )
-    wallets = []
-    for team in teams:
-        accounts = team_accounts.get(team.pk, {})
-        available: int | None = None
-        threshold: int | None = None
-        if AccountKind.AVAILABLE in accounts:
-            available, threshold = accounts[AccountKind.AVAILABLE]
-        summary = _summary(
-            team.pk,
-            available=available,
-            threshold=threshold,
-            held=accounts.get(AccountKind.HELD, (0, 0))[0],
-            spent=accounts.get(AccountKind.SPEND, (0, 0))[0],
-            month=month.get(team.pk, 0),
-        )
-        wallets.append(WalletRow(team=team, summary=summary))
+    summaries, org = _summaries(None)
+    wallets = [
+        WalletRow(team=team, summary=summaries.get(team.pk) or _summary(team.pk, **EMPTY))
+        for team in teams
+    ]
     return Overview(
         wallets=wallets,
         paid_in_cents=-org.get(AccountKind.FUNDING, 0),
         available_cents=sum(w.summary.available_cents for w in wallets),
         held_cents=sum(w.summary.held_cents for w in wallets),
         spent_cents=sum(w.summary.spent_cents for w in wallets),
-        spent_this_month_cents=sum(month.values()),
+        spent_this_month_cents=sum(w.summary.spent_this_month_cents for w in wallets),
         adjusted_cents=-org.get(AccountKind.ADJUSTMENTS, 0),
         low_balance_count=sum(1 for w in wallets if w.summary.low_balance),
     )
+
+
+EMPTY = {"available": None, "threshold": None, "held": 0, "spent": 0, "month": 0}
+
+
+def _summaries(team_ids: list[int] | None) -> tuple[dict[int, WalletSummary], dict[str, int]]:
+    """Summaries for `team_ids` (None: every team, plus the organisation's balances by kind)."""
+    accounts = (
+        Account.objects.all() if team_ids is None else Account.objects.filter(team_id__in=team_ids)
+    )
+    captures = Transfer.objects.filter(kind=TransferKind.CAPTURE, created_at__gte=_month_start())
+    if team_ids is not None:
+        captures = captures.filter(team_id__in=team_ids)
+    month = dict(captures.values_list("team").annotate(s=Sum("amount_cents")).order_by())
+    figures: dict[int, dict] = {}
+    org: dict[str, int] = {}
+    for team_id, kind, balance, level in accounts.values_list(
+        "team_id", "kind", "balance_cents", "low_balance_threshold_cents"
+    ):
+        if team_id is None:
+            org[kind] = balance
+            continue
+        team = figures.setdefault(team_id, dict(EMPTY, month=month.get(team_id, 0)))
+        if kind == AccountKind.AVAILABLE:
+            team["available"], team["threshold"] = balance, level
+        elif kind == AccountKind.HELD:
+            team["held"] = balance
+        elif kind == AccountKind.SPEND:
+            team["spent"] = balance
+    ids = team_ids if team_ids is not None else list(figures)
+    return {team_id: _summary(team_id, **figures.get(team_id, EMPTY)) for team_id in ids}, org
 
 
 @dataclass(frozen=True)

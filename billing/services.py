@@ -15,6 +15,7 @@ one UPDATE of both balances) and keeps the team's hot `held` row locked only for
 statements and the commit.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -50,6 +51,8 @@ from portal.models import Team
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
 
 # Who or what caused a movement: a person, or a label such as "run:<uuid>", "job:reconcile_billing".
 CausedBy = Union["User", str]
@@ -116,6 +119,7 @@ def wallet_adjust(
     reason: str,
     actor: CausedBy,
     idempotency_key: str,
+    memo: str = "",
 ) -> Transfer:
     """A billing admin's correction of a team's available balance, with a required reason.
 
@@ -144,6 +148,7 @@ def wallet_adjust(
                 amount_cents=amount_cents,
                 team_id=team.pk,
                 reference=reason,
+                memo=memo,
                 caused_by_user=user,
                 caused_by=label,
             )
@@ -373,6 +378,7 @@ def hold_settle(
                 step_price_cents=step_price_cents,
                 user=user,
                 label=label,
+                why=f"Coasty reported {steps_completed} completed step(s).",
             )
             hold.refresh_from_db()
         Hold.objects.filter(pk=hold.pk).update(
@@ -393,6 +399,7 @@ class ReconcileSummary:
     matched: int = 0
     discrepancies: int = 0
     skipped: int = 0
+    failed: int = 0
 
 
 def reconcile_hold(
@@ -452,7 +459,13 @@ def reconcile_finished_holds(
     )
     summary = ReconcileSummary()
     for hold in candidates.iterator(chunk_size=500):
-        result = reconcile_hold(hold=hold, caused_by=caused_by)
+        try:
+            result = reconcile_hold(hold=hold, caused_by=caused_by)
+        except Exception:
+            # One hold the reporter cannot answer for must not stop the others being checked.
+            logger.exception("Could not reconcile hold %s", hold.reference)
+            summary.failed += 1
+            continue
         if result is None:
             summary.skipped += 1
             continue
@@ -487,6 +500,7 @@ def reconciliation_resolve_with_adjustment(
             reason=reason,
             actor=actor,
             idempotency_key=f"reconciliation:{current.pk}:{idempotency_key}",
+            memo=f"Resolves the discrepancy on {current.hold.reference}.",
         )
         current.resolution = Reconciliation.Resolution.ADJUSTED
         current.resolution_note = reason
@@ -537,6 +551,7 @@ def _close(
     user,
     label: str,
     step_price_cents: int = 0,
+    why: str = "",
 ) -> Transfer | None:
     """Capture `captures` (step numbers) at `step_price_cents`, release the rest, settle.
 
@@ -569,6 +584,7 @@ def _close(
                 credit_account_id=spend,
                 amount_cents=step_price_cents,
                 step=n,
+                memo=f"Charged when the hold was settled: {why}",
                 **common,
             )
             for n in captures
@@ -582,6 +598,7 @@ def _close(
             debit_account_id=held,
             credit_account_id=available,
             amount_cents=rest,
+            memo=f"The rest of the hold, returned. {why}".strip(),
             **common,
         )
     deltas = {held: -(captured_now + rest), spend: captured_now, available: rest}

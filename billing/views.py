@@ -125,6 +125,7 @@ CSV_COLUMNS = [
     "run_id",
     "step",
     "reference",
+    "memo",
     "caused_by",
     "idempotency_key",
 ]
@@ -152,6 +153,7 @@ def _csv_lines(transfers) -> Iterator[str]:
                 transfer.run_id or "",
                 transfer.step or "",
                 _spreadsheet_safe(transfer.reference),
+                _spreadsheet_safe(transfer.memo),
                 _spreadsheet_safe(transfer.caused_by),
                 transfer.idempotency_key,
             ]

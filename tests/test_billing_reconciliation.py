@@ -225,3 +225,38 @@ def test_the_job_is_scheduled_every_15_minutes_once():
         Schedule.MINUTES,
         15,
     )
+
+
+def broken_reporter(hold):
+    raise ConnectionError("Coasty did not answer")
+
+
+def test_one_hold_the_reporter_fails_on_does_not_stop_the_job(team, settings):
+    # given two recent holds and a reporter that fails
+    settled_hold(team, steps=1)
+    settled_hold(team, steps=2)
+    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.broken_reporter"
+    # when the job runs / then it reports the failures instead of crashing
+    message = reconcile_billing()
+    assert "2 failed (see the log)" in message
+
+
+def test_settle_says_on_the_ledger_why_it_charged_and_returned(team):
+    # given a hold settled with one step nobody captured yet
+    top_up(team, 1000)
+    hold = place_hold(team, 100)
+    services.hold_settle(
+        reference=hold.reference,
+        steps_completed=1,
+        step_price_cents=5,
+        upstream_credits_charged=5,
+        upstream_test_mode=False,
+        caused_by="r",
+    )
+    # then the capture and the release carry a memo saying why
+    memos = dict(hold.transfers.values_list("kind", "memo"))
+    assert (
+        memos["capture"]
+        == "Charged when the hold was settled: Coasty reported 1 completed step(s)."
+    )
+    assert memos["release"].startswith("The rest of the hold, returned.")
