@@ -9,10 +9,11 @@ returns the transfer (or hold) that the first call wrote. When the first call is
 on another connection, the duplicate waits on the unique index (or the hold row) until it commits.
 
 Locks are taken in the global order described in `billing.locks`: hold row, then the transfer's
-idempotency key, then accounts in primary-key order. Hot path: a step capture is a handful of
-statements (read the hold, guarded UPDATE of the hold, INSERT the transfer, lock the two accounts,
-one UPDATE of both balances) and keeps the team's hot `held` row locked only for the last two
-statements and the commit.
+idempotency key, then accounts in primary-key order. Hot path: a step capture is three
+statements (a guarded UPDATE ... RETURNING of the hold, the INSERT of the transfer, one UPDATE of
+both balances that locks them first) and keeps the team's hot `held` row locked only for that
+last statement and the commit. Callers that capture inside their own transaction should capture
+last: whatever they do after it extends the time the team's other runs wait.
 """
 
 import logging
@@ -370,11 +371,18 @@ def hold_settle(
                     "step", flat=True
                 )
             )
-            missing = [n for n in range(1, steps_completed + 1) if n not in already]
+            # The uncharged steps, lowest first, as many as the hold can still pay for (the
+            # loop stops there, however many steps Coasty reports).
             affordable = hold.remaining_cents // step_price_cents
+            missing: list[int] = []
+            for n in range(1, steps_completed + 1):
+                if len(missing) >= affordable:
+                    break
+                if n not in already:
+                    missing.append(n)
             _close(
                 hold,
-                captures=missing[:affordable],
+                captures=missing,
                 step_price_cents=step_price_cents,
                 user=user,
                 label=label,

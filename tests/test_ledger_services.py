@@ -676,3 +676,13 @@ def test_summaries_of_many_wallets_take_two_queries(django_assert_num_queries):
         assert summaries[team.pk] == wallet_summary(team)
     assert (summaries[teams[0].pk].available_cents, summaries[teams[0].pk].held_cents) == (900, 100)
     assert summaries[teams[2].pk].low_balance
+
+
+def test_settle_with_an_absurd_step_count_charges_the_hold_and_stops(team):
+    # given a hold for 4 steps / when Coasty reports a billion
+    top_up(team, 1000)
+    hold = place_hold(team, 20)
+    result = settle(hold, 1_000_000_000)
+    # then the 4 steps are charged at once and the rest is a discrepancy
+    assert balances(team)["spend"] == 20
+    assert result.status == Reconciliation.Status.DISCREPANCY
