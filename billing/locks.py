@@ -19,6 +19,7 @@ On SQLite `FOR UPDATE` does not exist; the portal opens SQLite transactions IMME
 serialises writers, so the same reasoning holds trivially.
 """
 
+import sqlite3
 from dataclasses import dataclass
 from functools import cache
 from typing import TypeVar
@@ -106,7 +107,7 @@ def change_balances(deltas: dict[int, int], *, guard: tuple[int, int] | None = N
 @cache
 def _take_sql() -> tuple[str, bool]:
     returning = connection.vendor == "postgresql" or (
-        connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
+        connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
     )
     sql = (
         f"UPDATE {Hold._meta.db_table} "  # noqa: S608 — a table name, no values

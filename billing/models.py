@@ -98,7 +98,7 @@ class Account(models.Model):
         permissions = [("manage_wallets", "Can top up, adjust and reconcile every team's wallet")]
 
     def __str__(self) -> str:
-        owner = self.team.slug if self.team_id else "organisation"
+        owner = self.team.slug if self.team is not None else "organisation"
         return f"{owner} {self.kind}"
 
 
@@ -259,6 +259,25 @@ class Transfer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_cents} cents ({self.idempotency_key})"
+
+    @property
+    def display_reference(self) -> str:
+        """The reference, unless it only repeats the run (which the ledger shows anyway)."""
+        return "" if self.run_id and self.reference == f"run:{self.run_id}" else self.reference
+
+    @property
+    def badge(self) -> str:
+        """The CSS badge class the ledger shows the kind with."""
+        return TRANSFER_BADGES.get(self.kind, "idle")
+
+
+TRANSFER_BADGES: dict[str, str] = {
+    TransferKind.TOP_UP: "credit",
+    TransferKind.HOLD: "info",
+    TransferKind.CAPTURE: "debit",
+    TransferKind.RELEASE: "idle",
+    TransferKind.ADJUSTMENT: "warn",
+}
 
 
 class Reconciliation(models.Model):

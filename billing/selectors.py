@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -39,28 +39,53 @@ class WalletSummary:
 
 
 def wallet_summary(team: Team) -> WalletSummary:
-    """The team's balances (two queries)."""
-    accounts = {
-        kind: (balance, threshold)
-        for kind, balance, threshold in Account.objects.filter(team=team).values_list(
-            "kind", "balance_cents", "low_balance_threshold_cents"
-        )
-    }
-    available, threshold = accounts.get(
-        AccountKind.AVAILABLE, (0, settings.BILLING_LOW_BALANCE_THRESHOLD_CENTS)
-    )
+    """The team's balances, in one query (scalar subqueries on the team row)."""
+
+    def account(kind: str, column: str = "balance_cents") -> Subquery:
+        return Subquery(Account.objects.filter(team=OuterRef("pk"), kind=kind).values(column)[:1])
+
     month = (
         Transfer.objects.filter(
-            team=team, kind=TransferKind.CAPTURE, created_at__gte=_month_start()
-        ).aggregate(s=Sum("amount_cents"))["s"]
-        or 0
+            team=OuterRef("pk"), kind=TransferKind.CAPTURE, created_at__gte=_month_start()
+        )
+        .order_by()
+        .values("team")
+        .annotate(s=Sum("amount_cents"))
+        .values("s")
     )
+    row = (
+        Team.objects.filter(pk=team.pk)
+        .annotate(
+            available=account(AccountKind.AVAILABLE),
+            threshold=account(AccountKind.AVAILABLE, "low_balance_threshold_cents"),
+            held=account(AccountKind.HELD),
+            spent=account(AccountKind.SPEND),
+            month=Subquery(month[:1]),
+        )
+        .values("available", "threshold", "held", "spent", "month")
+        .get()
+    )
+    return _summary(
+        team.pk,
+        available=row["available"],
+        threshold=row["threshold"],
+        held=row["held"],
+        spent=row["spent"],
+        month=row["month"],
+    )
+
+
+def _summary(team_id, *, available, threshold, held, spent, month) -> WalletSummary:
+    """A summary from raw figures; None means the team has no accounts yet (an empty wallet)."""
+    available = available or 0
+    if threshold is None:
+        threshold = settings.BILLING_LOW_BALANCE_THRESHOLD_CENTS
     return WalletSummary(
-        team_id=team.pk,
+        team_id=team_id,
         available_cents=available,
-        held_cents=accounts.get(AccountKind.HELD, (0, 0))[0],
-        spent_cents=accounts.get(AccountKind.SPEND, (0, 0))[0],
-        spent_this_month_cents=month,
+        held_cents=held or 0,
+        spent_cents=spent or 0,
+        spent_this_month_cents=month or 0,
         low_balance_threshold_cents=threshold,
         low_balance=available < threshold,
     )
@@ -72,50 +97,72 @@ class WalletRow:
     summary: WalletSummary
 
 
-def wallets_overview() -> list[WalletRow]:
-    """Every team's wallet, for billing admins (three queries, whatever the number of teams)."""
+@dataclass(frozen=True)
+class Overview:
+    wallets: list[WalletRow]
+    paid_in_cents: int  # everything topped up (minus the funding account)
+    available_cents: int
+    held_cents: int
+    spent_cents: int  # the organisation's spend: the roll-up of every team's spend account
+    spent_this_month_cents: int
+    adjusted_cents: int  # what corrections gave teams (positive) or took back, net
+    low_balance_count: int
+
+
+def wallet_summaries(teams: list[Team]) -> dict[int, WalletSummary]:
+    """Summaries of many teams' wallets in two queries (for lists, e.g. the API's team list)."""
+    return _summaries([team.pk for team in teams])[0]
+
+
+def billing_overview() -> Overview:
+    """Every team's wallet and the organisation's totals (three queries, any number of teams)."""
     teams = list(Team.objects.order_by("name"))
-    balances: dict[int, dict[str, tuple[int, int]]] = {}
-    for team_id, kind, balance, threshold in Account.objects.filter(
-        kind__in=TEAM_ACCOUNT_KINDS
-    ).values_list("team_id", "kind", "balance_cents", "low_balance_threshold_cents"):
-        balances.setdefault(team_id, {})[kind] = (balance, threshold)
-    month = dict(
-        Transfer.objects.filter(kind=TransferKind.CAPTURE, created_at__gte=_month_start())
-        .values_list("team")
-        .annotate(s=Sum("amount_cents"))
-        .order_by()
+    summaries, org = _summaries(None)
+    wallets = [
+        WalletRow(team=team, summary=summaries.get(team.pk) or _summary(team.pk, **EMPTY))
+        for team in teams
+    ]
+    return Overview(
+        wallets=wallets,
+        paid_in_cents=-org.get(AccountKind.FUNDING, 0),
+        available_cents=sum(w.summary.available_cents for w in wallets),
+        held_cents=sum(w.summary.held_cents for w in wallets),
+        spent_cents=sum(w.summary.spent_cents for w in wallets),
+        spent_this_month_cents=sum(w.summary.spent_this_month_cents for w in wallets),
+        adjusted_cents=-org.get(AccountKind.ADJUSTMENTS, 0),
+        low_balance_count=sum(1 for w in wallets if w.summary.low_balance),
     )
-    rows = []
-    for team in teams:
-        accounts = balances.get(team.pk, {})
-        available, threshold = accounts.get(
-            AccountKind.AVAILABLE, (0, settings.BILLING_LOW_BALANCE_THRESHOLD_CENTS)
-        )
-        summary = WalletSummary(
-            team_id=team.pk,
-            available_cents=available,
-            held_cents=accounts.get(AccountKind.HELD, (0, 0))[0],
-            spent_cents=accounts.get(AccountKind.SPEND, (0, 0))[0],
-            spent_this_month_cents=month.get(team.pk, 0),
-            low_balance_threshold_cents=threshold,
-            low_balance=available < threshold,
-        )
-        rows.append(WalletRow(team=team, summary=summary))
-    return rows
 
 
-def organisation_totals() -> dict[str, int]:
-    """Roll-up of the organisation: paid in (minus funding), team spend, adjustments."""
-    by_kind = dict(Account.objects.values_list("kind").annotate(s=Sum("balance_cents")).order_by())
-    return {
-        "paid_in_cents": -by_kind.get(AccountKind.FUNDING, 0),
-        "available_cents": by_kind.get(AccountKind.AVAILABLE, 0),
-        "held_cents": by_kind.get(AccountKind.HELD, 0),
-        "spent_cents": by_kind.get(AccountKind.SPEND, 0),
-        # What corrections gave teams (positive) or took back (negative), net.
-        "adjusted_cents": -by_kind.get(AccountKind.ADJUSTMENTS, 0),
-    }
+EMPTY = {"available": None, "threshold": None, "held": 0, "spent": 0, "month": 0}
+
+
+def _summaries(team_ids: list[int] | None) -> tuple[dict[int, WalletSummary], dict[str, int]]:
+    """Summaries for `team_ids` (None: every team, plus the organisation's balances by kind)."""
+    accounts = (
+        Account.objects.all() if team_ids is None else Account.objects.filter(team_id__in=team_ids)
+    )
+    captures = Transfer.objects.filter(kind=TransferKind.CAPTURE, created_at__gte=_month_start())
+    if team_ids is not None:
+        captures = captures.filter(team_id__in=team_ids)
+    month = dict(captures.values_list("team").annotate(s=Sum("amount_cents")).order_by())
+    figures: dict[int, dict] = {}
+    org: dict[str, int] = {}
+    for team_id, kind, balance, level in accounts.values_list(
+        "team_id", "kind", "balance_cents", "low_balance_threshold_cents"
+    ):
+        if team_id is None:
+            org[kind] = balance
+            continue
+        team = figures.setdefault(team_id, dict(EMPTY, month=month.get(team_id, 0)))
+        if kind == AccountKind.AVAILABLE:
+            team["available"], team["threshold"] = balance, level
+        elif kind == AccountKind.HELD:
+            team["held"] = balance
+        elif kind == AccountKind.SPEND:
+            team["spent"] = balance
+    ids = team_ids if team_ids is not None else list(figures)
+    return {team_id: _summary(team_id, **figures.get(team_id, EMPTY)) for team_id in ids}, org
 
 
 @dataclass(frozen=True)
@@ -148,6 +195,10 @@ class LedgerFilters:
     date_to: date | None = None  # inclusive
     run_id: UUID | None = None
 
+    @property
+    def active(self) -> bool:
+        return bool(self.kind or self.date_from or self.date_to or self.run_id)
+
 
 def ledger_for_team(team: Team, filters: LedgerFilters | None = None) -> QuerySet[Transfer]:
     """The team's transfers, newest first, with what a row needs to render (no N+1)."""
@@ -178,18 +229,22 @@ def ledger_page(
     after: int | None = None,
     size: int = LEDGER_PAGE_SIZE,
 ) -> LedgerPage:
-    """One page of a newest-first ledger by keyset on id: two queries at most, at any depth."""
+    """One page of a newest-first ledger, by keyset on id: one query at any depth, no COUNT.
+
+    A cursor in the request means the reader came from the neighbouring page, which is still
+    there (the ledger is append-only), so that direction needs no query of its own.
+    """
     if after is not None:
         rows = list(transfers.filter(id__gt=after).order_by("id")[: size + 1])
-        has_newer = len(rows) > size
+        if not rows:
+            return ledger_page(transfers, size=size)  # nothing newer: show the newest page
+        has_newer, has_older = len(rows) > size, True
         rows = rows[:size][::-1]
-        has_older = bool(rows) or transfers.filter(id__lte=after).exists()
     else:
         page = transfers.filter(id__lt=before) if before is not None else transfers
         rows = list(page[: size + 1])
-        has_older = len(rows) > size
+        has_newer, has_older = before is not None, len(rows) > size
         rows = rows[:size]
-        has_newer = before is not None and transfers.filter(id__gte=before).exists()
     if not rows:
         return LedgerPage(rows=[], newer_cursor=None, older_cursor=None)
     return LedgerPage(
@@ -204,7 +259,7 @@ def team_deltas(transfer: Transfer) -> dict[str, int]:
 
     Needs the transfer's accounts loaded (ledger_for_team selects them).
     """
-    deltas = {kind: 0 for kind in TEAM_ACCOUNT_KINDS}
+    deltas: dict[str, int] = {str(kind): 0 for kind in TEAM_ACCOUNT_KINDS}
     if transfer.debit_account.team_id is not None:
         deltas[transfer.debit_account.kind] -= transfer.amount_cents
     if transfer.credit_account.team_id is not None:

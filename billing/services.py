@@ -9,19 +9,21 @@ returns the transfer (or hold) that the first call wrote. When the first call is
 on another connection, the duplicate waits on the unique index (or the hold row) until it commits.
 
 Locks are taken in the global order described in `billing.locks`: hold row, then the transfer's
-idempotency key, then accounts in primary-key order. Hot path: a step capture is a handful of
-statements (read the hold, guarded UPDATE of the hold, INSERT the transfer, lock the two accounts,
-one UPDATE of both balances) and keeps the team's hot `held` row locked only for the last two
-statements and the commit.
+idempotency key, then accounts in primary-key order. Hot path: a step capture is three
+statements (a guarded UPDATE ... RETURNING of the hold, the INSERT of the transfer, one UPDATE of
+both balances that locks them first) and keeps the team's hot `held` row locked only for that
+last statement and the commit. Callers that capture inside their own transaction should capture
+last: whatever they do after it extends the time the team's other runs wait.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import TYPE_CHECKING, Union
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -48,8 +50,13 @@ from billing.money import format_cents as _fmt
 from billing.reconciliation import UpstreamReport
 from portal.models import Team
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
 # Who or what caused a movement: a person, or a label such as "run:<uuid>", "job:reconcile_billing".
-CausedBy = AbstractBaseUser | str
+CausedBy = Union["User", str]
 
 
 # --- Top-ups and adjustments ----------------------------------------------------------------------
@@ -113,6 +120,7 @@ def wallet_adjust(
     reason: str,
     actor: CausedBy,
     idempotency_key: str,
+    memo: str = "",
 ) -> Transfer:
     """A billing admin's correction of a team's available balance, with a required reason.
 
@@ -141,6 +149,7 @@ def wallet_adjust(
                 amount_cents=amount_cents,
                 team_id=team.pk,
                 reference=reason,
+                memo=memo,
                 caused_by_user=user,
                 caused_by=label,
             )
@@ -362,14 +371,22 @@ def hold_settle(
                     "step", flat=True
                 )
             )
-            missing = [n for n in range(1, steps_completed + 1) if n not in already]
+            # The uncharged steps, lowest first, as many as the hold can still pay for (the
+            # loop stops there, however many steps Coasty reports).
             affordable = hold.remaining_cents // step_price_cents
+            missing: list[int] = []
+            for n in range(1, steps_completed + 1):
+                if len(missing) >= affordable:
+                    break
+                if n not in already:
+                    missing.append(n)
             _close(
                 hold,
-                captures=missing[:affordable],
+                captures=missing,
                 step_price_cents=step_price_cents,
                 user=user,
                 label=label,
+                why=f"Coasty reported {steps_completed} completed step(s).",
             )
             hold.refresh_from_db()
         Hold.objects.filter(pk=hold.pk).update(
@@ -390,6 +407,7 @@ class ReconcileSummary:
     matched: int = 0
     discrepancies: int = 0
     skipped: int = 0
+    failed: int = 0
 
 
 def reconcile_hold(
@@ -449,7 +467,13 @@ def reconcile_finished_holds(
     )
     summary = ReconcileSummary()
     for hold in candidates.iterator(chunk_size=500):
-        result = reconcile_hold(hold=hold, caused_by=caused_by)
+        try:
+            result = reconcile_hold(hold=hold, caused_by=caused_by)
+        except Exception:
+            # One hold the reporter cannot answer for must not stop the others being checked.
+            logger.exception("Could not reconcile hold %s", hold.reference)
+            summary.failed += 1
+            continue
         if result is None:
             summary.skipped += 1
             continue
@@ -467,7 +491,7 @@ def reconciliation_resolve_with_adjustment(
     amount_cents: int,
     direction: str,
     reason: str,
-    actor: AbstractBaseUser,
+    actor: "User",
     idempotency_key: str,
 ) -> Reconciliation:
     """Resolve a discrepancy by crediting or debiting the team, recorded on the discrepancy."""
@@ -484,6 +508,7 @@ def reconciliation_resolve_with_adjustment(
             reason=reason,
             actor=actor,
             idempotency_key=f"reconciliation:{current.pk}:{idempotency_key}",
+            memo=f"Resolves the discrepancy on {current.hold.reference}.",
         )
         current.resolution = Reconciliation.Resolution.ADJUSTED
         current.resolution_note = reason
@@ -503,7 +528,7 @@ def reconciliation_resolve_with_adjustment(
 
 
 def reconciliation_mark_explained(
-    *, reconciliation: Reconciliation, note: str, actor: AbstractBaseUser
+    *, reconciliation: Reconciliation, note: str, actor: "User"
 ) -> Reconciliation:
     """Resolve a discrepancy without moving money, with the explanation a person gave."""
     note = _required_text(note, what="an explanation", max_length=2000)
@@ -534,6 +559,7 @@ def _close(
     user,
     label: str,
     step_price_cents: int = 0,
+    why: str = "",
 ) -> Transfer | None:
     """Capture `captures` (step numbers) at `step_price_cents`, release the rest, settle.
 
@@ -566,6 +592,7 @@ def _close(
                 credit_account_id=spend,
                 amount_cents=step_price_cents,
                 step=n,
+                memo=f"Charged when the hold was settled: {why}",
                 **common,
             )
             for n in captures
@@ -579,6 +606,7 @@ def _close(
             debit_account_id=held,
             credit_account_id=available,
             amount_cents=rest,
+            memo=f"The rest of the hold, returned. {why}".strip(),
             **common,
         )
     deltas = {held: -(captured_now + rest), spend: captured_now, available: rest}
@@ -605,12 +633,14 @@ def _post(deltas: dict[int, int], *, available: int | None = None) -> None:
     """
     if not deltas:
         return  # e.g. closing a hold that was used up exactly: nothing moves
-    debit = -deltas[available] if available is not None and deltas[available] < 0 else 0
-    changed = change_balances(deltas, guard=(available, debit) if debit else None)
+    guard = None
+    if available is not None and deltas[available] < 0:
+        guard = (available, -deltas[available])
+    changed = change_balances(deltas, guard=guard)
     if changed != len(deltas):
-        if debit:
-            balance = Account.objects.values_list("balance_cents", flat=True).get(pk=available)
-            raise InsufficientFunds(balance, debit)
+        if guard is not None:
+            balance = Account.objects.values_list("balance_cents", flat=True).get(pk=guard[0])
+            raise InsufficientFunds(balance, guard[1])
         raise Account.DoesNotExist(f"Accounts {sorted(deltas)}: only {changed} found.")
     if available is not None:
         _low_balance_alert(available)
@@ -734,7 +764,7 @@ def _record_reconciliation(
     return existing
 
 
-def _cause(caused_by: CausedBy) -> tuple[AbstractBaseUser | None, str]:
+def _cause(caused_by: CausedBy | None) -> tuple["User | None", str]:
     if isinstance(caused_by, str):
         label = caused_by.strip()
         if not label:

@@ -22,7 +22,8 @@ def reconcile_billing() -> str:
     summary = reconcile_finished_holds(caused_by="job:reconcile_billing")
     message = (
         f"Reconciled {summary.checked} hold(s): {summary.matched} matched, "
-        f"{summary.discrepancies} with a discrepancy; {summary.skipped} without figures."
+        f"{summary.discrepancies} with a discrepancy; {summary.skipped} without figures"
+        + (f"; {summary.failed} failed (see the log)." if summary.failed else ".")
     )
     logger.info(message)
     return message

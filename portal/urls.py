@@ -37,6 +37,7 @@ urlpatterns = [
         views.team_member_remove,
         name="team_member_remove",
     ),
+    path("", include("billing.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("", include("runs.urls")),

@@ -658,3 +658,31 @@ def test_an_adjustment_key_reused_for_the_other_direction_is_refused(team, billi
     # then it is refused, not mistaken for the credit
     assert "credit, not a debit" in str(caught.value)
     assert balances(team)["available"] == 10
+
+
+def test_summaries_of_many_wallets_take_two_queries(django_assert_num_queries):
+    # given three teams, one of them never funded
+    teams = [TeamFactory(), TeamFactory(), TeamFactory()]
+    top_up(teams[0], 1000)
+    top_up(teams[1], 200)
+    place_hold(teams[0], 100)
+    # when their summaries are read together
+    from billing.selectors import wallet_summaries
+
+    with django_assert_num_queries(2):
+        summaries = wallet_summaries(teams)
+    # then each matches its own summary
+    for team in teams:
+        assert summaries[team.pk] == wallet_summary(team)
+    assert (summaries[teams[0].pk].available_cents, summaries[teams[0].pk].held_cents) == (900, 100)
+    assert summaries[teams[2].pk].low_balance
+
+
+def test_settle_with_an_absurd_step_count_charges_the_hold_and_stops(team):
+    # given a hold for 4 steps / when Coasty reports a billion
+    top_up(team, 1000)
+    hold = place_hold(team, 20)
+    result = settle(hold, 1_000_000_000)
+    # then the 4 steps are charged at once and the rest is a discrepancy
+    assert balances(team)["spend"] == 20
+    assert result.status == Reconciliation.Status.DISCREPANCY

@@ -64,4 +64,33 @@ class Command(BaseCommand):
             self.stdout.write("Demo data already in place; nothing changed.")
 
     def seed_money(self, *, teams, admin) -> list[str]:
-        return []
+        """Top up research and ops with 5000 cents each, and create the Billing admins group.
+
+        Fixed idempotency keys make a second run find the first top-ups instead of adding more.
+        """
+        from django.contrib.auth.models import Group, Permission
+
+        from billing.models import Transfer
+        from billing.services import wallet_top_up
+
+        created = []
+        group, was_created = Group.objects.get_or_create(name="Billing admins")
+        permission = Permission.objects.get(
+            content_type__app_label="billing", codename="manage_wallets"
+        )
+        if was_created or not group.permissions.filter(pk=permission.pk).exists():
+            group.permissions.add(permission)
+            created.append("group Billing admins")
+        for slug in ("research", "ops"):
+            key = f"seed_demo:{slug}"
+            if Transfer.objects.filter(idempotency_key=f"topup:{key}").exists():
+                continue
+            wallet_top_up(
+                team=teams[slug],
+                amount_cents=5000,
+                reference="Demo credit",
+                actor="command:seed_demo",
+                idempotency_key=key,
+            )
+            created.append(f"5000 cents for {slug}")
+        return created

@@ -1,0 +1,141 @@
+"""Forms for the money pages. People type dollars ("50.00"); the ledger gets integer cents."""
+
+import uuid
+from decimal import InvalidOperation
+
+from django import forms
+from django.conf import settings
+
+from billing.models import TransferKind
+from billing.money import format_cents
+from billing.selectors import LedgerFilters
+
+
+def idempotency_key_field() -> forms.RegexField:
+    """The hidden key that makes a double submit of the form land once."""
+    return forms.RegexField(
+        regex=r"^[A-Za-z0-9_\-:]{8,100}$",
+        widget=forms.HiddenInput,
+        error_messages={
+            "invalid": "This form is out of date; please start again.",
+            "required": "This form is out of date; please start again.",
+        },
+    )
+
+
+class DollarsField(forms.DecimalField):
+    """An amount in dollars with at most two decimals, cleaned to integer cents."""
+
+    def __init__(self, *, min_cents: int = 1, **kwargs):
+        self.min_cents = min_cents
+        kwargs.setdefault("widget", forms.TextInput(attrs={"inputmode": "decimal"}))
+        super().__init__(max_digits=12, decimal_places=2, **kwargs)
+
+    def clean(self, value):
+        amount = super().clean(value)
+        if amount is None:
+            return None
+        try:
+            cents = int((amount * 100).to_integral_exact())
+        except InvalidOperation:
+            raise forms.ValidationError("Enter an amount in dollars and cents.") from None
+        if cents < self.min_cents:
+            raise forms.ValidationError(
+                f"Enter at least {format_cents(self.min_cents)}."
+                if self.min_cents > 0
+                else "The amount cannot be negative."
+            )
+        return cents
+
+
+def fresh_key() -> str:
+    return uuid.uuid4().hex
+
+
+class TopUpForm(forms.Form):
+    amount = DollarsField(label="Amount (US$)", help_text="For example 50.00.")
+    reference = forms.CharField(
+        max_length=255,
+        help_text="An invoice or purchase-order number, so the top-up can be traced.",
+    )
+    idempotency_key = idempotency_key_field()
+
+    def clean_amount(self):
+        cents = self.cleaned_data["amount"]
+        ceiling = settings.BILLING_TOP_UP_MAX_CENTS
+        if cents > ceiling:
+            raise forms.ValidationError(f"A top-up can be at most {format_cents(ceiling)}.")
+        return cents
+
+
+class ThresholdForm(forms.Form):
+    threshold = DollarsField(
+        min_cents=0,
+        label="Low-balance alert level (US$)",
+        help_text="Below this the team sees a banner and its managers get one email. 0 turns it off.",
+    )
+
+
+class AdjustmentForm(forms.Form):
+    amount = DollarsField(label="Amount (US$)")
+    direction = forms.ChoiceField(
+        choices=[
+            ("credit", "Credit the team (give money back)"),
+            ("debit", "Debit the team (take money)"),
+        ],
+        widget=forms.RadioSelect,
+    )
+    reason = forms.CharField(
+        max_length=255, help_text="Recorded on the ledger with the adjustment."
+    )
+    idempotency_key = idempotency_key_field()
+
+
+class ExplainForm(forms.Form):
+    note = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Explanation",
+        help_text="Why no money needs to move. Kept with the discrepancy.",
+    )
+
+
+class LedgerFilterForm(forms.Form):
+    kind = forms.ChoiceField(choices=[("", "All kinds"), *TransferKind.choices], required=False)
+    date_from = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    run = forms.UUIDField(
+        required=False,
+        label="Run",
+        widget=forms.TextInput(attrs={"placeholder": "run id", "autocomplete": "off"}),
+    )
+
+    def filters(self) -> LedgerFilters:
+        """The filters that are valid; an invalid one is ignored (and shown as an error)."""
+        if not self.is_bound:
+            return LedgerFilters()
+        self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        return LedgerFilters(
+            kind=data.get("kind") or "",
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            run_id=data.get("run"),
+        )
+
+    def query_string(self) -> str:
+        """The valid filters as a query string, for pager and CSV links."""
+        from urllib.parse import urlencode
+
+        filters = self.filters()
+        pairs = {
+            "kind": filters.kind,
+            "date_from": filters.date_from.isoformat() if filters.date_from else "",
+            "date_to": filters.date_to.isoformat() if filters.date_to else "",
+            "run": str(filters.run_id) if filters.run_id else "",
+        }
+        return urlencode({key: value for key, value in pairs.items() if value})

@@ -1,0 +1,363 @@
+"""The money pages: a team's wallet (members of any role), and the billing admin's pages.
+
+Each view parses input, calls one service or a few selectors, and renders. Queries per page are
+bounded whatever the size of the ledger (keyset pages, one-query summaries).
+"""
+
+import csv
+from collections.abc import Callable, Iterator
+from functools import wraps
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.db.models import OuterRef, Subquery
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from billing import selectors, services
+from billing.charts import spend_chart
+from billing.errors import BillingError
+from billing.forms import (
+    AdjustmentForm,
+    ExplainForm,
+    LedgerFilterForm,
+    ThresholdForm,
+    TopUpForm,
+    fresh_key,
+)
+from billing.models import Reconciliation, Transfer
+from billing.money import format_cents
+from portal.access import BILLING_ADMIN_PERMISSION, is_billing_admin
+from portal.models import Membership, Team
+
+billing_admin_required = permission_required(BILLING_ADMIN_PERMISSION, raise_exception=True)
+
+
+def wallet_access(view: Callable) -> Callable:
+    """A team's wallet is for its members (any role) and for billing admins; others get 404.
+
+    Sets request.wallet_team, and request.team / request.membership for members (the team
+    navigation and banner follow those).
+    """
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, slug: str, *args, **kwargs):
+        # The team and the person's membership of it in one query (a page budget of 10).
+        mine = Membership.objects.filter(team=OuterRef("pk"), user=request.user)
+        team = (
+            Team.objects.filter(slug=slug)
+            .annotate(
+                membership_pk=Subquery(mine.values("pk")[:1]),
+                membership_role=Subquery(mine.values("role")[:1]),
+            )
+            .first()
+        )
+        if team is not None and team.membership_pk is not None:
+            request.team = team
+            request.membership = Membership(
+                pk=team.membership_pk, team=team, user_id=request.user.pk, role=team.membership_role
+            )
+        elif team is None or not is_billing_admin(request.user):
+            raise Http404("No such team.")
+        request.wallet_team = team
+        return view(request, slug, *args, **kwargs)
+
+    return wrapped
+
+
+# --- A team's wallet ------------------------------------------------------------------------------
+
+
+@wallet_access
+@require_GET
+def wallet(request: HttpRequest, slug: str) -> HttpResponse:
+    team = request.wallet_team
+    filter_form = LedgerFilterForm(request.GET or None)
+    page = selectors.ledger_page(
+        selectors.ledger_for_team(team, filter_form.filters()),
+        before=_cursor(request, "before"),
+        after=_cursor(request, "after"),
+    )
+    summary = selectors.wallet_summary(team)
+    return render(
+        request,
+        "billing/wallet.html",
+        {
+            "team": team,
+            "membership": getattr(request, "membership", None),
+            "summary": summary,
+            "chart": spend_chart(selectors.spend_per_day(team, days=30)),
+            "filter_form": filter_form,
+            "filter_query": filter_form.query_string(),
+            "filtered": filter_form.filters().active,
+            "page": page,
+            "rows": [(t, selectors.team_deltas(t)) for t in page.rows],
+            "can_top_up": is_billing_admin(request.user),
+        },
+    )
+
+
+@wallet_access
+@require_GET
+def ledger_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
+    """The team's ledger (with the page's filters) as CSV, streamed row by row."""
+    team = request.wallet_team
+    transfers = selectors.ledger_for_team(team, LedgerFilterForm(request.GET or None).filters())
+    filename = f"{team.slug}-ledger-{timezone.localdate().isoformat()}.csv"
+    response = StreamingHttpResponse(_csv_lines(transfers), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+CSV_COLUMNS = [
+    "id",
+    "created_at",
+    "kind",
+    "amount_cents",
+    "available_change_cents",
+    "held_change_cents",
+    "spent_change_cents",
+    "run_id",
+    "step",
+    "reference",
+    "memo",
+    "caused_by",
+    "idempotency_key",
+]
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_lines(transfers) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_COLUMNS)
+    for transfer in transfers.iterator(chunk_size=2000):
+        deltas = selectors.team_deltas(transfer)
+        yield writer.writerow(
+            [
+                transfer.pk,
+                transfer.created_at.isoformat(),
+                transfer.kind,
+                transfer.amount_cents,
+                deltas["available"],
+                deltas["held"],
+                deltas["spend"],
+                transfer.run_id or "",
+                transfer.step or "",
+                _spreadsheet_safe(transfer.reference),
+                _spreadsheet_safe(transfer.memo),
+                _spreadsheet_safe(transfer.caused_by),
+                transfer.idempotency_key,
+            ]
+        )
+
+
+def _spreadsheet_safe(text: str) -> str:
+    """A reference typed by a person must not run as a formula when the CSV is opened."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# --- Billing admin --------------------------------------------------------------------------------
+
+
+@login_required
+@billing_admin_required
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "billing/overview.html",
+        {
+            "overview": selectors.billing_overview(),
+            "reconciliation": selectors.reconciliation_counts(),
+        },
+    )
+
+
+@login_required
+@billing_admin_required
+@require_http_methods(["GET", "POST"])
+def top_up(request: HttpRequest, slug: str) -> HttpResponse:
+    """Top up a team: form, then a review page, then confirm. The form's key makes a double
+    submit of the confirmation land once."""
+    team = get_object_or_404(Team, slug=slug)
+    if request.method == "GET":
+        return _render_team_admin(
+            request, team, TopUpForm(initial={"idempotency_key": fresh_key()})
+        )
+    form = TopUpForm(request.POST)
+    if not form.is_valid():
+        return _render_team_admin(request, team, form, status=400)
+    amount, reference, key = (
+        form.cleaned_data["amount"],
+        form.cleaned_data["reference"],
+        form.cleaned_data["idempotency_key"],
+    )
+    if "edit" in request.POST:
+        return _render_team_admin(request, team, form)
+    if "confirm" not in request.POST:
+        return render(
+            request,
+            "billing/top_up_review.html",
+            {"team": team, "form": form, "summary": selectors.wallet_summary(team)},
+        )
+    already = Transfer.objects.filter(idempotency_key=f"topup:{key}").exists()
+    try:
+        services.wallet_top_up(
+            team=team,
+            amount_cents=amount,
+            reference=reference,
+            actor=request.user,
+            idempotency_key=key,
+        )
+    except BillingError as exc:
+        form.add_error(None, str(exc))
+        return _render_team_admin(request, team, form, status=400)
+    if already:
+        messages.info(request, "This top-up was already recorded; nothing was added twice.")
+    else:
+        messages.success(
+            request, f"Added {format_cents(amount)} to {team.name}'s wallet ({reference})."
+        )
+    return redirect("billing_team", slug=team.slug)
+
+
+@login_required
+@billing_admin_required
+@require_GET
+def team_admin(request: HttpRequest, slug: str) -> HttpResponse:
+    team = get_object_or_404(Team, slug=slug)
+    return _render_team_admin(request, team, TopUpForm(initial={"idempotency_key": fresh_key()}))
+
+
+@login_required
+@billing_admin_required
+@require_POST
+def threshold(request: HttpRequest, slug: str) -> HttpResponse:
+    team = get_object_or_404(Team, slug=slug)
+    form = ThresholdForm(request.POST)
+    if not form.is_valid():
+        return _render_team_admin(
+            request,
+            team,
+            TopUpForm(initial={"idempotency_key": fresh_key()}),
+            threshold_form=form,
+            status=400,
+        )
+    services.wallet_set_low_balance_threshold(
+        team=team, threshold_cents=form.cleaned_data["threshold"], actor=request.user
+    )
+    messages.success(
+        request,
+        f"{team.name}'s low-balance alert level is now {format_cents(form.cleaned_data['threshold'])}.",
+    )
+    return redirect("billing_team", slug=team.slug)
+
+
+def _render_team_admin(request, team, top_up_form, *, threshold_form=None, status=200):
+    summary = selectors.wallet_summary(team)
+    recent = selectors.ledger_for_team(team).filter(kind__in=["top_up", "adjustment"])[:10]
+    return render(
+        request,
+        "billing/team_admin.html",
+        {
+            "team": team,
+            "summary": summary,
+            "form": top_up_form,
+            "threshold_form": threshold_form
+            or ThresholdForm(
+                initial={"threshold": f"{summary.low_balance_threshold_cents / 100:.2f}"}
+            ),
+            "recent": recent,
+            "max_top_up": settings.BILLING_TOP_UP_MAX_CENTS,
+        },
+        status=status,
+    )
+
+
+@login_required
+@billing_admin_required
+@require_GET
+def discrepancies(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "billing/discrepancies.html",
+        {
+            "open": selectors.open_discrepancies()[:200],
+            "resolved": selectors.recently_resolved(),
+            "counts": selectors.reconciliation_counts(),
+        },
+    )
+
+
+@login_required
+@billing_admin_required
+@require_http_methods(["GET", "POST"])
+def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
+    reconciliation = get_object_or_404(
+        Reconciliation.objects.select_related("team", "hold", "resolved_by", "adjustment"), pk=pk
+    )
+    adjust_form = AdjustmentForm(
+        initial={
+            "idempotency_key": fresh_key(),
+            "direction": "credit" if reconciliation.difference_cents > 0 else "debit",
+            "amount": f"{abs(reconciliation.difference_cents) / 100:.2f}",
+            "reason": f"Reconciliation of {reconciliation.hold.reference}",
+        }
+    )
+    explain_form = ExplainForm()
+    status = 200
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "adjust":
+            adjust_form = AdjustmentForm(request.POST)
+            if adjust_form.is_valid():
+                try:
+                    services.reconciliation_resolve_with_adjustment(
+                        reconciliation=reconciliation,
+                        amount_cents=adjust_form.cleaned_data["amount"],
+                        direction=adjust_form.cleaned_data["direction"],
+                        reason=adjust_form.cleaned_data["reason"],
+                        actor=request.user,
+                        idempotency_key=adjust_form.cleaned_data["idempotency_key"],
+                    )
+                except BillingError as exc:
+                    adjust_form.add_error(None, str(exc))
+                else:
+                    messages.success(request, "Resolved with an adjustment on the team's ledger.")
+                    return redirect("billing_discrepancies")
+        elif action == "explain":
+            explain_form = ExplainForm(request.POST)
+            if explain_form.is_valid():
+                services.reconciliation_mark_explained(
+                    reconciliation=reconciliation,
+                    note=explain_form.cleaned_data["note"],
+                    actor=request.user,
+                )
+                messages.success(request, "Marked as explained; no money moved.")
+                return redirect("billing_discrepancies")
+        status = 400
+    return render(
+        request,
+        "billing/discrepancy.html",
+        {
+            "r": reconciliation,
+            "adjust_form": adjust_form,
+            "explain_form": explain_form,
+            "wallet_url": reverse("wallet", args=[reconciliation.team.slug]),
+        },
+        status=status,
+    )
+
+
+def _cursor(request: HttpRequest, name: str) -> int | None:
+    value = request.GET.get(name, "")
+    return int(value) if value.isdigit() else None

@@ -1,0 +1,262 @@
+"""Reconciliation: does what the ledger charged agree with what Coasty reported?"""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_q.models import Schedule
+
+from billing import services
+from billing.apps import ensure_reconcile_schedule
+from billing.models import Hold, Reconciliation
+from billing.reconciliation import UpstreamReport, compare
+from billing.tasks import RECONCILE_SCHEDULE_NAME, reconcile_billing
+from tests.factories import place_hold, top_up
+
+pytestmark = pytest.mark.django_db
+
+# --- The rules, alone -------------------------------------------------------------------------
+
+
+def test_live_runs_match_when_ledger_steps_and_coasty_agree():
+    verdict = compare(
+        ledger_captured_cents=60,
+        ledger_step_count=12,
+        steps_completed=12,
+        step_price_cents=5,
+        credits_charged=60,
+        test_mode=False,
+    )
+    assert verdict.matched
+    assert (verdict.expected_cents, verdict.difference_cents) == (60, 0)
+    assert "All three agree" in verdict.explanation
+
+
+def test_a_live_run_where_coasty_charged_less_is_a_discrepancy_in_words():
+    # given the ledger charged 12 steps but Coasty billed 11
+    verdict = compare(
+        ledger_captured_cents=60,
+        ledger_step_count=12,
+        steps_completed=12,
+        step_price_cents=5,
+        credits_charged=55,
+        test_mode=False,
+    )
+    # then it is a discrepancy of +5 cents against what Coasty billed, explained
+    assert not verdict.matched
+    assert verdict.difference_cents == 5
+    assert "Coasty's charge differs from steps x price by $0.05" in verdict.explanation
+    assert "charged $0.05 more than Coasty billed" in verdict.explanation
+
+
+def test_a_live_run_with_uncharged_steps_says_so():
+    verdict = compare(
+        ledger_captured_cents=50,
+        ledger_step_count=10,
+        steps_completed=12,
+        step_price_cents=5,
+        credits_charged=60,
+        test_mode=False,
+    )
+    assert not verdict.matched
+    assert verdict.difference_cents == -10
+    assert "2 completed step(s) were not charged" in verdict.explanation
+
+
+def test_test_mode_compares_only_steps_times_price_and_says_so():
+    # given a test-key run: Coasty billed nothing, the ledger charged steps x price
+    verdict = compare(
+        ledger_captured_cents=40,
+        ledger_step_count=5,
+        steps_completed=5,
+        step_price_cents=8,
+        credits_charged=0,
+        test_mode=True,
+    )
+    # then it matches, and the words say why Coasty's 0 does not count
+    assert verdict.matched
+    assert "test key and bills nothing" in verdict.explanation
+    assert "only the ledger is compared with steps x price" in verdict.explanation
+
+
+def test_test_mode_still_catches_a_wrong_charge():
+    verdict = compare(
+        ledger_captured_cents=45,
+        ledger_step_count=6,
+        steps_completed=5,
+        step_price_cents=8,
+        credits_charged=0,
+        test_mode=True,
+    )
+    assert not verdict.matched
+    assert verdict.difference_cents == 5
+
+
+# --- Recording and re-checking ----------------------------------------------------------------
+
+
+def settled_hold(team, *, steps=3, charged=None, test_mode=False):
+    top_up(team, 5000)
+    hold = place_hold(team, 100)
+    for step in range(1, steps + 1):
+        services.hold_capture(reference=hold.reference, step=step, amount_cents=5, caused_by="r")
+    services.hold_settle(
+        reference=hold.reference,
+        steps_completed=steps,
+        step_price_cents=5,
+        upstream_credits_charged=steps * 5 if charged is None else charged,
+        upstream_test_mode=test_mode,
+        caused_by="r",
+    )
+    return Hold.objects.get(pk=hold.pk)
+
+
+def test_settle_records_the_figures_on_the_hold_and_the_verdict(team):
+    hold = settled_hold(team, steps=3)
+    assert (hold.upstream_steps_completed, hold.upstream_credits_charged) == (3, 15)
+    reconciliation = hold.reconciliation
+    assert reconciliation.status == Reconciliation.Status.MATCHED
+    assert (reconciliation.ledger_captured_cents, reconciliation.expected_cents) == (15, 15)
+    assert reconciliation.checked_by == "r"  # whoever settled it
+
+
+def test_a_recheck_without_a_reporter_uses_the_recorded_figures(team):
+    # given a settled hold and no upstream reporter configured
+    hold = settled_hold(team, steps=3, charged=10)
+    # when it is re-checked
+    result = services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing")
+    # then the same discrepancy, from the recorded figures
+    assert result.status == Reconciliation.Status.DISCREPANCY
+    assert result.source == "recorded figures"
+    assert result.checked_by == "job:reconcile_billing"
+
+
+REPORTS = {}
+
+
+def fake_reporter(hold):
+    """Stands in for the runs app's reporter: BILLING_UPSTREAM_REPORTER points here."""
+    return REPORTS.get(hold.reference)
+
+
+def test_a_recheck_asks_the_configured_reporter_for_fresh_figures(team, settings):
+    # given a hold that matched at settle, and Coasty now reporting a lower charge
+    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.fake_reporter"
+    hold = settled_hold(team, steps=3)
+    REPORTS[hold.reference] = UpstreamReport(steps_completed=3, credits_charged=10, test_mode=False)
+    # when it is re-checked
+    result = services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing")
+    # then the fresh figures turn it into a discrepancy
+    assert result.status == Reconciliation.Status.DISCREPANCY
+    assert result.source == "upstream reporter"
+    assert result.upstream_credits_charged == 10
+
+
+def test_a_reporter_that_knows_nothing_falls_back_to_the_recorded_figures(team, settings):
+    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.fake_reporter"
+    hold = settled_hold(team, steps=2)
+    result = services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing")
+    assert result.status == Reconciliation.Status.MATCHED
+    assert result.source == "recorded figures"
+
+
+def test_open_holds_and_holds_without_figures_are_not_reconciled(team):
+    top_up(team, 5000)
+    open_hold = place_hold(team, 100)
+    released = place_hold(team, 100)
+    services.hold_release(reference=released.reference, caused_by="r")
+    assert services.reconcile_hold(hold=open_hold, caused_by="x") is None
+    assert services.reconcile_hold(hold=released, caused_by="x") is None
+
+
+def test_a_resolved_discrepancy_stays_resolved_while_the_figures_stay(
+    team, billing_admin, settings
+):
+    # given a resolved discrepancy
+    hold = settled_hold(team, steps=3, charged=10)
+    services.reconciliation_mark_explained(
+        reconciliation=hold.reconciliation, note="Known upstream credit", actor=billing_admin
+    )
+    # when it is re-checked with the same figures
+    again = services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing")
+    # then it stays resolved
+    assert again.resolution == Reconciliation.Resolution.EXPLAINED
+    # when Coasty later reports different figures that still disagree
+    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.fake_reporter"
+    REPORTS[hold.reference] = UpstreamReport(steps_completed=3, credits_charged=5, test_mode=False)
+    reopened = services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing")
+    # then it is open again, saying why
+    assert reopened.is_open_discrepancy
+    assert reopened.explanation.startswith("Re-opened")
+
+
+def test_the_job_rechecks_recent_holds_and_open_discrepancies(team):
+    # given a recent matched hold, an old discrepancy, and an old matched hold
+    recent = settled_hold(team, steps=1)
+    old_discrepancy = settled_hold(team, steps=2, charged=5)
+    old_match = settled_hold(team, steps=3)
+    long_ago = timezone.now() - timedelta(days=3)
+    Hold.objects.filter(pk__in=[old_discrepancy.pk, old_match.pk]).update(settled_at=long_ago)
+    # when the job runs
+    message = reconcile_billing()
+    # then it re-checked the recent hold and the open discrepancy, not the old match
+    assert message.startswith("Reconciled 2 hold(s): 1 matched, 1 with a discrepancy")
+    assert Reconciliation.objects.get(hold=recent).checked_by == "job:reconcile_billing"
+    assert Reconciliation.objects.get(hold=old_match).checked_by != "job:reconcile_billing"
+
+
+def test_the_reconcile_billing_command_prints_its_summary(team):
+    settled_hold(team, steps=1)
+    out = StringIO()
+    call_command("reconcile_billing", stdout=out)
+    assert "Reconciled 1 hold(s): 1 matched" in out.getvalue()
+
+
+def test_the_job_is_scheduled_every_15_minutes_once():
+    # given migrate has run (post_migrate created the schedule) / when it runs again
+    ensure_reconcile_schedule()
+    ensure_reconcile_schedule()
+    # then there is one schedule, every 15 minutes, calling the task
+    schedule = Schedule.objects.get(name=RECONCILE_SCHEDULE_NAME)
+    assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
+        "billing.tasks.reconcile_billing",
+        Schedule.MINUTES,
+        15,
+    )
+
+
+def broken_reporter(hold):
+    raise ConnectionError("Coasty did not answer")
+
+
+def test_one_hold_the_reporter_fails_on_does_not_stop_the_job(team, settings):
+    # given two recent holds and a reporter that fails
+    settled_hold(team, steps=1)
+    settled_hold(team, steps=2)
+    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.broken_reporter"
+    # when the job runs / then it reports the failures instead of crashing
+    message = reconcile_billing()
+    assert "2 failed (see the log)" in message
+
+
+def test_settle_says_on_the_ledger_why_it_charged_and_returned(team):
+    # given a hold settled with one step nobody captured yet
+    top_up(team, 1000)
+    hold = place_hold(team, 100)
+    services.hold_settle(
+        reference=hold.reference,
+        steps_completed=1,
+        step_price_cents=5,
+        upstream_credits_charged=5,
+        upstream_test_mode=False,
+        caused_by="r",
+    )
+    # then the capture and the release carry a memo saying why
+    memos = dict(hold.transfers.values_list("kind", "memo"))
+    assert (
+        memos["capture"]
+        == "Charged when the hold was settled: Coasty reported 1 completed step(s)."
+    )
+    assert memos["release"].startswith("The rest of the hold, returned.")
