@@ -29,20 +29,62 @@ class RunEventInline(admin.TabularInline):
 
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
-    list_display = ["id", "team", "status", "steps_completed", "max_steps", "charged_cents", "held_cents", "created_by", "created_at"]
+    list_display = [
+        "id",
+        "team",
+        "status",
+        "steps_completed",
+        "max_steps",
+        "charged_cents",
+        "held_cents",
+        "created_by",
+        "created_at",
+    ]
     list_filter = ["status", "team", "cua_version"]
     search_fields = ["=id", "=upstream_id", "=idempotency_key", "task"]
     date_hierarchy = "created_at"
     list_select_related = ["team", "created_by"]
     exclude = ["webhook_secret_encrypted"]  # never shown, not even encrypted
     readonly_fields = [
-        "id", "team", "created_by", "status", "pending_action", "machine_id", "task", "cua_version",
-        "max_steps", "deadline_seconds", "on_awaiting_human", "instructions", "system_prompt",
-        "webhook_url", "price_cents", "held_cents", "charged_cents", "idempotency_key", "upstream_id",
-        "submit_attempts", "submit_next_at", "status_seq", "status_at", "last_seq", "steps_completed",
-        "awaiting_human_reason", "resume_note", "result", "error", "follow_owner", "follow_lease_until",
-        "last_event_at", "upstream_steps_completed", "upstream_credits_charged", "settled_at",
-        "created_at", "accepted_at", "finished_at", "launch_token",
+        "id",
+        "team",
+        "created_by",
+        "status",
+        "pending_action",
+        "machine_id",
+        "task",
+        "cua_version",
+        "max_steps",
+        "deadline_seconds",
+        "on_awaiting_human",
+        "instructions",
+        "system_prompt",
+        "webhook_url",
+        "price_cents",
+        "held_cents",
+        "charged_cents",
+        "idempotency_key",
+        "upstream_id",
+        "submit_attempts",
+        "submit_next_at",
+        "status_seq",
+        "status_at",
+        "last_seq",
+        "steps_completed",
+        "awaiting_human_reason",
+        "resume_note",
+        "result",
+        "error",
+        "follow_owner",
+        "follow_lease_until",
+        "last_event_at",
+        "upstream_steps_completed",
+        "upstream_credits_charged",
+        "settled_at",
+        "created_at",
+        "accepted_at",
+        "finished_at",
+        "launch_token",
     ]
 
 
@@ -60,7 +102,17 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_filter = ["verdict", "event"]
     search_fields = ["=run__id", "=run__upstream_id", "=body_sha256"]
     raw_id_fields = ["run"]
-    readonly_fields = ["run", "received_at", "headers", "body_text", "body_sha256", "verdict", "event", "dedupe_key", "result"]
+    readonly_fields = [
+        "run",
+        "received_at",
+        "headers",
+        "body_text",
+        "body_sha256",
+        "verdict",
+        "event",
+        "dedupe_key",
+        "result",
+    ]
     exclude = ["body"]
 
     @admin.display(description="Body")

@@ -57,9 +57,11 @@ def follower_slot_acquire(owner: str) -> int | None:
     now = timezone.now()
     for number in range(slots):
         # A conditional UPDATE is the lock: of two followers racing for a slot, one matches.
-        taken = FollowerSlot.objects.filter(number=number).filter(
-            Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-        ).update(owner=owner, lease_until=now + LEASE)
+        taken = (
+            FollowerSlot.objects.filter(number=number)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+            .update(owner=owner, lease_until=now + LEASE)
+        )
         if taken:
             return number
     return None
@@ -183,7 +185,9 @@ class Follower:
     # -- inside the task's thread --
 
     def _claim(self, stop_at: float) -> None:
-        claimed = runs_claim(self.owner, limit=self.capacity - len(self.active), exclude=set(self.active))
+        claimed = runs_claim(
+            self.owner, limit=self.capacity - len(self.active), exclude=set(self.active)
+        )
         for pk, upstream_id, last_seq in claimed:
             remaining = max(1.0, stop_at - time.monotonic())
             self.active[pk] = asyncio.run_coroutine_threadsafe(
@@ -293,6 +297,10 @@ def follow_runs_once(
         follower_slot_release(owner)
     logger.info(
         "follower %s: %s runs, %s events, %s at once, errors %s",
-        owner, report.runs_followed, report.events, report.max_concurrent, report.errors,
+        owner,
+        report.runs_followed,
+        report.events,
+        report.max_concurrent,
+        report.errors,
     )
     return report

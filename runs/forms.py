@@ -18,16 +18,26 @@ class LaunchForm(forms.Form):
         label="Machine",
         max_length=MACHINE_ID_MAX,
         help_text="Pick one of your Coasty machines, or type its id.",
-        widget=forms.TextInput(attrs={"list": "machines", "autocomplete": "off", "spellcheck": "false"}),
+        widget=forms.TextInput(
+            attrs={"list": "machines", "autocomplete": "off", "spellcheck": "false"}
+        ),
     )
     task = forms.CharField(
         label="Task",
         max_length=TASK_MAX,
-        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "e.g. Open the CRM and export last week's new leads as CSV"}),
+        widget=forms.Textarea(
+            attrs={
+                "rows": 5,
+                "placeholder": "e.g. Open the CRM and export last week's new leads as CSV",
+            }
+        ),
         help_text="What the agent should do, in plain words.",
     )
     cua_version = forms.ChoiceField(
-        label="Agent engine", choices=CuaVersion.choices, initial=CuaVersion.V5, widget=forms.RadioSelect
+        label="Agent engine",
+        choices=CuaVersion.choices,
+        initial=CuaVersion.V5,
+        widget=forms.RadioSelect,
     )
     max_steps = forms.IntegerField(
         label="Maximum steps",
@@ -82,7 +92,9 @@ class ResumeForm(forms.Form):
         label="Note for the agent",
         max_length=2000,
         required=False,
-        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "e.g. Solved the captcha; carry on."}),
+        widget=forms.Textarea(
+            attrs={"rows": 2, "placeholder": "e.g. Solved the captcha; carry on."}
+        ),
         help_text="Recorded on the run's timeline.",
     )
 
@@ -92,8 +104,12 @@ class RunFilterForm(forms.Form):
 
     status = forms.ChoiceField(required=False)
     creator = forms.ChoiceField(required=False, label="Launched by")
-    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    since = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
     q = forms.CharField(required=False, max_length=200, label="Search tasks")
 
     def __init__(self, *args, creators=(), **kwargs):
@@ -101,7 +117,9 @@ class RunFilterForm(forms.Form):
         from runs.models import RunStatus
 
         self.fields["status"].choices = self.STATUS_CHOICES + list(RunStatus.choices)
-        self.fields["creator"].choices = [("", "Anyone")] + [(str(pk), name) for pk, name in creators]
+        self.fields["creator"].choices = [("", "Anyone")] + [
+            (str(pk), name) for pk, name in creators
+        ]
 
     def clean(self):
         cleaned = super().clean()

@@ -103,7 +103,8 @@ class Run(models.Model):
 
     # --- Submission ---
     idempotency_key = models.CharField(max_length=128, unique=True, editable=False)
-    upstream_id = models.CharField(max_length=128, null=True, blank=True)
+    # NULL until Coasty accepts the run: unique among runs that have one (a partial constraint).
+    upstream_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     webhook_secret_encrypted = models.TextField(blank=True, editable=False)
     submit_attempts = models.PositiveIntegerField(default=0)
     submit_next_at = models.DateTimeField(null=True, blank=True)
@@ -255,7 +256,7 @@ class WebhookDelivery(models.Model):
     event = models.CharField(max_length=64, blank=True)
     # Set only on the first accepted delivery of a body: a retry or a duplicate of the same
     # event carries the same body, and the unique constraint lets exactly one of them through.
-    dedupe_key = models.CharField(max_length=64, null=True, blank=True)
+    dedupe_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     result = models.TextField(blank=True)
 
     class Meta:

@@ -15,5 +15,10 @@ def ensure_schedules(**kwargs) -> None:
         for name, func, minutes in SCHEDULES:
             Schedule.objects.update_or_create(
                 name=name,
-                defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1},
+                defaults={
+                    "func": func,
+                    "schedule_type": Schedule.MINUTES,
+                    "minutes": minutes,
+                    "repeats": -1,
+                },
             )

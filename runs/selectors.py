@@ -74,7 +74,9 @@ class Page:
     newer: str | None  # cursor for the page of newer runs
 
 
-def keyset_page(runs: QuerySet[Run], *, before: str = "", after: str = "", size: int = PAGE_SIZE) -> Page:
+def keyset_page(
+    runs: QuerySet[Run], *, before: str = "", after: str = "", size: int = PAGE_SIZE
+) -> Page:
     """A page of runs by (created_at, id), newest first, without COUNT(*) or OFFSET.
 
     Stays one indexed query however many runs a team has.
@@ -82,8 +84,9 @@ def keyset_page(runs: QuerySet[Run], *, before: str = "", after: str = "", size:
     if after:
         key = _decode(after)
         rows = list(
-            runs.filter(Q(created_at__gt=key[0]) | Q(created_at=key[0], id__gt=key[1]))
-            .order_by("created_at", "id")[: size + 1]
+            runs.filter(Q(created_at__gt=key[0]) | Q(created_at=key[0], id__gt=key[1])).order_by(
+                "created_at", "id"
+            )[: size + 1]
         )
         has_more_newer = len(rows) > size
         rows = list(reversed(rows[:size]))
@@ -151,7 +154,10 @@ def team_run_stats(team: Team) -> dict:
         "last_30_days": sum(counts.values()),
         "live": sum(counts.get(s, 0) for s in [*LIVE_STATUSES, RunStatus.PENDING]),
         "succeeded": counts.get(RunStatus.SUCCEEDED, 0),
-        "failed": sum(counts.get(s, 0) for s in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SUBMIT_FAILED)),
+        "failed": sum(
+            counts.get(s, 0)
+            for s in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SUBMIT_FAILED)
+        ),
         "steps": totals["steps"] or 0,
         "charged_cents": totals["charged"] or 0,
     }
@@ -168,7 +174,11 @@ def machines_for_launch() -> tuple[list[dict], str]:
         logger.warning("machine list unavailable: %s", exc)
         return [], "Coasty's machine list is unavailable right now; type the machine id."
     rows = [
-        {"id": str(m.get("id")), "name": str(m.get("display_name") or m.get("id")), "status": str(m.get("status", ""))}
+        {
+            "id": str(m.get("id")),
+            "name": str(m.get("display_name") or m.get("id")),
+            "status": str(m.get("status", "")),
+        }
         for m in machines
         if isinstance(m, dict) and m.get("id")
     ]

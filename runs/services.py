@@ -189,7 +189,9 @@ def run_submit(*, run_id) -> Run:
             submit_next_at=timezone.now() + dt.timedelta(seconds=delay),
             error=f"Submitting to Coasty, will retry: {exc}",
         )
-        logger.warning("run %s: submit attempt %s failed, retry in %ss: %s", run.pk, attempts, delay, exc)
+        logger.warning(
+            "run %s: submit attempt %s failed, retry in %ss: %s", run.pk, attempts, delay, exc
+        )
         return run
     return run_mark_accepted(run_id=run.pk, upstream=result.run)
 
@@ -335,7 +337,10 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
                 _apply_status(run, str(data.get("status", "")), seq=event.seq, at=at)
             elif event.type == "awaiting_human":
                 _apply_status(
-                    run, RunStatus.AWAITING_HUMAN, seq=event.seq, at=at,
+                    run,
+                    RunStatus.AWAITING_HUMAN,
+                    seq=event.seq,
+                    at=at,
                     reason=str(data.get("reason") or ""),
                 )
             elif event.type == "resumed":
@@ -378,7 +383,9 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
 def _hold_captured_cents(run: Run) -> int:
     """What the ledger has captured for this run: the truth the run's charged_cents mirrors."""
     captured = (
-        Hold.objects.filter(reference=run.hold_reference).values_list("captured_cents", flat=True).first()
+        Hold.objects.filter(reference=run.hold_reference)
+        .values_list("captured_cents", flat=True)
+        .first()
     )
     return int(captured or 0)
 
@@ -415,7 +422,11 @@ def run_apply_webhook(*, run: Run, payload: dict[str, Any]) -> str:
             at=_parse_at(payload.get("created_at")),
             reason=str(payload.get("awaiting_human_reason") or payload.get("reason") or ""),
         )
-        if moved and status in UPSTREAM_TERMINAL_STATUSES and isinstance(payload.get("error"), dict):
+        if (
+            moved
+            and status in UPSTREAM_TERMINAL_STATUSES
+            and isinstance(payload.get("error"), dict)
+        ):
             locked.error = str(payload["error"].get("message") or payload["error"])[:2000]
         locked.save()
         if locked.is_terminal and locked.settled_at is None:
@@ -437,7 +448,9 @@ def run_request_cancel(*, run: Run, user) -> Run:
     with transaction.atomic():
         locked = Run.objects.select_for_update().get(pk=run.pk)
         if locked.is_terminal:
-            raise RunActionRefused(f"This run has already ended ({locked.get_status_display().lower()}).")
+            raise RunActionRefused(
+                f"This run has already ended ({locked.get_status_display().lower()})."
+            )
         if locked.pending_action == PendingAction.CANCEL:
             return locked  # asked twice: one cancel
         locked.pending_action = PendingAction.CANCEL
@@ -569,7 +582,10 @@ def run_settle(*, run_id) -> Run:
         locked.save()
     logger.info(
         "run %s settled: %s steps, %s¢ charged, %s¢ released",
-        run.pk, locked.steps_completed, locked.charged_cents, locked.held_cents - locked.charged_cents,
+        run.pk,
+        locked.steps_completed,
+        locked.charged_cents,
+        locked.held_cents - locked.charged_cents,
     )
     return locked
 
@@ -598,7 +614,8 @@ def runs_housekeeping() -> dict[str, int]:
     now = timezone.now()
     counts = {"submit": 0, "settle": 0, "cancel": 0, "resume": 0, "follow": 0}
     due = Run.objects.filter(status=RunStatus.PENDING).filter(
-        Q(submit_next_at__lte=now) | Q(submit_next_at__isnull=True, created_at__lte=now - dt.timedelta(seconds=30))
+        Q(submit_next_at__lte=now)
+        | Q(submit_next_at__isnull=True, created_at__lte=now - dt.timedelta(seconds=30))
     )
     for run_id in due.values_list("pk", flat=True)[:500]:
         async_task("runs.tasks.submit_run", str(run_id))

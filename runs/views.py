@@ -57,7 +57,13 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "runs/run_list.html",
-        {"team": team, "membership": request.membership, "form": form, "page": page, "filtered": filtered},
+        {
+            "team": team,
+            "membership": request.membership,
+            "form": form,
+            "page": page,
+            "filtered": filtered,
+        },
         status=200 if not form.errors else 400,
     )
 
@@ -88,9 +94,13 @@ def run_launch(request: HttpRequest, slug: str) -> HttpResponse:
                 form.add_error(None, _insufficient_funds_message(exc))
             else:
                 if created:
-                    messages.success(request, "Run launched. It starts as soon as Coasty accepts it.")
+                    messages.success(
+                        request, "Run launched. It starts as soon as Coasty accepts it."
+                    )
                 else:
-                    messages.info(request, "That form was already submitted; here is the run it launched.")
+                    messages.info(
+                        request, "That form was already submitted; here is the run it launched."
+                    )
                 return redirect("run_detail", run_id=run.pk)
     else:
         form = LaunchForm(initial={"launch_token": uuid.uuid4(), **_initial_from(request)})
@@ -113,7 +123,7 @@ def run_launch(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _initial_from(request: HttpRequest) -> dict:
-    """"Run again": the launch fields of an earlier run of this team."""
+    """ "Run again": the launch fields of an earlier run of this team."""
     source_id = request.GET.get("from")
     if not source_id:
         return {}
@@ -180,7 +190,10 @@ def run_cancel(request: HttpRequest, run_id) -> HttpResponse:
     except services.RunActionRefused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, "Cancel requested. The unused part of the hold returns to the wallet when the run ends.")
+        messages.success(
+            request,
+            "Cancel requested. The unused part of the hold returns to the wallet when the run ends.",
+        )
     return redirect("run_detail", run_id=run.pk)
 
 
@@ -204,7 +217,13 @@ def run_resume(request: HttpRequest, run_id) -> HttpResponse:
 
 # --- Webhooks ---------------------------------------------------------------------------------
 
-KEPT_HEADERS = ("content-type", "user-agent", "coasty-signature", "x-coasty-signature", "x-coasty-request-id")
+KEPT_HEADERS = (
+    "content-type",
+    "user-agent",
+    "coasty-signature",
+    "x-coasty-signature",
+    "x-coasty-request-id",
+)
 
 
 @csrf_exempt
@@ -230,8 +249,12 @@ def coasty_webhook(request: HttpRequest, run_id) -> JsonResponse:
     )
     if not run.webhook_secret_encrypted:
         # Coasty knows the run before we stored its answer (a lost response): ask it to retry.
-        return _webhook_refuse(delivery, WebhookDelivery.Verdict.DEFERRED, 409, "run not yet accepted here")
-    header = request.headers.get("Coasty-Signature") or request.headers.get("X-Coasty-Signature") or ""
+        return _webhook_refuse(
+            delivery, WebhookDelivery.Verdict.DEFERRED, 409, "run not yet accepted here"
+        )
+    header = (
+        request.headers.get("Coasty-Signature") or request.headers.get("X-Coasty-Signature") or ""
+    )
     try:
         verify(header, body, [decrypt_secret(run.webhook_secret_encrypted)], now=time.time())
     except WebhookSignatureMalformed as exc:
@@ -247,7 +270,9 @@ def coasty_webhook(request: HttpRequest, run_id) -> JsonResponse:
     except ValueError as exc:
         return _webhook_refuse(delivery, WebhookDelivery.Verdict.MALFORMED, 400, f"bad JSON: {exc}")
     if str(payload.get("run_id")) != run.upstream_id:
-        return _webhook_refuse(delivery, WebhookDelivery.Verdict.MALFORMED, 400, "run_id does not match this run")
+        return _webhook_refuse(
+            delivery, WebhookDelivery.Verdict.MALFORMED, 400, "run_id does not match this run"
+        )
     delivery.event = str(payload.get("event") or "")[:64]
     try:
         with transaction.atomic():
@@ -276,11 +301,12 @@ def _webhook_record(delivery: WebhookDelivery, verdict: str, result: str) -> Non
 
 
 def _webhook_refuse(delivery, verdict, status: int, reason: str) -> JsonResponse:
-    logger.warning("webhook %s for run %s refused (%s): %s", delivery.pk, delivery.run_id, verdict, reason)
+    logger.warning(
+        "webhook %s for run %s refused (%s): %s", delivery.pk, delivery.run_id, verdict, reason
+    )
     _webhook_record(delivery, verdict, reason)
     return _webhook_answer(status, reason)
 
 
 def _webhook_answer(status: int, message: str) -> JsonResponse:
     return JsonResponse({"ok": 200 <= status < 300, "message": message}, status=status)
-

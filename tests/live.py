@@ -89,7 +89,13 @@ class Worker:
             return ""
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, what: str = "condition", interval=0.05):
+def wait_until(
+    predicate: Callable[[], object],
+    *,
+    timeout: float = 30.0,
+    what: str = "condition",
+    interval=0.05,
+):
     """Poll until predicate() is truthy; returns its value or fails with `what`."""
     deadline = time.monotonic() + timeout
     while True:

@@ -42,7 +42,9 @@ def settled(run, timeout=45, sim=None):
             upstream = sim.run(run.upstream_id)
             events = [(e["seq"], e["type"]) for e in upstream.get("events", [])][-12:]
             print("upstream:", upstream["status"], upstream.get("steps_completed"), events)
-            print("portal events:", list(run.events.order_by("seq").values_list("seq", "type"))[-12:])
+            print(
+                "portal events:", list(run.events.order_by("seq").values_list("seq", "type"))[-12:]
+            )
         raise
     return run
 
@@ -69,7 +71,10 @@ def test_a_run_succeeds_and_is_charged_per_step(live_stack, team, bob):
     assert run.result and run.result.get("text")
     # the terminal webhook came in signed and was applied or found already applied
     verdicts = set(run.webhook_deliveries.values_list("verdict", flat=True))
-    assert verdicts and verdicts <= {WebhookDelivery.Verdict.ACCEPTED, WebhookDelivery.Verdict.DUPLICATE}
+    assert verdicts and verdicts <= {
+        WebhookDelivery.Verdict.ACCEPTED,
+        WebhookDelivery.Verdict.DUPLICATE,
+    }
 
 
 def test_a_failing_run_is_charged_for_the_steps_it_did(live_stack, team, bob):

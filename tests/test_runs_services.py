@@ -39,8 +39,12 @@ class FakeCoasty:
         if idempotency_key not in self.creates_by_key:
             upstream_id = f"run_{len(self.runs) + 1}"
             self.runs[upstream_id] = {
-                "id": upstream_id, "object": "agent.run", "status": "queued", "steps_completed": 0,
-                "credits_charged": 0, "webhook_secret": f"whsec_{upstream_id}",
+                "id": upstream_id,
+                "object": "agent.run",
+                "status": "queued",
+                "steps_completed": 0,
+                "credits_charged": 0,
+                "webhook_secret": f"whsec_{upstream_id}",
             }
             self.creates_by_key[idempotency_key] = upstream_id
             return CreateResult(dict(self.runs[upstream_id]))
@@ -51,7 +55,9 @@ class FakeCoasty:
         return {k: v for k, v in self.runs[upstream_id].items() if k != "webhook_secret"}
 
     def finish(self, upstream_id, status, steps, price=5):
-        self.runs[upstream_id].update(status=status, steps_completed=steps, credits_charged=steps * price)
+        self.runs[upstream_id].update(
+            status=status, steps_completed=steps, credits_charged=steps * price
+        )
 
 
 @pytest.fixture
@@ -68,8 +74,12 @@ def funded_team(team):
 
 
 def _launch(team, user, **overrides):
-    request = LaunchRequest(**{"machine_id": "vm-linux-1", "task": "Export leads", "max_steps": 10, **overrides})
-    return services.run_launch(team=team, user=user, request=request, launch_token=overrides.pop("token", None))
+    request = LaunchRequest(
+        **{"machine_id": "vm-linux-1", "task": "Export leads", "max_steps": 10, **overrides}
+    )
+    return services.run_launch(
+        team=team, user=user, request=request, launch_token=overrides.pop("token", None)
+    )
 
 
 def _wallet(team):
@@ -113,8 +123,12 @@ def test_the_same_launch_token_twice_makes_one_run(funded_team, make_member):
     token = uuid.uuid4()
     request = LaunchRequest(machine_id="vm-linux-1", task="t", max_steps=10)
 
-    first, created_first = services.run_launch(team=funded_team, user=bob, request=request, launch_token=token)
-    second, created_second = services.run_launch(team=funded_team, user=bob, request=request, launch_token=token)
+    first, created_first = services.run_launch(
+        team=funded_team, user=bob, request=request, launch_token=token
+    )
+    second, created_second = services.run_launch(
+        team=funded_team, user=bob, request=request, launch_token=token
+    )
 
     assert (created_first, created_second) == (True, False)
     assert first.pk == second.pk and Run.objects.count() == 1
@@ -146,10 +160,15 @@ def test_submit_sends_the_same_key_and_body_every_time_and_creates_one_upstream_
     assert "whsec_run_1" not in run.webhook_secret_encrypted
 
 
-def test_a_deterministic_refusal_fails_the_run_and_releases_the_hold(funded_team, make_member, coasty):
+def test_a_deterministic_refusal_fails_the_run_and_releases_the_hold(
+    funded_team, make_member, coasty
+):
     run, _ = _launch(funded_team, make_member(funded_team))
     coasty.fail_create_with = CoastyValidationError(
-        status=422, code="VALIDATION_ERROR", message="machine_id is not yours", type="validation_error"
+        status=422,
+        code="VALIDATION_ERROR",
+        message="machine_id is not yours",
+        type="validation_error",
     )
 
     services.run_submit(run_id=run.pk)
@@ -161,9 +180,13 @@ def test_a_deterministic_refusal_fails_the_run_and_releases_the_hold(funded_team
     assert _wallet(funded_team) == (5000, 0, 0)
 
 
-def test_a_transient_failure_leaves_the_run_pending_for_a_later_attempt(funded_team, make_member, coasty):
+def test_a_transient_failure_leaves_the_run_pending_for_a_later_attempt(
+    funded_team, make_member, coasty
+):
     run, _ = _launch(funded_team, make_member(funded_team))
-    coasty.fail_create_with = CoastyServerError(status=503, code="SERVICE_UNAVAILABLE", message="busy", retryable=True)
+    coasty.fail_create_with = CoastyServerError(
+        status=503, code="SERVICE_UNAVAILABLE", message="busy", retryable=True
+    )
 
     services.run_submit(run_id=run.pk)
 
@@ -183,15 +206,23 @@ def _step_events(first_seq, step):
     return [
         IncomingEvent(first_seq, "reasoning", {"step": step, "text": "look"}),
         IncomingEvent(first_seq + 1, "tool_call", {"step": step, "tool": "click", "input": {}}),
-        IncomingEvent(first_seq + 2, "tool_result", {"step": step, "tool": "click", "ok": True, "output": ""}),
+        IncomingEvent(
+            first_seq + 2, "tool_result", {"step": step, "tool": "click", "ok": True, "output": ""}
+        ),
         IncomingEvent(first_seq + 3, "step", {"step": step, "steps_completed": step}),
         IncomingEvent(first_seq + 4, "billing", {"step": step, "credits_charged": 5}),
     ]
 
 
-def test_ingest_charges_each_step_once_however_often_events_repeat(funded_team, make_member, coasty):
+def test_ingest_charges_each_step_once_however_often_events_repeat(
+    funded_team, make_member, coasty
+):
     run = _accepted_run(funded_team, make_member(funded_team), coasty)
-    events = [IncomingEvent(1, "status", {"status": "running"}), *_step_events(2, 1), *_step_events(7, 2)]
+    events = [
+        IncomingEvent(1, "status", {"status": "running"}),
+        *_step_events(2, 1),
+        *_step_events(7, 2),
+    ]
 
     # when the same events arrive three times, in pieces and out of order
     services.events_ingest(run_id=run.pk, events=events)
@@ -200,25 +231,39 @@ def test_ingest_charges_each_step_once_however_often_events_repeat(funded_team, 
 
     run.refresh_from_db()
     assert RunEvent.objects.filter(run=run).count() == len(events)
-    assert (run.status, run.steps_completed, run.charged_cents, run.last_seq) == ("running", 2, 10, 11)
+    assert (run.status, run.steps_completed, run.charged_cents, run.last_seq) == (
+        "running",
+        2,
+        10,
+        11,
+    )
     assert _wallet(funded_team) == (4950, 40, 10)
 
 
 def test_status_never_moves_backwards(funded_team, make_member, coasty):
     run = _accepted_run(funded_team, make_member(funded_team), coasty)
 
-    services.events_ingest(run_id=run.pk, events=[
-        IncomingEvent(1, "status", {"status": "running"}),
-        IncomingEvent(5, "awaiting_human", {"reason": "captcha"}),
-    ])
+    services.events_ingest(
+        run_id=run.pk,
+        events=[
+            IncomingEvent(1, "status", {"status": "running"}),
+            IncomingEvent(5, "awaiting_human", {"reason": "captcha"}),
+        ],
+    )
     # a late, lower seq "running" does not undo the pause
-    services.events_ingest(run_id=run.pk, events=[IncomingEvent(3, "status", {"status": "running"})])
+    services.events_ingest(
+        run_id=run.pk, events=[IncomingEvent(3, "status", {"status": "running"})]
+    )
     run.refresh_from_db()
     assert (run.status, run.awaiting_human_reason) == ("awaiting_human", "captcha")
 
     services.events_ingest(run_id=run.pk, events=[IncomingEvent(6, "resumed", {"note": "done"})])
-    services.events_ingest(run_id=run.pk, events=[IncomingEvent(7, "done", {"status": "succeeded"})])
-    services.events_ingest(run_id=run.pk, events=[IncomingEvent(8, "status", {"status": "running"})])
+    services.events_ingest(
+        run_id=run.pk, events=[IncomingEvent(7, "done", {"status": "succeeded"})]
+    )
+    services.events_ingest(
+        run_id=run.pk, events=[IncomingEvent(8, "status", {"status": "running"})]
+    )
     run.refresh_from_db()
     assert run.status == "succeeded"
 
@@ -262,41 +307,63 @@ def test_cancel_of_an_ended_run_is_refused_with_a_reason(funded_team, make_membe
 def test_an_older_stream_event_does_not_undo_a_newer_webhook(funded_team, make_member, coasty):
     # given the awaiting_human webhook arrived before the stream's earlier events were stored
     run = _accepted_run(funded_team, make_member(funded_team), coasty)
-    services.run_apply_webhook(run=run, payload={
-        "event": "run.awaiting_human", "run_id": run.upstream_id, "status": "awaiting_human",
-        "awaiting_human_reason": "captcha", "created_at": "2026-11-28T10:00:05Z",
-    })
+    services.run_apply_webhook(
+        run=run,
+        payload={
+            "event": "run.awaiting_human",
+            "run_id": run.upstream_id,
+            "status": "awaiting_human",
+            "awaiting_human_reason": "captcha",
+            "created_at": "2026-11-28T10:00:05Z",
+        },
+    )
     services.run_request_resume(run=run, user=None, note="solved")
 
     # when the stream then delivers the older "running" status (seq 2) and the pause (seq 8)
-    services.events_ingest(run_id=run.pk, events=[
-        IncomingEvent(2, "status", {"status": "running", "at": "2026-11-28T10:00:01Z"}),
-        IncomingEvent(8, "awaiting_human", {"reason": "captcha", "at": "2026-11-28T10:00:05Z"}),
-    ])
+    services.events_ingest(
+        run_id=run.pk,
+        events=[
+            IncomingEvent(2, "status", {"status": "running", "at": "2026-11-28T10:00:01Z"}),
+            IncomingEvent(8, "awaiting_human", {"reason": "captcha", "at": "2026-11-28T10:00:05Z"}),
+        ],
+    )
 
     # then the run still waits for a human and the resume request stands
     run.refresh_from_db()
     assert (run.status, run.pending_action) == ("awaiting_human", "resume")
 
     # and the real resume (newer seq and time) moves it on
-    services.events_ingest(run_id=run.pk, events=[
-        IncomingEvent(10, "resumed", {"note": "solved", "at": "2026-11-28T10:00:09Z"}),
-    ])
+    services.events_ingest(
+        run_id=run.pk,
+        events=[
+            IncomingEvent(10, "resumed", {"note": "solved", "at": "2026-11-28T10:00:09Z"}),
+        ],
+    )
     run.refresh_from_db()
     assert (run.status, run.pending_action) == ("running", "")
 
 
-def test_a_late_awaiting_human_webhook_does_not_pause_a_resumed_run(funded_team, make_member, coasty):
+def test_a_late_awaiting_human_webhook_does_not_pause_a_resumed_run(
+    funded_team, make_member, coasty
+):
     run = _accepted_run(funded_team, make_member(funded_team), coasty)
-    services.events_ingest(run_id=run.pk, events=[
-        IncomingEvent(1, "awaiting_human", {"reason": "captcha", "at": "2026-11-28T10:00:05Z"}),
-        IncomingEvent(2, "resumed", {"note": "ok", "at": "2026-11-28T10:00:09Z"}),
-    ])
+    services.events_ingest(
+        run_id=run.pk,
+        events=[
+            IncomingEvent(1, "awaiting_human", {"reason": "captcha", "at": "2026-11-28T10:00:05Z"}),
+            IncomingEvent(2, "resumed", {"note": "ok", "at": "2026-11-28T10:00:09Z"}),
+        ],
+    )
 
-    outcome = services.run_apply_webhook(run=run, payload={
-        "event": "run.awaiting_human", "run_id": run.upstream_id, "status": "awaiting_human",
-        "created_at": "2026-11-28T10:00:05Z",
-    })
+    outcome = services.run_apply_webhook(
+        run=run,
+        payload={
+            "event": "run.awaiting_human",
+            "run_id": run.upstream_id,
+            "status": "awaiting_human",
+            "created_at": "2026-11-28T10:00:05Z",
+        },
+    )
 
     run.refresh_from_db()
     assert run.status == "running" and outcome.startswith("no change")

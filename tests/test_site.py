@@ -87,8 +87,9 @@ def test_healthz_is_503_when_the_database_is_down(client, monkeypatch):
     def broken_cursor():
         raise OSError("db down")
 
-    monkeypatch.setattr(views.connection, "cursor", broken_cursor)
-    response = client.get("/healthz")
+    with monkeypatch.context() as patched:
+        patched.setattr(views.connection, "cursor", broken_cursor)
+        response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["database"]["ok"] is False
 
