@@ -18,7 +18,7 @@ from portal.access import membership_or_404
 from portal.models import Membership, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
-from runs.upstream import coasty_for_pages
+from runs.upstream import coasty_quick
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def machines_for_launch() -> tuple[list[dict], str]:
     if cached is not None:
         return cached, "" if cached else MACHINES_UNAVAILABLE
     try:
-        machines = coasty_for_pages().list_machines()
+        machines = coasty_quick().list_machines()
     except CoastyError as exc:
         logger.warning("machine list unavailable: %s", exc)
         # Remember the failure briefly, so a struggling Coasty is not asked on every page view.

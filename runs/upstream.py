@@ -18,8 +18,9 @@ def coasty() -> CoastyClient:
     return _client(settings.COASTY_BASE_URL, settings.COASTY_API_KEY, quick=False)
 
 
-def coasty_for_pages() -> CoastyClient:
-    """For a read a person is waiting on (the machine picker): one attempt, short timeouts.
+def coasty_quick() -> CoastyClient:
+    """One attempt, short timeouts: for reads a person waits on (the machine picker) and for
+    checks that come round again anyway (reconciliation).
     When Coasty is slow the page falls back at once instead of retrying for a minute."""
     return _client(settings.COASTY_BASE_URL, settings.COASTY_API_KEY, quick=True)
 
