@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint bench chaos clean
+.PHONY: install run run-scaled test lint bench chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	$(PY) bin/run
+
+# Production settings on this machine: PostgreSQL (127.0.0.1:5432, database portal_scaled),
+# Redis (127.0.0.1:6379/1), gunicorn with several workers and two django-q2 clusters.
+run-scaled: install
+	$(PY) bin/run --scaled
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
