@@ -27,6 +27,12 @@ run-scaled: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# 300 runs through the API with every simulator fault on and a worker SIGKILLed mid-work,
+# on SQLite with the ORM broker, then on PostgreSQL with Redis.
+chaos: install
+	$(PY) -m tests.chaos --runs 300 --kills 4 --json var/chaos-sqlite.json
+	$(PY) -m tests.chaos --runs 300 --kills 4 --postgres --redis --json var/chaos-postgres.json
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
