@@ -147,8 +147,8 @@ def environment(args, var_dir: Path, sim_url: str, web_url: str) -> dict:
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
         # The chaos bot launches hundreds of runs in seconds: not the API's throttles under test.
-        "API_THROTTLE_USER_WRITES": "100000/min",
-        "API_THROTTLE_USER_READS": "100000/min",
+        "API_THROTTLE_WRITE": "100000/min",
+        "API_THROTTLE_READ": "100000/min",
     }
     if args.postgres:
         env["DATABASE_URL"] = args.database_url
@@ -200,7 +200,7 @@ def django_setup(env: dict) -> None:
 def seed(runs: int) -> str:
     """A team with money for every run at its maximum, a member, and an API token for them."""
     from django.contrib.auth import get_user_model
-    from portal.api_tokens import api_token_create
+    from portal.services import api_token_create
 
     from portal.models import Role, Team
     from portal.services import membership_add
