@@ -72,12 +72,17 @@ def idempotency_key(request) -> str | None:
 
 
 def request_fingerprint(request) -> str:
-    """SHA-256 of the method, the path and the body as canonical JSON (sorted keys)."""
     data = request.data  # parses the body: malformed JSON is a 400 before anything is reserved
     if isinstance(data, QueryDict):
         data = data.dict()
+    return body_fingerprint(method=request.method, path=request.path, data=data)
+
+
+def body_fingerprint(*, method: str, path: str, data) -> str:
+    """SHA-256 of the method, the path and the body as canonical JSON (sorted keys, no spaces,
+    ASCII escapes), so key order and spacing do not make two bodies differ."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(f"{request.method}\n{request.path}\n{canonical}".encode()).hexdigest()
+    return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
 def derived_key(*, user, key: str, fingerprint: str) -> str:
