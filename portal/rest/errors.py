@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import server_error as django_server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -179,6 +180,7 @@ def _internal_error_body(request_id: str) -> dict:
     )
 
 
+@csrf_exempt  # like every API view: no cookies here, and a 404 must not become a CSRF 403
 def api_not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
     """Any URL under /api/ that no endpoint matches (unknown path, bad uuid or slug)."""
     message = f"No endpoint at {request.path}."
