@@ -419,3 +419,46 @@ def test_a_member_of_the_team_may_not_top_up(world, api_client_for):
     error = error_of(manager.post("/api/v1/teams/research/topups/", {"amount_cents": 1}), 403)
 
     assert "billing admins" in error["message"]
+
+
+# --- The description ----------------------------------------------------------------------------
+
+
+def test_schema_documents_auth_idempotency_and_errors(client):
+    response = client.get("/api/schema/?format=json")
+
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    assert schema["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "cpt_…",
+        "description": schema["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    launch_op = schema["paths"]["/api/v1/teams/{slug}/runs/"]["post"]
+    assert "Idempotency-Key" in {p["name"] for p in launch_op["parameters"]}
+    assert "Idempotent-Replayed" in launch_op["responses"]["201"]["headers"]
+    assert {"400", "401", "402", "403", "404", "409", "415", "422", "429"} <= set(
+        launch_op["responses"]
+    )
+    envelope = schema["components"]["schemas"]["ErrorEnvelope"]
+    assert envelope["required"] == ["error"]
+    assert set(schema["paths"]) == {
+        "/api/v1/teams/",
+        "/api/v1/teams/{slug}/runs/",
+        "/api/v1/teams/{slug}/wallet/",
+        "/api/v1/teams/{slug}/ledger/",
+        "/api/v1/teams/{slug}/topups/",
+        "/api/v1/runs/{run_id}/",
+        "/api/v1/runs/{run_id}/cancel/",
+        "/api/v1/runs/{run_id}/resume/",
+        "/api/v1/runs/{run_id}/events/",
+    }
+
+
+def test_docs_page_is_served_locally(client):
+    page = client.get("/api/docs/").content.decode()
+
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
+    assert "cdn." not in page and "jsdelivr" not in page
+    assert "/api/schema/" in page
