@@ -57,3 +57,12 @@ class MemberAddForm(forms.Form):
 
 class RoleChangeForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        label="Token name",
+        help_text="What will use it, e.g. “nightly export script”. Only you see it.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )

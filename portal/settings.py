@@ -228,6 +228,55 @@ RUNS_FOLLOW_BUDGET_SECONDS = env.float("RUNS_FOLLOW_BUDGET_SECONDS", default=50.
 RUNS_FOLLOW_CAPACITY = env.int("RUNS_FOLLOW_CAPACITY", default=500)
 RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["workers"] // 2))
 
+# --- REST API -----------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["portal.rest.authentication.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["portal.rest.throttling.TokenRateThrottle"],
+    # Per API token. Counts live in the cache: per process until REDIS_URL makes it shared.
+    "DEFAULT_THROTTLE_RATES": {
+        "api_read": env.str("API_THROTTLE_READ", default="600/min"),
+        "api_write": env.str("API_THROTTLE_WRITE", default="60/min"),
+    },
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "portal.rest.negotiation.JsonOnly",
+    "EXCEPTION_HANDLER": "portal.rest.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+# Idempotency-Key: how long a response is kept for replay, and how long a request in flight
+# keeps its key before a retry may take it over (its process must have died by then).
+API_IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
+API_IDEMPOTENCY_LEASE_SECONDS = env.int("API_IDEMPOTENCY_LEASE_SECONDS", default=30)
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Coasty Portal API",
+    "DESCRIPTION": (
+        "Everything a person does in the portal, for scripts: list teams, launch and follow "
+        "runs, read wallets and ledgers, top up (billing admins).\n\n"
+        "Authenticate with `Authorization: Bearer <token>` (a personal token from the Account "
+        'page). Errors are `{"error": {"code", "message", "fields"?}}`. The two '
+        "creating POSTs take an `Idempotency-Key`: the same key and body replay the first "
+        "response for 24 h."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # The docs page's assets are served from our own static files (no CDN).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.models.RunStatus",
+        "CuaVersionEnum": "runs.models.CuaVersion",
+        "OnAwaitingHumanEnum": "runs.models.OnAwaitingHuman",
+        "RoleEnum": "portal.models.Role",
+        "TransferKindEnum": "billing.models.TransferKind",
+    },
+}
+
 # --- Logging ------------------------------------------------------------------------------------
 
 LOGGING = {

@@ -3,6 +3,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from portal import views
+from portal.rest.errors import server_error
+
+# Under /api/ a server error answers the API's JSON envelope; elsewhere the 500 page.
+handler500 = server_error
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -22,6 +26,13 @@ urlpatterns = [
         auth_views.PasswordChangeDoneView.as_view(),
         name="password_change_done",
     ),
+    path("account/", views.account, name="account"),
+    path(
+        "account/tokens/<int:token_id>/revoke/",
+        views.api_token_revoke,
+        name="api_token_revoke",
+    ),
+    path("api/", include("portal.rest.urls")),
     path("teams/", views.team_list, name="team_list"),
     path("teams/new/", views.team_create, name="team_create"),
     path("teams/<slug:slug>/", views.team_dashboard, name="team_dashboard"),

@@ -13,9 +13,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from portal import services
 from portal.access import team_view
 from portal.dashboard import team_dashboard_context
-from portal.forms import MemberAddForm, RoleChangeForm, TeamCreateForm
+from portal.forms import ApiTokenForm, MemberAddForm, RoleChangeForm, TeamCreateForm
 from portal.models import ROLE_DESCRIPTIONS, Role
-from portal.selectors import memberships_for_user, team_members, team_membership_changes
+from portal.selectors import (
+    api_tokens_for_user,
+    memberships_for_user,
+    team_members,
+    team_membership_changes,
+)
 
 logger = logging.getLogger(__name__)
 User = get_user_model()
@@ -144,6 +149,54 @@ def team_member_remove(request: HttpRequest, slug: str, membership_id: int) -> H
     if membership.user_id == request.user.pk:
         return redirect("home")
     return redirect("team_members", slug=slug)
+
+
+# --- Account and API tokens -----------------------------------------------------------------------
+
+
+@never_cache  # the page that shows a new token must not be kept by any cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def account(request: HttpRequest) -> HttpResponse:
+    """The person's account: their teams and their API tokens. POST makes a token and shows it
+    once, in this response; only its hash is kept."""
+    form = ApiTokenForm(request.POST or None)
+    new_token = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                row, new_token = services.api_token_create(
+                    user=request.user, name=form.cleaned_data["name"]
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
+                status = 400
+            else:
+                logger.info("API token %s made by %s", row.prefix, request.user)
+                form = ApiTokenForm()
+        else:
+            status = 400
+    return render(
+        request,
+        "portal/account.html",
+        {
+            "form": form,
+            "new_token": new_token,
+            "tokens": api_tokens_for_user(request.user),
+            "memberships": memberships_for_user(request.user),
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_POST
+def api_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = get_object_or_404(api_tokens_for_user(request.user), pk=token_id)
+    services.api_token_revoke(token=token)
+    messages.success(request, f"Revoked “{token.name}” ({token.prefix}…). It no longer works.")
+    return redirect("account")
 
 
 @never_cache

@@ -134,3 +134,33 @@ def live_stack(live_server, settings, transactional_db):
 class LiveStack:
     def __init__(self, *, sim, worker, url):
         self.sim, self.worker, self.url = sim, worker, url
+
+
+@pytest.fixture
+def api_token_for(db):
+    """api_token_for(user) -> a new API token of that user (the token itself, shown once)."""
+    from portal.services import api_token_create
+
+    def make(user, name="tests"):
+        return api_token_create(user=user, name=name)[1]
+
+    return make
+
+
+@pytest.fixture
+def api_client_for(api_token_for):
+    """api_client_for(user) -> a DRF test client sending a bearer token of that user;
+    api_client_for(None) sends none, api_client_for(token="...") sends that one."""
+    from django.core.cache import cache
+    from rest_framework.test import APIClient
+
+    cache.clear()  # throttle counts are kept in the cache; start each test from zero
+
+    def make(user=None, *, token=None):
+        client = APIClient()
+        token = token or (api_token_for(user) if user is not None else None)
+        if token:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return client
+
+    return make

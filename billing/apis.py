@@ -1,0 +1,167 @@
+"""The wallet endpoints of the REST API: a team's wallet and ledger, and top-ups.
+
+A team's wallet and ledger are for its members (any role) and for billing admins; to anyone
+else the team does not exist (404). Top-ups are for billing admins only: a member of the team
+is told so (403), anyone else gets 404.
+"""
+
+import uuid
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import selectors, services
+from billing.errors import BillingError, IdempotencyConflict
+from billing.serializers import (
+    LedgerQuerySerializer,
+    TopUpInputSerializer,
+    TransferPageSerializer,
+    TransferSerializer,
+    WalletSerializer,
+)
+from portal.access import is_billing_admin
+from portal.models import Membership, Team
+from portal.rest.errors import ApiError, IdempotencyKeyReusedError
+from portal.rest.idempotency import respond_idempotently
+from portal.rest.pages import next_link
+from portal.rest.schema import (
+    COMMON_HEADERS,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENT_409,
+    IDEMPOTENT_REPLAYED,
+    READ_ERRORS,
+    RETRY_AFTER_IN_FLIGHT,
+    TEAM_SLUG,
+    WRITE_ERRORS,
+    error_responses,
+)
+
+
+def _wallet_team(user, slug: str) -> Team:
+    """The team whose wallet `user` may read, or 404."""
+    team = Team.objects.filter(slug=slug).first()
+    if team is None:
+        raise Http404("No such team.")
+    if is_billing_admin(user) or Membership.objects.filter(team=team, user=user).exists():
+        return team
+    raise Http404("No such team.")
+
+
+class WalletApi(APIView):
+    @extend_schema(
+        operation_id="wallet_retrieve",
+        summary="A team's wallet",
+        parameters=[TEAM_SLUG, *COMMON_HEADERS],
+        responses={200: WalletSerializer, **error_responses(401, 404, 429, 500)},
+        tags=["wallets"],
+    )
+    def get(self, request, slug):
+        team = _wallet_team(request.user, slug)
+        summary = selectors.wallet_summary(team)
+        return Response(
+            WalletSerializer(
+                {
+                    "team": team,
+                    "available_cents": summary.available_cents,
+                    "held_cents": summary.held_cents,
+                    "spent_cents": summary.spent_cents,
+                }
+            ).data
+        )
+
+
+class LedgerApi(APIView):
+    @extend_schema(
+        operation_id="ledger_list",
+        summary="A team's ledger",
+        description="The team's transfers, newest first, a page at a time; follow `next`.",
+        parameters=[TEAM_SLUG, LedgerQuerySerializer, *COMMON_HEADERS],
+        responses={200: TransferPageSerializer, **error_responses(*READ_ERRORS)},
+        tags=["wallets"],
+    )
+    def get(self, request, slug):
+        team = _wallet_team(request.user, slug)
+        query = LedgerQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = selectors.ledger_page(
+            selectors.ledger_for_team(team),
+            before=query.validated_data.get("cursor"),
+            size=query.validated_data["limit"],
+        )
+        return Response(
+            {
+                "results": TransferSerializer(page.rows, many=True).data,
+                "next": (
+                    next_link(request, cursor=page.older_cursor) if page.older_cursor else None
+                ),
+            }
+        )
+
+
+class TopUpApi(APIView):
+    @extend_schema(
+        operation_id="wallet_top_up",
+        summary="Top up a team's wallet",
+        description="Billing admins only. Adds `amount_cents` to the team's available balance, "
+        "recorded on the ledger with your `reference`. Answers the ledger's transfer.",
+        request=TopUpInputSerializer,
+        parameters=[
+            TEAM_SLUG,
+            IDEMPOTENCY_KEY,
+            IDEMPOTENT_REPLAYED,
+            RETRY_AFTER_IN_FLIGHT,
+            *COMMON_HEADERS,
+        ],
+        responses={
+            201: TransferSerializer,
+            **error_responses(
+                *WRITE_ERRORS,
+                409,
+                422,
+                descriptions={
+                    403: "PERMISSION_DENIED: only billing admins top up wallets.",
+                    409: IDEMPOTENT_409.replace("INVALID_STATE, or ", ""),
+                },
+            ),
+        },
+        tags=["wallets"],
+    )
+    def post(self, request, slug):
+        team = Team.objects.filter(slug=slug).first()
+        if not is_billing_admin(request.user):
+            if (
+                team is not None
+                and Membership.objects.filter(team=team, user=request.user).exists()
+            ):
+                raise exceptions.PermissionDenied(
+                    "Only billing admins top up wallets. Ask one to add money to "
+                    f"{team.name}'s wallet."
+                )
+            raise Http404("No such team.")
+        if team is None:
+            raise Http404("No such team.")
+
+        def top_up(derived: str | None) -> Response:
+            data = TopUpInputSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            # With an Idempotency-Key, the ledger's own key is derived from it, so even a retry
+            # that finds no stored response (a crash, or after 24 h) adds the money once.
+            key = f"api:{derived}" if derived else f"api:{uuid.uuid4().hex}"
+            try:
+                transfer = services.wallet_top_up(
+                    team=team,
+                    amount_cents=data.validated_data["amount_cents"],
+                    reference=data.validated_data["reference"],
+                    actor=request.user,
+                    idempotency_key=key,
+                )
+            except IdempotencyConflict as exc:
+                raise IdempotencyKeyReusedError(str(exc)) from None
+            except BillingError as exc:
+                raise ApiError(str(exc)) from None
+            return Response(TransferSerializer(transfer).data, status=status.HTTP_201_CREATED)
+
+        return respond_idempotently(request, top_up)

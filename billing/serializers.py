@@ -1,0 +1,66 @@
+"""What the wallet endpoints take and answer. Output serializers only read; the services write."""
+
+from django.conf import settings
+from rest_framework import serializers
+
+from billing.models import TransferKind
+from portal.rest.fields import StrictCharField, StrictInputSerializer, StrictIntegerField
+from portal.rest.pages import LimitField, page_serializer
+
+REFERENCE_MAX = 255  # Transfer.reference, as on the top-up form
+
+
+class WalletSerializer(serializers.Serializer):
+    team = serializers.SlugField(source="team.slug")
+    available_cents = serializers.IntegerField(help_text="What the team can spend now.")
+    held_cents = serializers.IntegerField(help_text="Reserved by runs that have not ended.")
+    spent_cents = serializers.IntegerField(help_text="Everything ever charged.")
+
+
+class TransferSerializer(serializers.Serializer):
+    """One movement of the team's money (the ledger is append-only)."""
+
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(
+        choices=TransferKind.choices,
+        help_text="top_up adds money; hold reserves it for a run; capture charges one step "
+        "of the hold; release returns the rest of a hold; adjustment is a billing admin's "
+        "correction.",
+    )
+    amount_cents = serializers.IntegerField(help_text="Always positive; `kind` says which way.")
+    run = serializers.UUIDField(source="run_id", allow_null=True)
+    reference = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+TransferPageSerializer = page_serializer(TransferSerializer, "TransferPage")
+
+
+class LedgerQuerySerializer(serializers.Serializer):
+    cursor = serializers.CharField(
+        required=False, max_length=40, help_text="From `next`: where the page starts."
+    )
+    limit = LimitField()
+
+    def validate_cursor(self, value: str) -> int:
+        # The cursor is the id of the last transfer on the previous page.
+        if not value.isdigit() or not 0 < int(value) < 2**63:
+            raise serializers.ValidationError(
+                "Not a cursor from this list: follow the `next` link as given."
+            )
+        return int(value)
+
+
+class TopUpInputSerializer(StrictInputSerializer):
+    amount_cents = StrictIntegerField(
+        min_value=1, help_text="Whole cents, at most BILLING_TOP_UP_MAX_CENTS."
+    )
+    reference = StrictCharField(
+        max_length=REFERENCE_MAX, help_text="An invoice or purchase-order number."
+    )
+
+    def validate_amount_cents(self, value: int) -> int:
+        ceiling = settings.BILLING_TOP_UP_MAX_CENTS
+        if value > ceiling:
+            raise serializers.ValidationError(f"A top-up can be at most {ceiling} cents.")
+        return value

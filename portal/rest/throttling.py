@@ -1,0 +1,32 @@
+"""Rate limits per API token: one budget for reads, a smaller one for writes.
+
+Rates are `REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["api_read" | "api_write"]` (from the
+environment, see settings), read on every request so a settings change applies at once. Counts
+live in the default cache: per process with the local-memory cache, shared once REDIS_URL is set.
+"""
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class TokenRateThrottle(SimpleRateThrottle):
+    def allow_request(self, request, view):
+        self.scope = "api_read" if request.method in SAFE_METHODS else "api_write"
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
+
+    def get_rate(self):
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "api_read")
+
+    def get_cache_key(self, request, view):
+        token = request.auth
+        if token is None or not hasattr(token, "pk"):
+            return None  # not a token request (refused before throttling anyway)
+        return f"throttle:{self.scope}:token:{token.pk}"
+
+    def wait(self):
+        # Always a positive number, so every 429 carries Retry-After.
+        return max(1.0, super().wait() or float(self.duration or 1))
