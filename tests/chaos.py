@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +72,10 @@ class Plan:
         if kind == 7:
             return cls(index, f"[fail=2] chaos {index}", 10)
         if kind == 8:
-            return cls(index, f"[forever] chaos {index}", 40, "cancel")
+            return cls(index, f"[forever] chaos {index}", 300, "cancel")
         if kind == 9:
-            return cls(
-                index, f"[steps=3] chaos {index}", 10, "cancel"
-            )  # cancelled early, maybe while pending
+            # cancelled as soon as it exists: often while still pending, before Coasty has it
+            return cls(index, f"[steps=60] chaos {index}", 100, "cancel")
         return cls(index, f"[steps={rng.randint(1, 8)}] chaos {index}", 10)
 
 
@@ -197,7 +197,7 @@ def django_setup(env: dict) -> None:
     django.setup()
 
 
-def seed(runs: int) -> str:
+def seed(plans: list[Plan]) -> str:
     """A team with money for every run at its maximum, a member, and an API token for them."""
     from django.contrib.auth import get_user_model
 
@@ -208,7 +208,7 @@ def seed(runs: int) -> str:
     user = get_user_model().objects.create_user("chaos-bot", password="x" * 20)
     team = Team.objects.create(slug="chaos", name="Chaos")
     membership_add(team=team, user=user, role=Role.MEMBER, actor=None)
-    top_up(team, runs * 40 * 5 + 10_000)
+    top_up(team, sum(plan.max_steps for plan in plans) * 8 + 10_000)
     _token, secret = api_token_create(user=user, name="chaos")
     return secret
 
@@ -243,45 +243,66 @@ class Api:
         raise RuntimeError(f"{method} {path} kept failing: {last}")
 
 
-def launch_all(api: Api, plans: list[Plan]) -> dict[int, str]:
-    def launch(plan: Plan) -> tuple[int, str]:
+def launch_all(api: Api, plans: list[Plan], ids: dict[int, str]) -> None:
+    """Launch every run (each twice, as a script that lost the answer would); fills `ids`."""
+
+    def launch(plan: Plan) -> None:
         body = {"machine_id": "vm-linux-1", "task": plan.task, "max_steps": plan.max_steps}
-        first = api.call(
-            "POST", "/api/v1/teams/chaos/runs/", json_body=body, key=f"chaos-launch-{plan.index}"
-        )
-        # Send it again, as a script that lost the answer would: the same run must come back.
-        again = api.call(
-            "POST", "/api/v1/teams/chaos/runs/", json_body=body, key=f"chaos-launch-{plan.index}"
-        )
+        key = f"chaos-launch-{plan.index}"
+        first = api.call("POST", "/api/v1/teams/chaos/runs/", json_body=body, key=key)
+        again = api.call("POST", "/api/v1/teams/chaos/runs/", json_body=body, key=key)
         assert first.status_code == 201, first.text
         assert again.json()["id"] == first.json()["id"], "a replayed launch made a second run"
-        return plan.index, first.json()["id"]
+        ids[plan.index] = first.json()["id"]
+        if plan.action == "cancel" and plan.index % 10 == 9:
+            # Cancelled at once: usually before Coasty has accepted it.
+            answer = api.call("POST", f"/api/v1/runs/{ids[plan.index]}/cancel/")
+            assert answer.status_code in (202, 409), answer.text
 
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        return dict(pool.map(launch, plans))
+        for future in [pool.submit(launch, plan) for plan in plans]:
+            future.result()
 
 
-def drive(api: Api, plans: list[Plan], ids: dict[int, str], deadline: float) -> None:
-    """Resume the paused, cancel the doomed, until every run has ended (or time runs out)."""
+def drive(api: Api, plans: list[Plan], ids: dict[int, str], launched, deadline: float) -> None:
+    """Resume the paused and cancel the doomed while runs are launched, until all have settled."""
+    from django.db import connection
+
     from runs.models import TERMINAL_STATUSES, Run
 
-    pending_actions = {ids[p.index]: p.action for p in plans if p.action}
-    while time.monotonic() < deadline:
-        statuses = dict(Run.objects.filter(pk__in=ids.values()).values_list("pk", "status"))
-        for run_id, action in list(pending_actions.items()):
-            status = statuses.get(_uuid(run_id))
-            if status in TERMINAL_STATUSES:
-                pending_actions.pop(run_id)
-            elif action == "resume" and status == "awaiting_human":
-                api.call(
-                    "POST", f"/api/v1/runs/{run_id}/resume/", json_body={"note": "chaos says go"}
-                )
-            elif action == "cancel" and status in ("pending", "queued", "running"):
-                api.call("POST", f"/api/v1/runs/{run_id}/cancel/")
-        unsettled = Run.objects.filter(pk__in=ids.values(), settled_at__isnull=True).count()
-        if unsettled == 0:
-            return
-        time.sleep(1)
+    acted: set[str] = set()
+    try:
+        while time.monotonic() < deadline:
+            current = dict(ids)
+            statuses = dict(Run.objects.filter(pk__in=current.values()).values_list("pk", "status"))
+            for plan in plans:
+                run_id = current.get(plan.index)
+                if not run_id or not plan.action or (run_id, plan.action) in acted:
+                    continue
+                status = statuses.get(_uuid(run_id))
+                if status in TERMINAL_STATUSES:
+                    continue
+                if plan.action == "resume" and status == "awaiting_human":
+                    answer = api.call(
+                        "POST",
+                        f"/api/v1/runs/{run_id}/resume/",
+                        json_body={"note": "chaos says go"},
+                    )
+                elif plan.action == "cancel" and status in ("queued", "running"):
+                    answer = api.call("POST", f"/api/v1/runs/{run_id}/cancel/")
+                else:
+                    continue
+                assert answer.status_code in (202, 409), answer.text
+                if answer.status_code == 202:
+                    acted.add((run_id, plan.action))
+            settled = not Run.objects.filter(
+                pk__in=current.values(), settled_at__isnull=True
+            ).exists()
+            if launched.is_set() and len(current) == len(plans) and settled:
+                return
+            time.sleep(0.5)
+    finally:
+        connection.close()
 
 
 def _uuid(value):
@@ -416,7 +437,8 @@ def run_chaos(args) -> dict:
         env = environment(args, var_dir, sim.base_url, web_url)
         prepare_database(args, env)
         django_setup(env)
-        token = seed(args.runs)
+        plans = [Plan.for_index(i, rng) for i in range(args.runs)]
+        token = seed(plans)
         processes = Processes(env=env, web_url=web_url, sim=sim)
         web_log = open(var_dir / "web.log", "wb")  # noqa: SIM115
         processes.logs.append(web_log)
@@ -447,16 +469,21 @@ def run_chaos(args) -> dict:
             _wait_for(f"{web_url}/healthz")
             started = time.monotonic()
             deadline = started + args.timeout
-            plans = [Plan.for_index(i, rng) for i in range(args.runs)]
             api = Api(web_url, token)
-            with concurrent.futures.ThreadPoolExecutor(1) as monkey_pool:
-                monkey = monkey_pool.submit(
+            ids: dict[int, str] = {}
+            launched = threading.Event()
+            with concurrent.futures.ThreadPoolExecutor(2) as helpers:
+                monkey = helpers.submit(
                     chaos_monkey, processes, args.kills, args.kill_interval, deadline
                 )
-                ids = launch_all(api, plans)
-                drive(api, plans, ids, deadline)
+                driver = helpers.submit(drive, api, plans, ids, launched, deadline)
+                try:
+                    launch_all(api, plans, ids)
+                finally:
+                    launched.set()
+                driver.result()
                 kills = monkey.result()
-            # Faults off for the final count: the figures are read from the simulator's admin side.
+            # The figures are read from the simulator's admin side, which no fault touches.
             results = verify(ids, sim)
             results["worker kills"] = kills
             results["seconds"] = round(time.monotonic() - started, 1)

@@ -183,3 +183,14 @@ def test_every_promise_holds_under_each_fault(live_stack, team, bob, fault):
             verdict__in=[WebhookDelivery.Verdict.BAD_SIGNATURE, WebhookDelivery.Verdict.STALE]
         )
         wait_until(refused.exists, timeout=10, what="the forged or stale delivery to be refused")
+
+
+def test_a_run_cancelled_before_coasty_accepts_it_is_cancelled_upstream(live_stack, team, bob):
+    # given a long run cancelled the moment it exists, before the worker has submitted it
+    run = launch(team, bob, task="[steps=60] Long export", max_steps=100)
+    services.run_request_cancel(run=run, user=bob)
+
+    # then Coasty gets it, cancels it, and only the steps it did are charged
+    run = settled(run, sim=live_stack.sim)
+    assert_kept_promises(run, live_stack, status=RunStatus.CANCELLED)
+    assert run.steps_completed < 60
