@@ -32,7 +32,24 @@
 
   // Live regions: an element with data-live-url is replaced by a fresh fragment from that URL
   // every data-live-interval ms, until a fragment says it is final (data-live-final).
+  // The swapped element is not an aria-live region itself (a screen reader would read the whole
+  // fragment or nothing): when a fragment's data-live-announce differs from the last one, that
+  // sentence goes to one polite status region that stays in the page.
+  var announcer = null;
+  function announce(text) {
+    if (!announcer) {
+      announcer = document.createElement("div");
+      announcer.id = "live-announcer";
+      announcer.className = "visually-hidden";
+      announcer.setAttribute("role", "status");
+      announcer.setAttribute("aria-live", "polite");
+      announcer.setAttribute("aria-atomic", "true");
+      document.body.appendChild(announcer);
+    }
+    announcer.textContent = text;
+  }
   function follow(region) {
+    var said = region.getAttribute("data-live-announce") || "";
     var url = region.getAttribute("data-live-url");
     var interval = parseInt(region.getAttribute("data-live-interval") || "2000", 10);
     var failures = 0;
@@ -60,6 +77,8 @@
           region.replaceWith(fresh);
           region = fresh;
           if (focused && document.getElementById(focused)) { document.getElementById(focused).focus(); }
+          var say = region.getAttribute("data-live-announce") || "";
+          if (say && say !== said) { said = say; announce(say); }
           document.dispatchEvent(new CustomEvent("live:updated", { detail: region }));
           if (!region.hasAttribute("data-live-final")) { schedule(); }
         })
@@ -71,12 +90,28 @@
     function schedule(delay) { window.setTimeout(tick, delay || interval); }
     if (!region.hasAttribute("data-live-final")) { schedule(); }
   }
-  document.querySelectorAll("[data-live-url]").forEach(follow);
+  var regions = document.querySelectorAll("[data-live-url]");
+  // The status region exists before anything is said in it, or the first sentence is not read.
+  if (regions.length) { announce(""); }
+  regions.forEach(follow);
 
-  // The team switcher navigates on change; its button is for people without a mouse or script.
+  // The team switcher goes to the team picked with the mouse. Arrow keys change a closed select
+  // one option at a time, so a keyboard choice waits for Enter (or the Go button, which shows
+  // itself once focused or once the keys changed the choice): moving off the page on every
+  // arrow press would strand a keyboard user (WCAG 3.2.2, on input).
   document.querySelectorAll("select[data-navigate]").forEach(function (select) {
-    select.addEventListener("change", function () { if (select.value) { window.location = select.value; } });
-    var button = select.form && select.form.querySelector("button");
+    var form = select.form;
+    var button = form && form.querySelector("button");
+    var byKeyboard = false;
+    select.addEventListener("pointerdown", function () { byKeyboard = false; });
+    select.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") { event.preventDefault(); form.submit(); return; }
+      byKeyboard = true;
+    });
+    select.addEventListener("change", function () {
+      if (!byKeyboard) { form.submit(); return; }
+      if (button) { button.classList.remove("visually-hidden"); }
+    });
     if (button) { button.classList.add("visually-hidden"); }
   });
 
