@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint bench chaos clean
+.PHONY: install run run-scaled test lint bench chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,19 @@ run: install
 	$(PY) manage.py seed_demo
 	$(PY) bin/run
 
+# Production settings on this machine: PostgreSQL (127.0.0.1:5432, database portal_scaled),
+# Redis (127.0.0.1:6379/1), gunicorn with several workers and two django-q2 clusters.
+run-scaled: install
+	$(PY) bin/run --scaled
+
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# 300 runs through the API with every simulator fault on and a worker SIGKILLed mid-work,
+# on SQLite with the ORM broker, then on PostgreSQL with Redis.
+chaos: install
+	$(PY) -m tests.chaos --runs 300 --kills 4 --json var/chaos-sqlite.json
+	$(PY) -m tests.chaos --runs 300 --kills 4 --postgres --redis --json var/chaos-postgres.json
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -215,7 +215,9 @@ BILLING_TOP_UP_MAX_CENTS = env.int("BILLING_TOP_UP_MAX_CENTS", default=1_000_000
 BILLING_LOW_BALANCE_THRESHOLD_CENTS = env.int("BILLING_LOW_BALANCE_THRESHOLD_CENTS", default=500)
 # Dotted path of a function(hold) -> billing.reconciliation.UpstreamReport | None giving fresh
 # figures from Coasty; the runs app provides it. Unset: reconcile the figures stored at settle.
-BILLING_UPSTREAM_REPORTER = env.str("BILLING_UPSTREAM_REPORTER", default="") or None
+BILLING_UPSTREAM_REPORTER = (
+    env.str("BILLING_UPSTREAM_REPORTER", default="runs.reconciliation.upstream_report") or None
+)
 # reconcile_billing re-checks holds settled this recently, plus every open discrepancy.
 BILLING_RECONCILE_WINDOW_HOURS = env.int("BILLING_RECONCILE_WINDOW_HOURS", default=24)
 

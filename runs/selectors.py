@@ -18,13 +18,14 @@ from portal.access import membership_or_404
 from portal.models import Membership, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
-from runs.upstream import coasty
+from runs.upstream import coasty_quick
 
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
 MACHINES_CACHE_KEY = "coasty:machines"
 MACHINES_CACHE_SECONDS = 60
+MACHINES_UNAVAILABLE = "Coasty's machine list is unavailable right now; type the machine id."
 
 
 def run_for_member(user, run_id) -> tuple[Run, Membership]:
@@ -167,12 +168,14 @@ def machines_for_launch() -> tuple[list[dict], str]:
     """Coasty's machines for the launch form's picker, cached; ([], reason) when unavailable."""
     cached = cache.get(MACHINES_CACHE_KEY)
     if cached is not None:
-        return cached, ""
+        return cached, "" if cached else MACHINES_UNAVAILABLE
     try:
-        machines = coasty().list_machines()
+        machines = coasty_quick().list_machines()
     except CoastyError as exc:
         logger.warning("machine list unavailable: %s", exc)
-        return [], "Coasty's machine list is unavailable right now; type the machine id."
+        # Remember the failure briefly, so a struggling Coasty is not asked on every page view.
+        cache.set(MACHINES_CACHE_KEY, [], 15)
+        return [], MACHINES_UNAVAILABLE
     rows = [
         {
             "id": str(m.get("id")),

@@ -2,17 +2,37 @@
 
 import ipaddress
 import logging
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.urls import reverse
 
-from runs.coasty import CoastyClient
+from runs.coasty import CoastyClient, RetryPolicy
 
 logger = logging.getLogger(__name__)
 
 
 def coasty() -> CoastyClient:
+    """The client the worker uses: full retry policy, one per process and configuration."""
+    return _client(settings.COASTY_BASE_URL, settings.COASTY_API_KEY, quick=False)
+
+
+def coasty_quick() -> CoastyClient:
+    """One attempt, short timeouts: for reads a person waits on (the machine picker) and for
+    checks that come round again anyway (reconciliation).
+    When Coasty is slow the page falls back at once instead of retrying for a minute."""
+    return _client(settings.COASTY_BASE_URL, settings.COASTY_API_KEY, quick=True)
+
+
+@lru_cache(maxsize=8)
+def _client(base_url: str, api_key: str, *, quick: bool) -> CoastyClient:
+    # One client per process keeps connections alive between calls. Worker processes are forked
+    # before their first task, so no pool is shared across a fork.
+    if quick:
+        return CoastyClient.from_settings(
+            connect_timeout=2.0, read_timeout=4.0, retry=RetryPolicy(max_attempts=1)
+        )
     return CoastyClient.from_settings()
 
 

@@ -10,6 +10,16 @@ def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _no_upstream_unless_asked(settings):
+    """Unit tests never reach a Coasty by accident (not even a simulator left running on
+    :8765): port 9 refuses at once. Tests that want one start the simulator themselves."""
+    from django.core.cache import cache
+
+    settings.COASTY_BASE_URL = "http://127.0.0.1:9"
+    cache.clear()
+
+
 @pytest.fixture
 def team(db):
     return TeamFactory(slug="research", name="Research")

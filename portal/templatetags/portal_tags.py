@@ -1,18 +1,17 @@
 from django import template
 
+from billing.money import format_cents
+
 register = template.Library()
 
 
 @register.filter
 def cents(value) -> str:
-    """Integer cents as money: 1234 -> $12.34, -50 -> −$0.50."""
+    """Integer cents as money, 1234 -> $12.34, through billing's one formatter; — for none."""
     try:
-        amount = int(value)
+        return format_cents(int(value))
     except (TypeError, ValueError):
         return "—"
-    sign = "−" if amount < 0 else ""
-    dollars, rest = divmod(abs(amount), 100)
-    return f"{sign}${dollars:,}.{rest:02d}"
 
 
 @register.filter
@@ -34,3 +33,17 @@ def query_with(context, **changes) -> str:
             params[key] = value
     encoded = params.urlencode()
     return f"?{encoded}" if encoded else "?"
+
+
+@register.filter
+def words(value) -> str:
+    """An identifier for people: "tool_call" -> "Tool call"."""
+    return str(value or "").replace("_", " ").capitalize()
+
+
+@register.filter
+def as_json(value) -> str:
+    """A JSON value as readable, stable JSON (not Python's repr)."""
+    import json
+
+    return json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False, default=str)

@@ -1,0 +1,530 @@
+"""The chaos suite: the portal keeps its promises with everything going wrong at once.
+
+    python -m tests.chaos --runs 300 --kills 4                  # SQLite, ORM broker
+    python -m tests.chaos --runs 300 --kills 4 --postgres --redis
+
+It starts the simulator with every fault switched on (lost responses, 5xx, 429, 409 in flight,
+cut streams, duplicate, reordered, late, forged and stale webhooks), the web app under
+gunicorn and two django-q2 worker clusters; launches runs through the REST API (some pause for a
+human and are resumed, some are cancelled, some fail); SIGKILLs one worker cluster several times
+mid-work and restarts it; waits for every run to end and settle; then counts what matters and
+fails unless every count is right:
+
+    upstream runs per key   every key created exactly 1 run upstream
+    runs not terminal       0
+    runs not settled        0
+    double charges          0   (a step captured twice)
+    missed charges          0   (charged ≠ Coasty's steps × price)
+    cents held after settle 0
+    forged deliveries accepted 0
+    check_ledger            OK
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+ALL_FAULTS = {
+    "lost_response": 0.15,
+    "server_error": 0.1,
+    "rate_limit": {"probability": 0.1, "retry_after": 1},
+    "in_flight": 0.1,
+    "cut_stream": 0.15,
+    "webhook_duplicate": 0.3,
+    "webhook_reorder": 0.3,
+    "webhook_late": {"probability": 0.2, "delay_seconds": 2},
+    "webhook_forged": 0.3,
+    "webhook_stale": 0.3,
+}
+
+
+@dataclass
+class Plan:
+    """What one launched run is meant to do, by its index."""
+
+    index: int
+    task: str
+    max_steps: int
+    action: str = ""  # "resume" or "cancel" once it is under way
+
+    @classmethod
+    def for_index(cls, index: int, rng: random.Random) -> Plan:
+        kind = index % 10
+        if kind == 6:
+            return cls(index, f"[pause] [steps={rng.randint(2, 4)}] chaos {index}", 10, "resume")
+        if kind == 7:
+            return cls(index, f"[fail=2] chaos {index}", 10)
+        if kind == 8:
+            return cls(index, f"[forever] chaos {index}", 40, "cancel")
+        if kind == 9:
+            return cls(
+                index, f"[steps=3] chaos {index}", 10, "cancel"
+            )  # cancelled early, maybe while pending
+        return cls(index, f"[steps={rng.randint(1, 8)}] chaos {index}", 10)
+
+
+@dataclass
+class Processes:
+    env: dict
+    web_url: str
+    sim: object
+    workers: list = field(default_factory=list)
+    web: subprocess.Popen | None = None
+    logs: list = field(default_factory=list)
+
+    def start_worker(self, slot: int) -> subprocess.Popen:
+        log_path = Path(self.env["PORTAL_VAR_DIR"]) / f"worker-{slot}-{time.monotonic_ns()}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 — closed in stop()
+        self.logs.append(log)
+        proc = subprocess.Popen(
+            [PY, "manage.py", "qcluster"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if slot < len(self.workers):
+            self.workers[slot] = proc
+        else:
+            self.workers.append(proc)
+        return proc
+
+    def kill_worker(self, slot: int) -> None:
+        proc = self.workers[slot]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.web]:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in [*self.workers, self.web]:
+            if proc is not None:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for log in self.logs:
+            log.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment(args, var_dir: Path, sim_url: str, web_url: str) -> dict:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "PORTAL_VAR_DIR": str(var_dir),
+        "COASTY_BASE_URL": sim_url,
+        "PORTAL_PUBLIC_URL": web_url,
+        "Q_WORKERS": "3",
+        "RUNS_FOLLOWER_SLOTS": "2",
+        "RUNS_FOLLOW_BUDGET_SECONDS": "20",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+        # The chaos bot launches hundreds of runs in seconds: not the API's throttles under test.
+        "API_THROTTLE_USER_WRITES": "100000/min",
+        "API_THROTTLE_USER_READS": "100000/min",
+    }
+    if args.postgres:
+        env["DATABASE_URL"] = args.database_url
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{var_dir / 'chaos.sqlite3'}"
+    if args.redis:
+        env["REDIS_URL"] = args.redis_url
+    else:
+        env.pop("REDIS_URL", None)
+    return env
+
+
+def prepare_database(args, env: dict) -> None:
+    if args.postgres:
+        import psycopg
+
+        name = args.database_url.rsplit("/", 1)[1]
+        with psycopg.connect(
+            args.database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    if args.redis:
+        import redis
+
+        redis.Redis.from_url(args.redis_url).flushdb()
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
+
+
+def django_setup(env: dict) -> None:
+    for key in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "PORTAL_VAR_DIR",
+        "COASTY_BASE_URL",
+        "PORTAL_PUBLIC_URL",
+    ):
+        if key in env:
+            os.environ[key] = env[key]
+        else:
+            os.environ.pop(key, None)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+
+
+def seed(runs: int) -> str:
+    """A team with money for every run at its maximum, a member, and an API token for them."""
+    from django.contrib.auth import get_user_model
+    from portal.api_tokens import api_token_create
+
+    from portal.models import Role, Team
+    from portal.services import membership_add
+    from tests.factories import top_up
+
+    user = get_user_model().objects.create_user("chaos-bot", password="x" * 20)
+    team = Team.objects.create(slug="chaos", name="Chaos")
+    membership_add(team=team, user=user, role=Role.MEMBER, actor=None)
+    top_up(team, runs * 40 * 5 + 10_000)
+    _token, secret = api_token_create(user=user, name="chaos")
+    return secret
+
+
+class Api:
+    """The chaos bot's REST client: retries what a careful script retries, with the same key."""
+
+    def __init__(self, base_url: str, token: str):
+        self.http = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            limits=httpx.Limits(max_connections=64),
+        )
+
+    def call(self, method: str, path: str, *, json_body=None, key: str | None = None, attempts=30):
+        headers = {"Idempotency-Key": key} if key else {}
+        last = None
+        for attempt in range(attempts):
+            try:
+                response = self.http.request(method, path, json=json_body, headers=headers)
+            except httpx.TransportError as exc:
+                last = exc
+            else:
+                if (response.status_code < 500 and response.status_code not in (409, 429)) or (
+                    response.status_code == 409
+                    and response.json()["error"]["code"] == "INVALID_STATE"
+                ):
+                    return response
+                last = response
+            time.sleep(min(0.2 * 2**attempt, 3))
+        raise RuntimeError(f"{method} {path} kept failing: {last}")
+
+
+def launch_all(api: Api, plans: list[Plan]) -> dict[int, str]:
+    def launch(plan: Plan) -> tuple[int, str]:
+        body = {"machine_id": "vm-linux-1", "task": plan.task, "max_steps": plan.max_steps}
+        first = api.call(
+            "POST", "/api/v1/teams/chaos/runs/", json_body=body, key=f"chaos-launch-{plan.index}"
+        )
+        # Send it again, as a script that lost the answer would: the same run must come back.
+        again = api.call(
+            "POST", "/api/v1/teams/chaos/runs/", json_body=body, key=f"chaos-launch-{plan.index}"
+        )
+        assert first.status_code == 201, first.text
+        assert again.json()["id"] == first.json()["id"], "a replayed launch made a second run"
+        return plan.index, first.json()["id"]
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        return dict(pool.map(launch, plans))
+
+
+def drive(api: Api, plans: list[Plan], ids: dict[int, str], deadline: float) -> None:
+    """Resume the paused, cancel the doomed, until every run has ended (or time runs out)."""
+    from runs.models import TERMINAL_STATUSES, Run
+
+    pending_actions = {ids[p.index]: p.action for p in plans if p.action}
+    while time.monotonic() < deadline:
+        statuses = dict(Run.objects.filter(pk__in=ids.values()).values_list("pk", "status"))
+        for run_id, action in list(pending_actions.items()):
+            status = statuses.get(_uuid(run_id))
+            if status in TERMINAL_STATUSES:
+                pending_actions.pop(run_id)
+            elif action == "resume" and status == "awaiting_human":
+                api.call(
+                    "POST", f"/api/v1/runs/{run_id}/resume/", json_body={"note": "chaos says go"}
+                )
+            elif action == "cancel" and status in ("pending", "queued", "running"):
+                api.call("POST", f"/api/v1/runs/{run_id}/cancel/")
+        unsettled = Run.objects.filter(pk__in=ids.values(), settled_at__isnull=True).count()
+        if unsettled == 0:
+            return
+        time.sleep(1)
+
+
+def _uuid(value):
+    import uuid
+
+    return uuid.UUID(str(value))
+
+
+def chaos_monkey(processes: Processes, kills: int, interval: float, stop_at: float) -> int:
+    done = 0
+    while done < kills and time.monotonic() < stop_at:
+        time.sleep(interval)
+        processes.kill_worker(0)
+        done += 1
+        time.sleep(1.0)
+        processes.start_worker(0)
+    return done
+
+
+def verify(ids: dict[int, str], sim) -> dict:
+    """Count every promise; each figure's good value is 0 (or True)."""
+    from django.core.management import call_command
+    from django.db.models import Count, Sum
+
+    from billing.models import Account, AccountKind, Hold, Transfer, TransferKind
+    from runs.coasty import verify as verify_signature
+    from runs.crypto import decrypt_secret
+    from runs.models import TERMINAL_STATUSES, Run, RunStatus, WebhookDelivery
+
+    state = sim.state()
+    per_key = state["runs_per_idempotency_key"]
+    runs = list(Run.objects.filter(pk__in=ids.values()))
+    keys_not_exactly_one = [
+        r.idempotency_key
+        for r in runs
+        if per_key.get(r.idempotency_key, 0) != (0 if r.status == RunStatus.SUBMIT_FAILED else 1)
+    ] + state["idempotency_keys_with_more_than_one_run"]
+    missed = 0
+    for run in runs:
+        if run.upstream_id:
+            upstream = sim.run(run.upstream_id)
+            expected = upstream["steps_completed"] * run.price_cents
+        else:
+            expected = 0
+        captured = Hold.objects.get(reference=run.hold_reference).captured_cents
+        if not (run.charged_cents == captured == expected):
+            missed += 1
+    double = (
+        Transfer.objects.filter(kind=TransferKind.CAPTURE)
+        .values("hold_id", "step")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .count()
+    )
+    held = Account.objects.filter(kind=AccountKind.HELD).aggregate(s=Sum("balance_cents"))["s"] or 0
+    forged_accepted = 0
+    for delivery in WebhookDelivery.objects.filter(
+        verdict=WebhookDelivery.Verdict.ACCEPTED
+    ).select_related("run"):
+        header = delivery.headers.get("Coasty-Signature") or delivery.headers.get(
+            "coasty-signature", ""
+        )
+        try:
+            verify_signature(
+                header,
+                bytes(delivery.body),
+                [decrypt_secret(delivery.run.webhook_secret_encrypted)],
+                now=delivery.received_at.timestamp(),
+            )
+        except Exception:
+            forged_accepted += 1
+    refused = WebhookDelivery.objects.filter(
+        verdict__in=[WebhookDelivery.Verdict.BAD_SIGNATURE, WebhookDelivery.Verdict.STALE]
+    ).count()
+    ledger_ok = True
+    try:
+        call_command("check_ledger", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    except SystemExit as exc:
+        ledger_ok = exc.code in (0, None)
+    by_status = {}
+    for run in runs:
+        by_status[run.status] = by_status.get(run.status, 0) + 1
+    return {
+        "runs launched": len(ids),
+        "runs in the portal": len(runs),
+        "upstream runs per key not exactly 1": len(keys_not_exactly_one),
+        "runs not terminal": sum(1 for r in runs if r.status not in TERMINAL_STATUSES),
+        "runs not settled": sum(1 for r in runs if r.settled_at is None),
+        "double charges": double,
+        "missed charges": missed,
+        "cents held after settle": held,
+        "forged deliveries accepted": forged_accepted,
+        "forged or stale deliveries refused": refused,
+        "forged or stale deliveries sent": sum(
+            n
+            for fault, n in state["webhook_deliveries_by_fault"].items()
+            if fault in ("forged", "stale")
+        ),
+        "webhook deliveries sent": state["webhook_deliveries_sent"],
+        "check_ledger": "OK" if ledger_ok else "BROKEN",
+        "runs by status": by_status,
+    }
+
+
+MUST_BE_ZERO = (
+    "upstream runs per key not exactly 1",
+    "runs not terminal",
+    "runs not settled",
+    "double charges",
+    "missed charges",
+    "cents held after settle",
+    "forged deliveries accepted",
+)
+
+
+def run_chaos(args) -> dict:
+    from runs.simulator.testing import run_simulator
+
+    var_dir = Path(tempfile.mkdtemp(prefix="chaos-", dir=REPO / "var"))
+    web_port = free_port()
+    web_url = f"http://127.0.0.1:{web_port}"
+    rng = random.Random(args.seed)
+    with run_simulator(speed=args.speed, process=True, seed=args.seed, faults=ALL_FAULTS) as sim:
+        env = environment(args, var_dir, sim.base_url, web_url)
+        prepare_database(args, env)
+        django_setup(env)
+        token = seed(args.runs)
+        processes = Processes(env=env, web_url=web_url, sim=sim)
+        web_log = open(var_dir / "web.log", "wb")  # noqa: SIM115
+        processes.logs.append(web_log)
+        processes.web = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "gunicorn",
+                "portal.wsgi",
+                "--bind",
+                f"127.0.0.1:{web_port}",
+                "--workers",
+                "3",
+                "--threads",
+                "8",
+                "--timeout",
+                "60",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=web_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.start_worker(0)
+        processes.start_worker(1)
+        try:
+            _wait_for(f"{web_url}/healthz")
+            started = time.monotonic()
+            deadline = started + args.timeout
+            plans = [Plan.for_index(i, rng) for i in range(args.runs)]
+            api = Api(web_url, token)
+            with concurrent.futures.ThreadPoolExecutor(1) as monkey_pool:
+                monkey = monkey_pool.submit(
+                    chaos_monkey, processes, args.kills, args.kill_interval, deadline
+                )
+                ids = launch_all(api, plans)
+                drive(api, plans, ids, deadline)
+                kills = monkey.result()
+            # Faults off for the final count: the figures are read from the simulator's admin side.
+            results = verify(ids, sim)
+            results["worker kills"] = kills
+            results["seconds"] = round(time.monotonic() - started, 1)
+            results["database"] = "postgresql" if args.postgres else "sqlite"
+            results["broker"] = "redis" if args.redis else "orm"
+        finally:
+            processes.stop()
+    return results
+
+
+def _wait_for(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def failures(results: dict) -> list[str]:
+    problems = [f"{name}: {results[name]}" for name in MUST_BE_ZERO if results[name] != 0]
+    if results["check_ledger"] != "OK":
+        problems.append("check_ledger: BROKEN")
+    if results["runs in the portal"] != results["runs launched"]:
+        problems.append("the API created a different number of runs than were launched")
+    return problems
+
+
+def print_table(results: dict) -> None:
+    width = max(len(k) for k in results)
+    for name, value in results.items():
+        mark = ""
+        if name in MUST_BE_ZERO:
+            mark = "  ok" if value == 0 else "  FAIL"
+        print(f"  {name.ljust(width)}  {value}{mark}")
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--kills", type=int, default=4)
+    parser.add_argument("--kill-interval", type=float, default=6.0)
+    parser.add_argument("--speed", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/portal_chaos")
+    parser.add_argument("--redis", action="store_true")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/3")
+    parser.add_argument("--json", help="also write the figures to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    results = run_chaos(args)
+    print(
+        f"\nChaos: {args.runs} runs, every fault on, {results['worker kills']} worker kills "
+        f"({results['database']}, {results['broker']} broker)"
+    )
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    problems = failures(results)
+    if problems:
+        print("\nBROKEN PROMISES:\n  " + "\n  ".join(problems))
+        return 1
+    print("\nEvery promise kept.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The follower: many runs in one process, leases between followers, and hand-over."""
+
+import pytest
+
+from runs.coasty import CoastyClient
+from runs.follow import Follower, runs_claim, runs_needing_follower, runs_release
+from runs.models import Run, RunEvent, RunStatus
+from runs.services import LaunchRequest, run_launch, run_submit
+from runs.simulator.testing import run_simulator
+from tests.factories import top_up
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def sim(settings):
+    with run_simulator(speed=4) as sim:
+        settings.COASTY_BASE_URL = sim.base_url
+        settings.PORTAL_PUBLIC_URL = "https://portal.invalid"  # no webhooks: the stream only
+        yield sim
+
+
+def accepted_runs(team, user, count, task):
+    runs = []
+    for _ in range(count):
+        run, _ = run_launch(
+            team=team,
+            user=user,
+            request=LaunchRequest(machine_id="vm-linux-1", task=task, max_steps=500),
+        )
+        run_submit(run_id=run.pk)
+        runs.append(run.pk)
+    return runs
+
+
+def test_one_process_follows_200_live_runs_at_once(sim, team, make_member):
+    # given 200 runs that keep stepping
+    top_up(team, 1_000_000)
+    runs = accepted_runs(team, make_member(team), 200, "[forever] [slow] watch the queue")
+    assert Run.objects.filter(pk__in=runs, upstream_id__isnull=False).count() == 200
+
+    # when one follower follows them for a few seconds
+    report = Follower(budget_seconds=12, capacity=500, client=CoastyClient.from_settings()).run()
+
+    # then it held all 200 streams at once and stored events for every run, none twice
+    assert report.max_concurrent == 200 and report.runs_followed == 200
+    runs_with_events = set(
+        RunEvent.objects.filter(run_id__in=runs).values_list("run_id", flat=True)
+    )
+    assert len(runs_with_events) == 200
+    stored = RunEvent.objects.filter(run_id__in=runs).count()
+    assert stored == sum(Run.objects.filter(pk__in=runs).values_list("last_seq", flat=True))
+    # and let them go when its time was up
+    assert not Run.objects.filter(pk__in=runs).exclude(follow_owner="").exists()
+
+
+def test_leases_keep_two_followers_off_the_same_run(sim, team, make_member):
+    top_up(team, 100_000)
+    accepted_runs(team, make_member(team), 6, "[forever] [slow] watch")
+
+    first = runs_claim("follower-a", limit=4, exclude=set())
+    second = runs_claim("follower-b", limit=10, exclude=set())
+
+    assert len(first) == 4 and len(second) == 2
+    assert {r[0] for r in first}.isdisjoint({r[0] for r in second})
+    assert not runs_needing_follower()
+    runs_release("follower-a", [r[0] for r in first])
+    assert runs_needing_follower()
+    assert {r[0] for r in runs_claim("follower-c", limit=10, exclude=set())} == {
+        r[0] for r in first
+    }
+
+
+def test_a_follower_resumes_after_the_last_stored_event(sim, team, make_member, settings):
+    # given a run followed for a while by one follower that then hands over
+    top_up(team, 100_000)
+    [run_id] = accepted_runs(team, make_member(team), 1, "[steps=12] do it")
+    Follower(budget_seconds=1.5, capacity=10).run()
+    first_part = Run.objects.get(pk=run_id).last_seq
+    assert first_part > 0
+
+    # when a second follower takes over until the run is done
+    Follower(budget_seconds=20, capacity=10).run()
+
+    # then every event is stored exactly once, in one unbroken sequence
+    run = Run.objects.get(pk=run_id)
+    seqs = list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, run.last_seq + 1))
+    assert run.status == RunStatus.SUCCEEDED and run.steps_completed == 12
+    assert first_part < run.last_seq, "the first follower saw the whole run: no hand-over tested"
