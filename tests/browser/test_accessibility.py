@@ -1,7 +1,7 @@
 """Keyboard, screen-reader and time-zone basics on every main page, checked in a real browser.
 
 audit.js checks each page as rendered (labels, names, landmarks, one h1, heading order, ARIA
-references, progress bars, AA contrast); the keyboard test tabs through pages and asks each
+references, progress bars, AA contrast), and that it reflows at 320 px without sideways scrolling; the keyboard test tabs through pages and asks each
 stop to be on screen with a visible focus ring.
 """
 
@@ -21,6 +21,9 @@ from tests.browser.pages import (
     status_badge,
 )
 from tests.live import wait_until
+
+PHONE = {"width": 320, "height": 640}
+DESKTOP = {"width": 1280, "height": 860}
 
 
 def launch(demo, task, max_steps=10):
@@ -77,7 +80,14 @@ def test_every_main_page_passes_the_accessibility_audit(runs_in_every_state, ope
         page = open_page(user)
         for path in paths:
             page.goto(path)
-            problems[f"{user or 'anonymous'} {path}"] = accessibility_problems(page)
+            found = accessibility_problems(page)
+            # Reflow (WCAG 1.4.10): at 320 px nothing but a wide table's own box scrolls sideways.
+            page.set_viewport_size(PHONE)
+            width = page.evaluate("document.scrollingElement.scrollWidth")
+            if width > PHONE["width"]:
+                found.append(f"the page scrolls sideways at 320 px ({width} px wide)")
+            page.set_viewport_size(DESKTOP)
+            problems[f"{user or 'anonymous'} {path}"] = found
         if user == "bob":
             # the launch form after a refused submit: errors tied to their fields
             page.goto("/teams/research/runs/new/")
