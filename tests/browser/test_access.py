@@ -6,6 +6,7 @@ from playwright.sync_api import expect
 
 from runs import services
 from runs.services import LaunchRequest
+from tests.browser.pages import SameDocument, status_badge
 
 
 @pytest.fixture
@@ -64,3 +65,26 @@ def test_a_viewer_watches_runs_but_cannot_launch_them(demo, bobs_run, open_page)
         "You are a viewer in Research; to launch runs you need the member role. "
         "Ask one of the team's managers."
     )
+
+
+def test_a_run_page_whose_session_ends_says_so_instead_of_going_blank(demo, bobs_run, open_page):
+    # given bob watching his run live
+    page = open_page("bob")
+    page.goto(f"/runs/{bobs_run.pk}/")
+    watch = SameDocument(page)
+    region = page.get_by_role("region", name="Live progress")
+    expect(status_badge(page)).to_have_text("Pending")
+
+    # when his session ends elsewhere (logged out in another tab, or expired)
+    page.context.clear_cookies()
+
+    # then the next update, redirected to the login page, does not replace the run with it:
+    # the run stays on screen and the page says it no longer updates, and why
+    logged_out = (
+        "You have been logged out, so this page no longer updates. Reload it to log in again."
+    )
+    expect(region.locator(".live-note")).to_have_text(logged_out)
+    expect(page.locator("#live-announcer")).to_have_text(logged_out)
+    expect(status_badge(page)).to_have_text("Pending")
+    expect(page.get_by_role("heading", level=1)).to_have_text(bobs_run.task)
+    watch.statuses_seen()

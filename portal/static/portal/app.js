@@ -35,6 +35,10 @@
   // The swapped element is not an aria-live region itself (a screen reader would read the whole
   // fragment or nothing): when a fragment's data-live-announce differs from the last one, that
   // sentence goes to one polite status region that stays in the page.
+  var OFFLINE = "Live updates paused: the portal cannot be reached. Retrying…";
+  var LOGGED_OUT = "You have been logged out, so this page no longer updates. Reload it to log in again.";
+  var GONE = "This page no longer updates: what it shows is no longer available to you.";
+  function LiveError(message) { this.message = message; }
   var announcer = null;
   function announce(text) {
     if (!announcer) {
@@ -63,15 +67,18 @@
       if (document.hidden || busy()) { return schedule(); }
       fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
         .then(function (response) {
-          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          // A redirect is the login page: the session ended (logged out, or in another tab).
+          if (response.redirected) { throw new LiveError(LOGGED_OUT); }
+          if (!response.ok) { throw new LiveError(response.status === 404 ? GONE : OFFLINE); }
           return response.text();
         })
         .then(function (html) {
-          failures = 0;
           var holder = document.createElement("div");
           holder.innerHTML = html.trim();
           var fresh = holder.firstElementChild;
-          if (!fresh) { return schedule(); }
+          // Only the same region replaces the region: anything else would blank the page.
+          if (!fresh || fresh.id !== region.id) { throw new LiveError(OFFLINE); }
+          failures = 0;
           var focused = document.activeElement && region.contains(document.activeElement)
             ? document.activeElement.id : null;
           region.replaceWith(fresh);
@@ -82,10 +89,22 @@
           document.dispatchEvent(new CustomEvent("live:updated", { detail: region }));
           if (!region.hasAttribute("data-live-final")) { schedule(); }
         })
-        .catch(function () {
+        .catch(function (error) {
           failures += 1;
+          // One blip goes unsaid; after that the page says the figures may be out of date.
+          var message = error instanceof LiveError ? error.message : OFFLINE;
+          if (failures > 1 || message !== OFFLINE) { stale(message); }
           schedule(Math.min(interval * Math.pow(2, failures), 30000));
         });
+    }
+    function stale(message) {
+      var note = region.querySelector(".live-note");
+      if (!note) {
+        note = document.createElement("p");
+        note.className = "live-note banner warning small";
+        region.insertBefore(note, region.firstChild);
+      }
+      if (note.textContent !== message) { note.textContent = message; announce(message); }
     }
     function schedule(delay) { window.setTimeout(tick, delay || interval); }
     if (!region.hasAttribute("data-live-final")) { schedule(); }
