@@ -25,9 +25,24 @@
       form.dataset.submitted = "1";
       form.querySelectorAll("button[type=submit], input[type=submit]").forEach(function (button) {
         button.setAttribute("aria-disabled", "true");
-        if (button.dataset.busyLabel) { button.textContent = button.dataset.busyLabel; }
+        if (button.dataset.busyLabel) {
+          button.dataset.idleLabel = button.textContent;
+          button.textContent = button.dataset.busyLabel;
+        }
       });
     }
+  });
+  // Back to a page the browser kept whole (the back/forward cache): its forms were sent from
+  // the page that followed, so they are ready to use again, not stuck on "Launching…".
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) { return; }
+    document.querySelectorAll("form[data-once]").forEach(function (form) {
+      delete form.dataset.submitted;
+      form.querySelectorAll("[aria-disabled=true]").forEach(function (button) {
+        button.removeAttribute("aria-disabled");
+        if (button.dataset.idleLabel) { button.textContent = button.dataset.idleLabel; }
+      });
+    });
   });
 
   // Live regions: an element with data-live-url is replaced by a fresh fragment from that URL
