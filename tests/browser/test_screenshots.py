@@ -284,7 +284,7 @@ def test_screenshots_of_the_main_pages(stack, demo, open_page, shots_dir):
     )
     bob.get_by_label("Maximum steps").fill("40")
     expect(bob.locator("#cost-max")).to_have_text("$2.00 (40 × $0.05)")
-    bob.get_by_label("Task", exact=True).blur()
+    bob.get_by_label("Maximum steps").blur()
     shoot(bob, "launch")
 
     # the wallet: balance, spend per day, ledger
