@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run run-scaled test lint bench chaos clean
+.PHONY: install run run-scaled test screenshots lint bench chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run-scaled: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Re-take docs/screenshots/*.png (the README's) from a fortnight of demo use in Chromium.
+screenshots: install
+	SCREENSHOTS=1 $(PY) -m pytest -q tests/browser/test_screenshots.py
+
 # 300 runs through the API with every simulator fault on and a worker SIGKILLed mid-work,
 # on SQLite with the ORM broker, then on PostgreSQL with Redis.
 chaos: install
@@ -39,4 +43,4 @@ lint: install
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache .mypy_cache test-artifacts

@@ -36,11 +36,12 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def team_list(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "portal/team_list.html",
-        {"memberships": memberships_for_user(request.user)},
-    )
+    memberships = memberships_for_user(request.user)
+    # The team switcher in the top bar sends ?team=<slug> here (its Go button without script).
+    chosen = request.GET.get("team", "")
+    if chosen and any(m.team.slug == chosen for m in memberships):
+        return redirect("team_dashboard", slug=chosen)
+    return render(request, "portal/team_list.html", {"memberships": memberships})
 
 
 @login_required

@@ -21,6 +21,7 @@ class LaunchForm(forms.Form):
         widget=forms.TextInput(
             attrs={"list": "machines", "autocomplete": "off", "spellcheck": "false"}
         ),
+        error_messages={"required": "Choose a machine."},
     )
     task = forms.CharField(
         label="Task",
@@ -32,6 +33,7 @@ class LaunchForm(forms.Form):
             }
         ),
         help_text="What the agent should do, in plain words.",
+        error_messages={"required": "Describe the task for the agent."},
     )
     cua_version = forms.ChoiceField(
         label="Agent engine",

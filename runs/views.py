@@ -3,12 +3,14 @@ import json
 import logging
 import time
 import uuid
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -22,7 +24,7 @@ from runs.coasty import WebhookSignatureError, verify
 from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
 from runs.crypto import SecretUnreadable, decrypt_secret
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
-from runs.models import CuaVersion, Run, WebhookDelivery
+from runs.models import CuaVersion, Run, RunEvent, RunStatus, WebhookDelivery
 from runs.upstream import webhooks_disabled_reason
 
 logger = logging.getLogger(__name__)
@@ -170,14 +172,36 @@ def run_live(request: HttpRequest, run_id) -> HttpResponse:
 
 
 def _detail_context(run: Run, membership) -> dict:
+    events = selectors.run_latest_events(run)
     return {
         "run": run,
         "team": run.team,
         "membership": membership,
-        "events": selectors.run_latest_events(run),
+        "events": events,
+        "live_final": _live_final(run, events),
         "resume_form": ResumeForm(),
         "webhooks_note": "" if run.webhook_url else webhooks_disabled_reason(),
     }
+
+
+# How long after settling the run page keeps asking for events that have not arrived.
+LIVE_EVENTS_GRACE = timedelta(seconds=60)
+
+
+def _live_final(run: Run, events: list[RunEvent]) -> bool:
+    """Whether the run page can stop polling: nothing it shows will change any more.
+
+    Settling reads Coasty's figures and does not wait for the event stream, so a run can be
+    settled (its money final) while the follower is still storing its last events. The page
+    keeps polling until the stream's `done` is stored, or for a minute after settling when it
+    never comes (a stream that was lost; the timeline then shows what did arrive).
+    """
+    if run.status == RunStatus.SUBMIT_FAILED:
+        return True
+    if not (run.is_terminal and run.settled_at):
+        return False
+    stream_ended = bool(events) and events[-1].type == "done"
+    return stream_ended or timezone.now() - run.settled_at > LIVE_EVENTS_GRACE
 
 
 @login_required

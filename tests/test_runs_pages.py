@@ -112,7 +112,7 @@ def test_member_sees_resume_and_cancel_on_a_paused_run(setup, client_for):
         ("max_steps", "1001", "less than or equal to 1000"),
         ("max_steps", "ten", "Enter a whole number"),
         ("deadline_seconds", "86401", "less than or equal to 86400"),
-        ("task", "   ", "This field is required"),
+        ("task", "   ", "Describe the task for the agent."),
         ("task", "x" * 16001, "at most 16000 characters"),
         ("machine_id", "m" * 129, "at most 128 characters"),
         ("cua_version", "v2", "Select a valid choice"),

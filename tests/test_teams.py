@@ -178,5 +178,22 @@ def test_team_switcher_lists_own_teams(team, other_team, make_member, client_for
     MembershipFactory(team=other_team, user=bob, role=Role.VIEWER)
     page = client_for(bob).get(reverse("team_dashboard", args=["ops"])).content.decode()
     assert 'id="team-switch"' in page
-    assert '<option value="/teams/ops/" selected>Ops</option>' in page
-    assert '<option value="/teams/research/" >Research</option>' in page
+    assert '<option value="ops" selected>Ops</option>' in page
+    assert '<option value="research" >Research</option>' in page
+
+
+def test_team_switcher_goes_to_the_chosen_team_without_script(
+    team, other_team, make_member, client_for
+):
+    # given bob in research only
+    bob = make_member(team, Role.MEMBER)
+    client = client_for(bob)
+
+    # when the switcher's form is sent (its Go button, or app.js on a choice)
+    chosen = client.get(reverse("team_list"), {"team": "research"})
+    foreign = client.get(reverse("team_list"), {"team": "ops"})
+    everything = client.get(reverse("team_list"), {"team": ""})
+
+    # then his team opens; a team he is not in, or "All my teams", shows his list
+    assert chosen.status_code == 302 and chosen.url == reverse("team_dashboard", args=["research"])
+    assert foreign.status_code == 200 and everything.status_code == 200
