@@ -62,8 +62,17 @@ def assert_kept_promises(run, stack, *, status):
     assert wallet.available_cents == 5000 - run.charged_cents
 
 
+def stream_complete(run, timeout=30):
+    """Settling uses Coasty's own record and may finish before the stream's last events are
+    stored; the stream catches up on its own, ending with `done`."""
+    wait_until(
+        run.events.filter(type="done").exists, timeout=timeout, what="the stream's done event"
+    )
+
+
 def test_a_run_succeeds_and_is_charged_per_step(live_stack, team, bob):
     run = settled(launch(team, bob, task="[steps=4] Export the leads"))
+    stream_complete(run)
 
     assert_kept_promises(run, live_stack, status=RunStatus.SUCCEEDED)
     assert run.steps_completed == 4 and run.charged_cents == 20
@@ -96,6 +105,7 @@ def test_a_paused_run_resumes_with_a_note_and_finishes(live_stack, team, bob):
 
     run = settled(run)
     assert_kept_promises(run, live_stack, status=RunStatus.SUCCEEDED)
+    stream_complete(run)
     resumed = run.events.get(type="resumed")
     assert resumed.data.get("note") == "Solved the captcha"
 
