@@ -28,7 +28,7 @@ from typing import Any
 
 from .config import STEP_PRICES_CREDITS, SimConfig
 from .faults import FaultBoard
-from .script import RunScript
+from .script import RunScript, without_markers
 from .validation import canonical_json
 from .webhooks import WebhookDispatcher
 
@@ -510,4 +510,4 @@ class Simulator:
 
 
 def _reasoning(task: str, step: int, tool: str) -> str:
-    return f"Step {step}: working on '{task[:80]}'. Next I use {tool}."
+    return f"Step {step}: working on '{without_markers(task)[:80]}'. Next I use {tool}."

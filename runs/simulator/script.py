@@ -56,3 +56,8 @@ class RunScript:
             elif word == "slow":
                 slow = True
         return cls(steps=None if forever else steps, pause_at=pause_at, fail_at=fail_at, slow=slow)
+
+
+def without_markers(task: str) -> str:
+    """The task as a person wrote it: the test markers removed (for the agent's narration)."""
+    return " ".join(_MARKER.sub(" ", task).split())
