@@ -920,3 +920,15 @@ def test_errors_survive_pickling():
     odd = CoastyBadResponse("odd", status=502, snippet="<html>")
     bad = pickle.loads(pickle.dumps(odd))  # noqa: S301 - our own bytes
     assert bad.snippet == "<html>" and bad.retryable is True
+
+
+def test_retry_after_zero_still_backs_off():
+    import random
+
+    from runs.coasty.retry import RetryPolicy
+
+    policy = RetryPolicy(base_delay=0.5, max_delay=8.0)
+    rng = random.Random(1)
+    waits = [policy.backoff(n, retry_after=0, rng=rng) for n in range(1, 6)]
+    assert sum(waits) > 0.5, waits  # "0" must not mean five immediate retries
+    assert policy.backoff(1, retry_after=20, rng=rng) == 20  # a longer hint is honoured

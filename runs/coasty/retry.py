@@ -17,7 +17,8 @@ Which failures are retried (`RetryPolicy.should_retry`):
 
 How long (`RetryPolicy.delay_before_retry`): exponential backoff with full jitter
 (`uniform(0, min(max_delay, base_delay * 2**(n-1)))`); a `Retry-After` (header or envelope)
-replaces the jittered delay, clamped to `retry_after_cap`. Bounded twice: at most
+is a floor under that delay, clamped to `retry_after_cap`, so "Retry-After: 0" still backs
+off. Bounded twice: at most
 `max_attempts` attempts, and no retry that would end after `max_elapsed` seconds since the
 first attempt began.
 
@@ -90,11 +91,16 @@ class RetryPolicy:
         )
 
     def backoff(self, failures: int, *, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds to wait after the `failures`-th consecutive failure (1-based)."""
-        if retry_after is not None:
-            return min(max(0.0, retry_after), self.retry_after_cap)
+        """Seconds to wait after the `failures`-th consecutive failure (1-based).
+
+        A Retry-After is a floor, never a licence to hammer: "0" (or a tiny hint) still backs
+        off, while a longer hint is honoured up to `retry_after_cap`.
+        """
         ceiling = min(self.max_delay, self.base_delay * 2 ** max(0, failures - 1))
-        return rng.uniform(0.0, ceiling)
+        jittered = rng.uniform(0.0, ceiling)
+        if retry_after is not None:
+            return max(min(max(0.0, retry_after), self.retry_after_cap), jittered)
+        return jittered
 
     def delay_before_retry(
         self,
