@@ -392,3 +392,38 @@ def test_reconciliation_checks_settled_runs_against_coastys_current_figures(
     record.refresh_from_db()
     assert record.status == "discrepancy"
     assert (record.ledger_captured_cents, record.upstream_credits_charged) == (15, 20)
+
+
+def test_housekeeping_picks_up_what_a_crash_left_behind(
+    funded_team, make_member, coasty, monkeypatch
+):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    enqueued = []
+    monkeypatch.setattr(services, "async_task", lambda func, *args: enqueued.append((func, *args)))
+    user = make_member(funded_team)
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+
+    # a pending run whose submit task was lost
+    stuck, _ = _launch(funded_team, user)
+    Run.objects.filter(pk=stuck.pk).update(created_at=long_ago)
+    # a live run past its deadline (plus grace) that no event or webhook has ended
+    overdue = _accepted_run(funded_team, user, coasty, deadline_seconds=60)
+    Run.objects.filter(pk=overdue.pk).update(accepted_at=long_ago, last_event_at=timezone.now())
+    # a run that ended but was never settled
+    ended = _accepted_run(funded_team, user, coasty)
+    Run.objects.filter(pk=ended.pk).update(status=RunStatus.SUCCEEDED)
+    # a live run within its deadline and followed by nobody
+    fresh = _accepted_run(funded_team, user, coasty, deadline_seconds=3600)
+    Run.objects.filter(pk=fresh.pk).update(last_event_at=timezone.now())
+
+    counts = services.runs_housekeeping()
+
+    assert ("runs.tasks.submit_run", str(stuck.pk)) in enqueued
+    assert ("runs.tasks.settle_run", str(overdue.pk)) in enqueued
+    assert ("runs.tasks.settle_run", str(ended.pk)) in enqueued
+    assert ("runs.tasks.settle_run", str(fresh.pk)) not in enqueued
+    assert ("runs.tasks.follow_runs",) in enqueued
+    assert counts["submit"] == 1 and counts["settle"] == 2
