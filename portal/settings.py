@@ -226,6 +226,10 @@ RUNS_FOLLOW_BUDGET_SECONDS = env.float("RUNS_FOLLOW_BUDGET_SECONDS", default=50.
 RUNS_FOLLOW_CAPACITY = env.int("RUNS_FOLLOW_CAPACITY", default=500)
 RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["workers"] // 2))
 
+# `make bench` only: serve /bench/ok, a bare endpoint (no database) that the webhook intake is
+# measured against. Off everywhere else.
+BENCH_ENDPOINTS = env.bool("PORTAL_BENCH_ENDPOINTS", default=False)
+
 # --- Logging ------------------------------------------------------------------------------------
 
 LOGGING = {
