@@ -44,7 +44,7 @@ def django_env(db: str = BENCH_DB, **extra: str) -> dict[str, str]:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "PORTAL_VAR_DIR": str(VAR),
         "CONN_MAX_AGE": "600",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "ERROR",
         "PYTHONPATH": str(REPO),
         "PYTHONUNBUFFERED": "1",
     }
