@@ -246,8 +246,14 @@ class Transfer(models.Model):
             # The team's ledger, newest first, paged by id (keyset).
             models.Index(fields=["team", "id"], name="billing_xfer_team_id"),
             models.Index(fields=["team", "kind", "id"], name="billing_xfer_team_kind_id"),
-            # Date filters and the spend-per-day / this-month sums.
-            models.Index(fields=["team", "kind", "created_at"], name="billing_xfer_team_kind_time"),
+            # Date filters and the spend-per-day / this-month sums. amount_cents rides along in
+            # the index (INCLUDE, PostgreSQL) so those sums are index-only scans: on a team with
+            # a million transfers the wallet page's month of captures is ~65,000 rows.
+            models.Index(
+                fields=["team", "kind", "created_at"],
+                include=["amount_cents"],
+                name="billing_xfer_team_kind_time",
+            ),
             models.Index(fields=["team", "created_at"], name="billing_xfer_team_time"),
             models.Index(fields=["run_id"], name="billing_xfer_run"),
             models.Index(

@@ -38,41 +38,57 @@ class WalletSummary:
     low_balance: bool
 
 
-def wallet_summary(team: Team) -> WalletSummary:
-    """The team's balances, in one query (scalar subqueries on the team row)."""
+def wallet_summary(team: Team, *, month_cents: int | None = None) -> WalletSummary:
+    """The team's balances, in one query (scalar subqueries on the team row).
+
+    `month_cents`, when the caller already summed this month's captures (the wallet page does,
+    from the same scan as its chart), is used instead of summing them again.
+    """
 
     def account(kind: str, column: str = "balance_cents") -> Subquery:
         return Subquery(Account.objects.filter(team=OuterRef("pk"), kind=kind).values(column)[:1])
 
-    month = (
-        Transfer.objects.filter(
-            team=OuterRef("pk"), kind=TransferKind.CAPTURE, created_at__gte=_month_start()
+    figures = {
+        "available": account(AccountKind.AVAILABLE),
+        "threshold": account(AccountKind.AVAILABLE, "low_balance_threshold_cents"),
+        "held": account(AccountKind.HELD),
+        "spent": account(AccountKind.SPEND),
+    }
+    if month_cents is None:
+        month = (
+            Transfer.objects.filter(
+                team=OuterRef("pk"), kind=TransferKind.CAPTURE, created_at__gte=_month_start()
+            )
+            .order_by()
+            .values("team")
+            .annotate(s=Sum("amount_cents"))
+            .values("s")
         )
-        .order_by()
-        .values("team")
-        .annotate(s=Sum("amount_cents"))
-        .values("s")
-    )
-    row = (
-        Team.objects.filter(pk=team.pk)
-        .annotate(
-            available=account(AccountKind.AVAILABLE),
-            threshold=account(AccountKind.AVAILABLE, "low_balance_threshold_cents"),
-            held=account(AccountKind.HELD),
-            spent=account(AccountKind.SPEND),
-            month=Subquery(month[:1]),
-        )
-        .values("available", "threshold", "held", "spent", "month")
-        .get()
-    )
+        figures["month"] = Subquery(month[:1])
+    row = Team.objects.filter(pk=team.pk).annotate(**figures).values(*figures).get()
     return _summary(
         team.pk,
         available=row["available"],
         threshold=row["threshold"],
         held=row["held"],
         spent=row["spent"],
-        month=row["month"],
+        month=row["month"] if month_cents is None else month_cents,
     )
+
+
+def wallet_with_spend(team: Team, days: int = 30) -> tuple[WalletSummary, list["DaySpend"]]:
+    """The wallet page's figures: the summary and the last `days` days of spend, in two queries.
+
+    This month's spend is the sum of its days, taken from the same per-day scan as the chart
+    (widened to the first of the month when that is further back), instead of a second scan of
+    the same captures.
+    """
+    today = timezone.localdate()
+    month_start = today.replace(day=1)
+    window = max(days, (today - month_start).days + 1)
+    spend = spend_per_day(team, days=window)
+    month = sum(day.cents for day in spend if day.day >= month_start)
+    return wallet_summary(team, month_cents=month), spend[-days:]
 
 
 def _summary(team_id, *, available, threshold, held, spent, month) -> WalletSummary:
