@@ -48,11 +48,22 @@ def wallet_summary(team: Team, *, month_cents: int | None = None) -> WalletSumma
     def account(kind: str, column: str = "balance_cents") -> Subquery:
         return Subquery(Account.objects.filter(team=OuterRef("pk"), kind=kind).values(column)[:1])
 
+    def shards(kind: str) -> Subquery:
+        """The sum over the team's shards of a sharded kind (held, spend)."""
+        total = (
+            Account.objects.filter(team=OuterRef("pk"), kind=kind)
+            .order_by()
+            .values("team")
+            .annotate(s=Sum("balance_cents"))
+            .values("s")
+        )
+        return Subquery(total[:1])
+
     figures = {
         "available": account(AccountKind.AVAILABLE),
         "threshold": account(AccountKind.AVAILABLE, "low_balance_threshold_cents"),
-        "held": account(AccountKind.HELD),
-        "spent": account(AccountKind.SPEND),
+        "held": shards(AccountKind.HELD),
+        "spent": shards(AccountKind.SPEND),
     }
     if month_cents is None:
         month = (
@@ -174,9 +185,9 @@ def _summaries(team_ids: list[int] | None) -> tuple[dict[int, WalletSummary], di
         if kind == AccountKind.AVAILABLE:
             team["available"], team["threshold"] = balance, level
         elif kind == AccountKind.HELD:
-            team["held"] = balance
+            team["held"] += balance  # summed over the team's shards
         elif kind == AccountKind.SPEND:
-            team["spent"] = balance
+            team["spent"] += balance
     ids = team_ids if team_ids is not None else list(figures)
     return {team_id: _summary(team_id, **figures.get(team_id, EMPTY)) for team_id in ids}, org
 

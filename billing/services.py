@@ -19,6 +19,7 @@ runs wait.
 """
 
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -46,7 +47,7 @@ from billing.locks import (
     take_from_hold,
 )
 from billing.models import (
-    TEAM_ACCOUNT_KINDS,
+    SHARDED_KINDS,
     Account,
     AccountKind,
     Hold,
@@ -221,7 +222,9 @@ def hold_place(
     user, label = _cause(caused_by)
     try:
         with transaction.atomic():
-            accounts = _team_accounts(team.pk)
+            # The hold's money sits on one of the team's held/spend shards, the same one on
+            # every retry of this placement (it follows from the reference).
+            accounts = _team_accounts(team.pk, shard=account_shard(reference))
             # Lock 1 (the hold): the INSERT takes the reference's unique-index entry, so a second
             # placement of the same hold waits here for the first, then fails as a duplicate.
             available, held = accounts[AccountKind.AVAILABLE], accounts[AccountKind.HELD]
@@ -672,12 +675,9 @@ def _close(
 
     The caller holds the hold's lock. Returns the release transfer (None when nothing was left).
     """
-    accounts = _team_accounts(hold.team_id)
-    held, spend, available = (
-        accounts[AccountKind.HELD],
-        accounts[AccountKind.SPEND],
-        accounts[AccountKind.AVAILABLE],
-    )
+    # The rest goes back from the hold's own shard, where its money sits.
+    held, spend = hold.held_account_id, hold.spend_account_id
+    available = _team_accounts(hold.team_id)[AccountKind.AVAILABLE]
     captured_now = step_price_cents * len(captures)
     rest = hold.remaining_cents - captured_now
     common = {
@@ -780,29 +780,45 @@ def _enqueue_low_balance_email(**kwargs) -> None:
     async_task("billing.tasks.send_low_balance_email", **kwargs)
 
 
-def _team_accounts(team_id: int) -> dict[str, int]:
-    """The team's account ids by kind, created on first use (idempotent under the unique
-    constraint: a concurrent creator's rows win and ours are skipped)."""
-    ids = dict(Account.objects.filter(team_id=team_id).values_list("kind", "pk"))
-    if len(ids) < len(TEAM_ACCOUNT_KINDS):
+def account_shard(reference: str) -> int:
+    """Which of the team's held/spend shards a hold with this reference uses (stable)."""
+    return zlib.crc32(reference.encode()) % max(1, settings.BILLING_ACCOUNT_SHARDS)
+
+
+def _team_accounts(team_id: int, shard: int | None = None) -> dict[str, int]:
+    """The team's account ids by kind: the available account, and with a `shard` the held and
+    spend accounts of that shard. Created on first use (idempotent under the unique constraint:
+    a concurrent creator's rows win and ours are skipped)."""
+    wanted = {(AccountKind.AVAILABLE.value, 0)}
+    if shard is not None:
+        wanted |= {(kind.value, shard) for kind in SHARDED_KINDS}
+
+    def found() -> dict[tuple[str, int], int]:
+        rows = Account.objects.filter(team_id=team_id, shard__in={0, shard or 0}).values_list(
+            "kind", "shard", "pk"
+        )
+        return {(kind, n): pk for kind, n, pk in rows if (kind, n) in wanted}
+
+    ids = found()
+    if len(ids) < len(wanted):
         threshold = settings.BILLING_LOW_BALANCE_THRESHOLD_CENTS
         Account.objects.bulk_create(
             [
                 Account(
                     team_id=team_id,
                     kind=kind,
+                    shard=n,
                     low_balance_threshold_cents=threshold if kind == AccountKind.AVAILABLE else 0,
                     # An empty new wallet is already "below": its banner shows, but no email
                     # until it has been topped up and drops again.
                     low_balance_alerted=kind == AccountKind.AVAILABLE and threshold > 0,
                 )
-                for kind in TEAM_ACCOUNT_KINDS
-                if kind not in ids
+                for kind, n in sorted(wanted - set(ids))
             ],
             ignore_conflicts=True,
         )
-        ids = dict(Account.objects.filter(team_id=team_id).values_list("kind", "pk"))
-    return ids
+        ids = found()
+    return {kind: pk for (kind, _n), pk in ids.items()}
 
 
 def _org_account(kind: str) -> int:
