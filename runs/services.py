@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Field, Model, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_q.tasks import async_task
@@ -635,14 +635,21 @@ def _run_locked_for_webhook(run_id) -> Run | None:
 
 @functools.cache
 def _webhook_lock_sql() -> str:
-    meta = Run._meta
-    columns = ", ".join(
-        connection.ops.quote_name(meta.get_field(name).column) for name in _WEBHOOK_RUN_FIELDS
-    )
+    columns = ", ".join(_column(Run, name) for name in _WEBHOOK_RUN_FIELDS)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    table = connection.ops.quote_name(meta.db_table)
-    pk = connection.ops.quote_name(meta.pk.column)
+    table = connection.ops.quote_name(Run._meta.db_table)
+    pk = _column(Run, "id")
     return f"SELECT {columns} FROM {table} WHERE {pk} = %s{lock}"  # noqa: S608 - names only
+
+
+def _field(model: type[Model], name: str) -> Field:
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field
+
+
+def _column(model: type[Model], name: str) -> str:
+    return connection.ops.quote_name(str(_field(model, name).column))
 
 
 def _delivery_insert(
@@ -672,9 +679,8 @@ def _delivery_insert(
     }
     columns, params = [], []
     for name, value in values.items():
-        field = meta.get_field(name)
-        columns.append(connection.ops.quote_name(field.column))
-        params.append(field.get_db_prep_save(value, connection))
+        columns.append(_column(WebhookDelivery, name))
+        params.append(_field(WebhookDelivery, name).get_db_prep_save(value, connection))
     # Only column and table names are formatted in (S608); every value is a parameter.
     sql = (
         f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
