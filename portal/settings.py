@@ -213,7 +213,7 @@ COASTY_STEP_PRICES_CENTS = {"v1": 8, "v3": 5, "v4": 5, "v5": 5}
 BILLING_TOP_UP_MAX_CENTS = env.int("BILLING_TOP_UP_MAX_CENTS", default=1_000_000)
 # How many held and spend accounts each team's holds are spread over (billing/models.py): the
 # captures of concurrent runs of one team lock one of these instead of all queuing on one row.
-BILLING_ACCOUNT_SHARDS = env.int("BILLING_ACCOUNT_SHARDS", default=16)
+BILLING_ACCOUNT_SHARDS = env.int("BILLING_ACCOUNT_SHARDS", default=64)
 # A new team's low-balance alert level; billing admins change it per team.
 BILLING_LOW_BALANCE_THRESHOLD_CENTS = env.int("BILLING_LOW_BALANCE_THRESHOLD_CENTS", default=500)
 # Dotted path of a function(hold) -> billing.reconciliation.UpstreamReport | None giving fresh

@@ -90,3 +90,30 @@ def test_a_batch_is_one_statement_on_postgresql(team, requires_postgres, django_
             reference=hold.reference, steps=[1, 2, 3, 4], amount_cents=5, caused_by="run:x"
         )
     assert captured_steps(hold) == [1, 2, 3, 4]
+
+
+# --- The wallet's spend per day -------------------------------------------------------------
+
+
+def test_spend_per_day_counts_closed_days_once_and_today_always(team):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.selectors import spend_per_day
+
+    # given a step charged two days ago
+    top_up(team, 1000)
+    hold = place_hold(team, 50)
+    old = services.hold_capture(reference=hold.reference, step=1, amount_cents=5, caused_by="x")
+    Transfer.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    first = spend_per_day(team, days=30)
+    assert [d.cents for d in first][-3:] == [5, 0, 0]
+    # when more steps are charged today (the closed days now come from the cache)
+    services.hold_capture(reference=hold.reference, step=2, amount_cents=5, caused_by="x")
+    services.hold_capture(reference=hold.reference, step=3, amount_cents=5, caused_by="x")
+    again = spend_per_day(team, days=30)
+    # then today counts them, and the closed days are unchanged
+    assert [d.cents for d in again][-3:] == [5, 0, 10]
+    assert sum(d.cents for d in again) == 15
+    assert [d.day for d in again] == [d.day for d in first]
