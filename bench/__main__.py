@@ -1,6 +1,7 @@
 """`make bench`: every benchmark, each in its own process, then one table and results.json.
 
     python -m bench [webhook ingest ledger pages launch]
+    python -m bench --markdown      # bench/results.json as a Markdown table
 
 Each benchmark starts from a fresh `portal_bench` database (the pages dataset lives in
 `portal_bench_pages` and is kept). Figures are compared with their limits measured in the same
@@ -66,7 +67,28 @@ def table(figures: list[dict]) -> str:
     return "\n".join(lines)
 
 
+GOALS = {">=": "≥ limit", "<=": "≤ limit"}
+
+
+def markdown(figures: list[dict]) -> str:
+    """The table of bench/results.json as Markdown (for the README)."""
+    lines = [
+        "| figure | value | limit | ratio | goal | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in figures:
+        goal = GOALS.get(f["goal"]) or f"≥ {f['goal'][2:-1]} % of limit"
+        lines.append(
+            f"| {f['name']} | {f['value']:,.1f} {f['unit']} | {f['limit']:,.1f} | "
+            f"{f['ratio']:.2f} | {goal} | {'yes' if f['met'] else '**no**'} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--markdown"]:
+        print(markdown(json.loads(RESULTS.read_text())))
+        return 0
     chosen = argv or list(BENCHMARKS)
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:
