@@ -600,7 +600,7 @@ def webhook_receive(
                 )
                 return WebhookAnswer(200, "duplicate")
             if changed:
-                run.save(update_fields=changed)
+                _run_status_save(run)
             if run.is_terminal and run.settled_at is None:
                 _enqueue("runs.tasks.settle_run", str(run.pk))
             return WebhookAnswer(200, outcome)
@@ -652,6 +652,19 @@ def _column(model: type[Model], name: str) -> str:
     return connection.ops.quote_name(str(_field(model, name).column))
 
 
+_DELIVERY_COLUMNS = (
+    "run_id",
+    "received_at",
+    "headers",
+    "body",
+    "body_sha256",
+    "verdict",
+    "event",
+    "dedupe_key",
+    "result",
+)
+
+
 def _delivery_insert(
     run_id,
     headers: dict[str, str],
@@ -665,30 +678,56 @@ def _delivery_insert(
 ) -> bool:
     """Store one delivery; False when its dedupe key was taken (a duplicate), and then nothing
     is stored. One INSERT ... ON CONFLICT DO NOTHING RETURNING: no savepoint, no second query."""
-    meta = WebhookDelivery._meta
-    values = {
-        "run_id": run_id,
-        "received_at": timezone.now(),
-        "headers": headers,
-        "body": body,
-        "body_sha256": digest,
-        "verdict": verdict,
-        "event": event,
-        "dedupe_key": dedupe_key,
-        "result": result[:2000],
-    }
-    columns, params = [], []
-    for name, value in values.items():
-        columns.append(_column(WebhookDelivery, name))
-        params.append(_field(WebhookDelivery, name).get_db_prep_save(value, connection))
-    # Only column and table names are formatted in (S608); every value is a parameter.
-    sql = (
-        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING RETURNING id"
+    values = (
+        run_id,
+        timezone.now(),
+        headers,
+        body,
+        digest,
+        verdict,
+        event,
+        dedupe_key,
+        result[:2000],
     )
+    params = [
+        _field(WebhookDelivery, name).get_db_prep_save(value, connection)
+        for name, value in zip(_DELIVERY_COLUMNS, values, strict=True)
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_delivery_insert_sql(), params)
         return cursor.fetchone() is not None
+
+
+@functools.cache
+def _delivery_insert_sql() -> str:
+    columns = ", ".join(_column(WebhookDelivery, name) for name in _DELIVERY_COLUMNS)
+    table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
+    marks = ", ".join(["%s"] * len(_DELIVERY_COLUMNS))
+    # Only column and table names are formatted in (S608); every value is a parameter.
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608
+        "ON CONFLICT DO NOTHING RETURNING id"
+    )
+
+
+def _run_status_save(run: Run) -> None:
+    """Write the status fields a webhook moves (one UPDATE, its SQL built once): what
+    run.save(update_fields=...) does, without compiling the statement on every delivery."""
+    params = [
+        _field(Run, name).get_db_prep_save(getattr(run, name), connection)
+        for name in _WEBHOOK_STATUS_FIELDS
+    ]
+    params.append(_field(Run, "id").get_db_prep_save(run.pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(_run_status_sql(), params)
+
+
+@functools.cache
+def _run_status_sql() -> str:
+    columns = ", ".join(f"{_column(Run, name)} = %s" for name in _WEBHOOK_STATUS_FIELDS)
+    table = connection.ops.quote_name(Run._meta.db_table)
+    # Only column and table names are formatted in (S608); every value is a parameter.
+    return f"UPDATE {table} SET {columns} WHERE {_column(Run, 'id')} = %s"  # noqa: S608
 
 
 # --- Cancel and resume ----------------------------------------------------------------------
