@@ -99,8 +99,8 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--runs", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
     setup_django()
     from django.db.models import Count
