@@ -15,6 +15,8 @@ rate is events / time until the last batch was handled. Goal: ingest >= 50 % of 
 Concurrency: `--streams` live slow runs; a follower in a process of its own (a worker process)
 follows them all; its peak RSS is read from /proc while the simulator counts open streams.
 Goal: >= 500 streams per process in <= 300 MB.
+
+BENCH_PROFILE=1 prints a cProfile of the storing thread during the ingest rounds.
 """
 
 import argparse
