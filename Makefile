@@ -42,5 +42,10 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The benchmarks of issue 8 (README "Benchmarks"): PostgreSQL on 127.0.0.1:5432 and Redis on
+# 127.0.0.1:6379 (database 5); prints a table and writes bench/results.json.
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache .mypy_cache test-artifacts

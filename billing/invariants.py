@@ -158,9 +158,14 @@ def _held_matches_open_holds() -> list[str]:
         .order_by()
     )
     problems = []
-    for team_id, slug, balance in Account.objects.filter(kind=AccountKind.HELD).values_list(
-        "team_id", "team__slug", "balance_cents"
-    ):
+    # A team's held money is the sum of its held shards.
+    held = (
+        Account.objects.filter(kind=AccountKind.HELD)
+        .values_list("team_id", "team__slug")
+        .annotate(balance=Sum("balance_cents"))
+        .order_by()
+    )
+    for team_id, slug, balance in held:
         reserved = open_by_team.pop(team_id, 0)
         if balance != reserved:
             problems.append(

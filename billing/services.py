@@ -9,14 +9,17 @@ returns the transfer (or hold) that the first call wrote. When the first call is
 on another connection, the duplicate waits on the unique index (or the hold row) until it commits.
 
 Locks are taken in the global order described in `billing.locks`: hold row, then the transfer's
-idempotency key, then accounts in primary-key order. Hot path: a step capture is three
-statements (a guarded UPDATE ... RETURNING of the hold, the INSERT of the transfer, one UPDATE of
-both balances that locks them first) and keeps the team's hot `held` row locked only for that
-last statement and the commit. Callers that capture inside their own transaction should capture
-last: whatever they do after it extends the time the team's other runs wait.
+idempotency key, then accounts in primary-key order. Hot path: a step capture is a guarded
+UPDATE ... RETURNING of the hold, the INSERT of the transfer, and one UPDATE of both balances that
+locks them first. On PostgreSQL the three are ONE statement (`billing.locks.capture_steps`), so
+outside a transaction the team's hot `held` row is locked only while the server runs it and
+commits; on SQLite they are three statements in a transaction. Callers that capture inside their
+own transaction should capture last: whatever they do after it extends the time the team's other
+runs wait.
 """
 
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Union
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -36,9 +39,15 @@ from billing.errors import (
     InsufficientFunds,
     InvalidAmount,
 )
-from billing.locks import change_balances, in_lock_order, lock_hold, take_from_hold
+from billing.locks import (
+    capture_steps,
+    change_balances,
+    in_lock_order,
+    lock_hold,
+    take_from_hold,
+)
 from billing.models import (
-    TEAM_ACCOUNT_KINDS,
+    SHARDED_KINDS,
     Account,
     AccountKind,
     Hold,
@@ -213,7 +222,9 @@ def hold_place(
     user, label = _cause(caused_by)
     try:
         with transaction.atomic():
-            accounts = _team_accounts(team.pk)
+            # The hold's money sits on one of the team's held/spend shards, the same one on
+            # every retry of this placement (it follows from the reference).
+            accounts = _team_accounts(team.pk, shard=account_shard(reference))
             # Lock 1 (the hold): the INSERT takes the reference's unique-index entry, so a second
             # placement of the same hold waits here for the first, then fails as a duplicate.
             available, held = accounts[AccountKind.AVAILABLE], accounts[AccountKind.HELD]
@@ -261,33 +272,14 @@ def hold_capture(*, reference: str, step: int, amount_cents: int, caused_by: Cau
     hold is settled.
     """
     _check_cents(amount_cents, what="A capture")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise InvalidAmount("A step number is a whole number from 1.")
+    _check_step(step)
     user, label = _cause(caused_by)
     key = f"capture:{reference}:{step}"
     try:
-        with transaction.atomic():
-            # Lock 1 (the hold): counts the step as captured if it fits in what is left.
-            target = take_from_hold(reference, amount_cents)
-            if target is None:
-                raise _NoRoom
-            # Lock 2 (the key): a duplicate of this step fails here and rolls back the hold.
-            transfer = Transfer.objects.create(
-                idempotency_key=key,
-                kind=TransferKind.CAPTURE,
-                debit_account_id=target.held_account_id,
-                credit_account_id=target.spend_account_id,
-                amount_cents=amount_cents,
-                team_id=target.team_id,
-                hold_id=target.hold_id,
-                run_id=target.run_id,
-                step=step,
-                reference=reference,
-                caused_by_user=user,
-                caused_by=label,
-            )
-            # Lock 3 (the team's held and spend accounts): one statement, then commit.
-            _post({target.held_account_id: -amount_cents, target.spend_account_id: amount_cents})
+        if connection.vendor == "postgresql":
+            transfer = _capture_in_one_statement(reference, [step], amount_cents, user, label)[0]
+        else:
+            transfer = _capture_in_three_statements(reference, step, amount_cents, user, label)
     except (IntegrityError, _NoRoom) as exc:
         first = _first_transfer(key)
         if first is not None:
@@ -302,6 +294,124 @@ def hold_capture(*, reference: str, step: int, amount_cents: int, caused_by: Cau
             reference, current.remaining_cents, amount_cents, settled=not current.is_open
         ) from None
     return transfer
+
+
+def hold_capture_steps(
+    *, reference: str, steps: list[int], amount_cents: int, caused_by: CausedBy
+) -> dict[int, Transfer | None]:
+    """Charge several completed steps of one hold at once: {step: its capture, or None when the
+    hold could not pay for it}. Each step is charged at most once, exactly as `hold_capture`.
+
+    The event follower brings a run's steps in batches; on PostgreSQL the whole batch is one
+    statement when none of the steps was charged before and the hold has room for all of them
+    (the usual case). Anything else (a replayed step, a hold running out) falls back to one
+    `hold_capture` per step, lowest first, whose rules then decide step by step.
+    """
+    _check_cents(amount_cents, what="A capture")
+    steps = sorted(set(steps))
+    for step in steps:
+        _check_step(step)
+    user, label = _cause(caused_by)
+    if len(steps) > 1 and connection.vendor == "postgresql":
+        try:
+            transfers = _capture_in_one_statement(reference, steps, amount_cents, user, label)
+        except (IntegrityError, _NoRoom):
+            pass  # nothing was written: decide step by step below
+        else:
+            return dict(zip(steps, transfers, strict=True))
+    results: dict[int, Transfer | None] = {}
+    for step in steps:
+        try:
+            results[step] = hold_capture(
+                reference=reference, step=step, amount_cents=amount_cents, caused_by=caused_by
+            )
+        except HoldExceeded:
+            results[step] = None
+    return results
+
+
+def _capture_in_one_statement(
+    reference: str, steps: list[int], amount_cents: int, user, label: str
+) -> list[Transfer]:
+    """PostgreSQL: the capture as one statement (billing.locks.capture_steps). Outside a
+    transaction it commits on its own, which keeps the hot accounts locked for the shortest
+    time; inside the caller's transaction a savepoint undoes it alone when it is refused."""
+    created_at = timezone.now()
+
+    def capture():
+        return capture_steps(
+            reference,
+            steps,
+            amount_cents,
+            caused_by_user_id=user.pk if user is not None else None,
+            caused_by=label,
+            created_at=created_at,
+        )
+
+    if connection.in_atomic_block:
+        with transaction.atomic():
+            captured = capture()
+    else:
+        captured = capture()
+    if captured is None:
+        raise _NoRoom
+    transfers = []
+    for step in steps:
+        transfer = Transfer(
+            id=captured.transfer_ids[step],
+            idempotency_key=f"capture:{reference}:{step}",
+            kind=TransferKind.CAPTURE,
+            debit_account_id=captured.held_account_id,
+            credit_account_id=captured.spend_account_id,
+            amount_cents=amount_cents,
+            team_id=captured.team_id,
+            hold_id=captured.hold_id,
+            run_id=captured.run_id,
+            step=step,
+            reference=reference,
+            memo="",
+            caused_by_user=user,
+            caused_by=label,
+            created_at=created_at,
+        )
+        transfer._state.adding = False  # it is in the database, as if loaded from it
+        transfer._state.db = connection.alias
+        transfers.append(transfer)
+    return transfers
+
+
+def _capture_in_three_statements(
+    reference: str, step: int, amount_cents: int, user, label: str
+) -> Transfer:
+    """SQLite (no data-modifying CTEs): the same capture as three statements in a transaction."""
+    with transaction.atomic():
+        # Lock 1 (the hold): counts the step as captured if it fits in what is left.
+        target = take_from_hold(reference, amount_cents)
+        if target is None:
+            raise _NoRoom
+        # Lock 2 (the key): a duplicate of this step fails here and rolls back the hold.
+        transfer = Transfer.objects.create(
+            idempotency_key=f"capture:{reference}:{step}",
+            kind=TransferKind.CAPTURE,
+            debit_account_id=target.held_account_id,
+            credit_account_id=target.spend_account_id,
+            amount_cents=amount_cents,
+            team_id=target.team_id,
+            hold_id=target.hold_id,
+            run_id=target.run_id,
+            step=step,
+            reference=reference,
+            caused_by_user=user,
+            caused_by=label,
+        )
+        # Lock 3 (the team's held and spend accounts): one statement, then commit.
+        _post({target.held_account_id: -amount_cents, target.spend_account_id: amount_cents})
+    return transfer
+
+
+def _check_step(step: int) -> None:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise InvalidAmount("A step number is a whole number from 1.")
 
 
 def hold_release(*, reference: str, caused_by: CausedBy) -> Transfer | None:
@@ -565,12 +675,9 @@ def _close(
 
     The caller holds the hold's lock. Returns the release transfer (None when nothing was left).
     """
-    accounts = _team_accounts(hold.team_id)
-    held, spend, available = (
-        accounts[AccountKind.HELD],
-        accounts[AccountKind.SPEND],
-        accounts[AccountKind.AVAILABLE],
-    )
+    # The rest goes back from the hold's own shard, where its money sits.
+    held, spend = hold.held_account_id, hold.spend_account_id
+    available = _team_accounts(hold.team_id)[AccountKind.AVAILABLE]
     captured_now = step_price_cents * len(captures)
     rest = hold.remaining_cents - captured_now
     common = {
@@ -673,29 +780,45 @@ def _enqueue_low_balance_email(**kwargs) -> None:
     async_task("billing.tasks.send_low_balance_email", **kwargs)
 
 
-def _team_accounts(team_id: int) -> dict[str, int]:
-    """The team's account ids by kind, created on first use (idempotent under the unique
-    constraint: a concurrent creator's rows win and ours are skipped)."""
-    ids = dict(Account.objects.filter(team_id=team_id).values_list("kind", "pk"))
-    if len(ids) < len(TEAM_ACCOUNT_KINDS):
+def account_shard(reference: str) -> int:
+    """Which of the team's held/spend shards a hold with this reference uses (stable)."""
+    return zlib.crc32(reference.encode()) % max(1, settings.BILLING_ACCOUNT_SHARDS)
+
+
+def _team_accounts(team_id: int, shard: int | None = None) -> dict[str, int]:
+    """The team's account ids by kind: the available account, and with a `shard` the held and
+    spend accounts of that shard. Created on first use (idempotent under the unique constraint:
+    a concurrent creator's rows win and ours are skipped)."""
+    wanted = {(AccountKind.AVAILABLE.value, 0)}
+    if shard is not None:
+        wanted |= {(kind.value, shard) for kind in SHARDED_KINDS}
+
+    def found() -> dict[tuple[str, int], int]:
+        rows = Account.objects.filter(team_id=team_id, shard__in={0, shard or 0}).values_list(
+            "kind", "shard", "pk"
+        )
+        return {(kind, n): pk for kind, n, pk in rows if (kind, n) in wanted}
+
+    ids = found()
+    if len(ids) < len(wanted):
         threshold = settings.BILLING_LOW_BALANCE_THRESHOLD_CENTS
         Account.objects.bulk_create(
             [
                 Account(
                     team_id=team_id,
                     kind=kind,
+                    shard=n,
                     low_balance_threshold_cents=threshold if kind == AccountKind.AVAILABLE else 0,
                     # An empty new wallet is already "below": its banner shows, but no email
                     # until it has been topped up and drops again.
                     low_balance_alerted=kind == AccountKind.AVAILABLE and threshold > 0,
                 )
-                for kind in TEAM_ACCOUNT_KINDS
-                if kind not in ids
+                for kind, n in sorted(wanted - set(ids))
             ],
             ignore_conflicts=True,
         )
-        ids = dict(Account.objects.filter(team_id=team_id).values_list("kind", "pk"))
-    return ids
+        ids = found()
+    return {kind: pk for (kind, _n), pk in ids.items()}
 
 
 def _org_account(kind: str) -> int:

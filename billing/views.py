@@ -83,7 +83,7 @@ def wallet(request: HttpRequest, slug: str) -> HttpResponse:
         before=_cursor(request, "before"),
         after=_cursor(request, "after"),
     )
-    summary = selectors.wallet_summary(team)
+    summary, spend = selectors.wallet_with_spend(team, days=30)
     return render(
         request,
         "billing/wallet.html",
@@ -91,7 +91,7 @@ def wallet(request: HttpRequest, slug: str) -> HttpResponse:
             "team": team,
             "membership": getattr(request, "membership", None),
             "summary": summary,
-            "chart": spend_chart(selectors.spend_per_day(team, days=30)),
+            "chart": spend_chart(spend),
             "filter_form": filter_form,
             "filter_query": filter_form.query_string(),
             "filtered": filter_form.filters().active,

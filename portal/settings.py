@@ -211,6 +211,9 @@ COASTY_READ_TIMEOUT = env.float("COASTY_READ_TIMEOUT", default=30.0)
 COASTY_STEP_PRICES_CENTS = {"v1": 8, "v3": 5, "v4": 5, "v5": 5}
 # The largest single top-up a billing admin can make ($10,000 by default): a typo guard.
 BILLING_TOP_UP_MAX_CENTS = env.int("BILLING_TOP_UP_MAX_CENTS", default=1_000_000)
+# How many held and spend accounts each team's holds are spread over (billing/models.py): the
+# captures of concurrent runs of one team lock one of these instead of all queuing on one row.
+BILLING_ACCOUNT_SHARDS = env.int("BILLING_ACCOUNT_SHARDS", default=64)
 # A new team's low-balance alert level; billing admins change it per team.
 BILLING_LOW_BALANCE_THRESHOLD_CENTS = env.int("BILLING_LOW_BALANCE_THRESHOLD_CENTS", default=500)
 # Dotted path of a function(hold) -> billing.reconciliation.UpstreamReport | None giving fresh
@@ -276,6 +279,9 @@ SPECTACULAR_SETTINGS = {
         "TransferKindEnum": "billing.models.TransferKind",
     },
 }
+# `make bench` only: serve /bench/ok, a bare endpoint (no database) that the webhook intake is
+# measured against. Off everywhere else.
+BENCH_ENDPOINTS = env.bool("PORTAL_BENCH_ENDPOINTS", default=False)
 
 # --- Logging ------------------------------------------------------------------------------------
 

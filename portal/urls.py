@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -53,3 +54,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("runs.urls")),
 ]
+
+if settings.BENCH_ENDPOINTS:
+    # `make bench` only: the bare endpoint the webhook intake is measured against.
+    urlpatterns.insert(0, path("bench/ok", views.bench_ok, name="bench_ok"))

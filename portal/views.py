@@ -8,6 +8,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal import services
@@ -238,3 +239,14 @@ def _check_broker() -> dict:
         "kind": "redis" if "redis" in broker.info().lower() else "orm",
         "queued": queued,
     }
+
+
+@csrf_exempt
+def bench_ok(request: HttpRequest) -> JsonResponse:
+    """`make bench` only (settings.BENCH_ENDPOINTS): the floor of any view in this deployment.
+
+    It goes through the same middleware as the webhook view, reads the body as that view does,
+    answers the same shape, and touches no database.
+    """
+    _ = request.body
+    return JsonResponse({"ok": True, "message": "ok"})

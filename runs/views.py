@@ -1,13 +1,9 @@
-import hashlib
-import json
 import logging
-import time
 import uuid
 from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -20,11 +16,8 @@ from billing.selectors import wallet_summary
 from portal.access import require_role, team_view
 from portal.models import Role
 from runs import selectors, services
-from runs.coasty import WebhookSignatureError, verify
-from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
-from runs.crypto import SecretUnreadable, decrypt_secret
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
-from runs.models import CuaVersion, Run, RunEvent, RunStatus, WebhookDelivery
+from runs.models import CuaVersion, Run, RunEvent, RunStatus
 from runs.upstream import webhooks_disabled_reason
 
 logger = logging.getLogger(__name__)
@@ -241,95 +234,21 @@ def run_resume(request: HttpRequest, run_id) -> HttpResponse:
 
 # --- Webhooks ---------------------------------------------------------------------------------
 
-KEPT_HEADERS = (
-    "content-type",
-    "user-agent",
-    "coasty-signature",
-    "x-coasty-signature",
-    "x-coasty-request-id",
-)
-
 
 @csrf_exempt
 @require_POST
 def coasty_webhook(request: HttpRequest, run_id) -> JsonResponse:
-    """Coasty's signed delivery for one run: store it, verify it, apply it once, answer fast.
+    """Coasty's signed delivery for one run: verified, stored and applied once, answered fast.
 
-    Follows dj-stripe's order: the raw delivery is stored first, outside the processing
-    transaction, so a refused or failing delivery leaves a record; then it is verified with the
-    run's own secret; then applied in its own transaction. Nothing is applied unless verified.
+    See services.webhook_receive for the order of things; nothing is applied unless verified.
     """
-    run = Run.objects.filter(pk=run_id).first()
-    if run is None:
-        return _webhook_answer(404, "unknown run")
     body = request.body
     if len(body) > WEBHOOK_MAX_BYTES:
+        if not Run.objects.filter(pk=run_id).exists():
+            return _webhook_answer(404, "unknown run")
         return _webhook_answer(413, "payload too large")
-    delivery = WebhookDelivery.objects.create(
-        run=run,
-        headers={k: v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
-        body=body,
-        body_sha256=hashlib.sha256(body).hexdigest(),
-    )
-    if not run.webhook_secret_encrypted:
-        # Coasty knows the run before we stored its answer (a lost response): ask it to retry.
-        return _webhook_refuse(
-            delivery, WebhookDelivery.Verdict.DEFERRED, 409, "run not yet accepted here"
-        )
-    header = (
-        request.headers.get("Coasty-Signature") or request.headers.get("X-Coasty-Signature") or ""
-    )
-    try:
-        verify(header, body, [decrypt_secret(run.webhook_secret_encrypted)], now=time.time())
-    except WebhookSignatureMalformed as exc:
-        return _webhook_refuse(delivery, WebhookDelivery.Verdict.MALFORMED, 400, str(exc))
-    except WebhookSignatureStale as exc:
-        return _webhook_refuse(delivery, WebhookDelivery.Verdict.STALE, 400, str(exc))
-    except (WebhookSignatureError, SecretUnreadable) as exc:
-        return _webhook_refuse(delivery, WebhookDelivery.Verdict.BAD_SIGNATURE, 401, str(exc))
-    try:
-        payload = json.loads(body)
-        if not isinstance(payload, dict):
-            raise ValueError("body is not a JSON object")
-    except ValueError as exc:
-        return _webhook_refuse(delivery, WebhookDelivery.Verdict.MALFORMED, 400, f"bad JSON: {exc}")
-    if str(payload.get("run_id")) != run.upstream_id:
-        return _webhook_refuse(
-            delivery, WebhookDelivery.Verdict.MALFORMED, 400, "run_id does not match this run"
-        )
-    delivery.event = str(payload.get("event") or "")[:64]
-    try:
-        with transaction.atomic():
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(
-                dedupe_key=delivery.body_sha256, event=delivery.event
-            )
-    except IntegrityError:
-        _webhook_record(delivery, WebhookDelivery.Verdict.DUPLICATE, "same body already applied")
-        return _webhook_answer(200, "duplicate")
-    try:
-        outcome = services.run_apply_webhook(run=run, payload=payload)
-    except Exception as exc:
-        logger.exception("webhook %s for run %s failed", delivery.pk, run.pk)
-        # Let a redelivery try again: the dedupe key is cleared with the failure recorded.
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(dedupe_key=None)
-        _webhook_record(delivery, WebhookDelivery.Verdict.FAILED, f"{type(exc).__name__}: {exc}")
-        return _webhook_answer(500, "processing failed; redeliver")
-    _webhook_record(delivery, WebhookDelivery.Verdict.ACCEPTED, outcome)
-    return _webhook_answer(200, outcome)
-
-
-def _webhook_record(delivery: WebhookDelivery, verdict: str, result: str) -> None:
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(
-        verdict=verdict, result=result[:2000], event=delivery.event
-    )
-
-
-def _webhook_refuse(delivery, verdict, status: int, reason: str) -> JsonResponse:
-    logger.warning(
-        "webhook %s for run %s refused (%s): %s", delivery.pk, delivery.run_id, verdict, reason
-    )
-    _webhook_record(delivery, verdict, reason)
-    return _webhook_answer(status, reason)
+    answer = services.webhook_receive(run_id=run_id, body=body, headers=dict(request.headers))
+    return _webhook_answer(answer.status, answer.message)
 
 
 def _webhook_answer(status: int, message: str) -> JsonResponse:

@@ -42,7 +42,8 @@ def at_once(count, work):
 
 
 def balance(team, kind):
-    return Account.objects.get(team=team, kind=kind).balance_cents
+    """The team's balance of a kind (held and spend summed over their shards)."""
+    return sum(Account.objects.filter(team=team, kind=kind).values_list("balance_cents", flat=True))
 
 
 def test_fifty_holds_on_a_wallet_that_affords_ten_leave_exactly_ten(requires_postgres):
@@ -181,5 +182,12 @@ def test_two_teams_creating_accounts_at_once_get_one_set_each(requires_postgres)
     # then each team has exactly one account of each kind and all the money
     assert errors == {}
     for team in teams:
-        assert Account.objects.filter(team=team).count() == 3
+        assert Account.objects.filter(team=team).count() == 1
         assert balance(team, AccountKind.AVAILABLE) == 1000
+    # when 20 holds arrive at once on one of them, each creating its shard's accounts lazily
+    _results, errors = at_once(20, lambda i: place_hold(teams[0], 10))
+    # then every held and spend shard in use exists once, and holds all the held money
+    assert errors == {}
+    shards = {services.account_shard(h.reference) for h in Hold.objects.filter(team=teams[0])}
+    assert Account.objects.filter(team=teams[0]).count() == 1 + 2 * len(shards)
+    assert balance(teams[0], AccountKind.HELD) == 200

@@ -27,7 +27,11 @@ pytestmark = pytest.mark.django_db
 
 
 def balances(team) -> dict[str, int]:
-    return dict(Account.objects.filter(team=team).values_list("kind", "balance_cents"))
+    """The team's balance by kind (held and spend summed over their shards)."""
+    totals: dict[str, int] = {}
+    for kind, balance in Account.objects.filter(team=team).values_list("kind", "balance_cents"):
+        totals[kind] = totals.get(kind, 0) + balance
+    return totals
 
 
 def org_balance(kind) -> int:
@@ -640,12 +644,42 @@ def test_accounts_are_created_once_per_team():
     team = TeamFactory()
     top_up(team, 100)
     top_up(team, 100)
-    # then it has exactly one account of each kind
-    assert sorted(Account.objects.filter(team=team).values_list("kind", flat=True)) == [
-        "available",
-        "held",
-        "spend",
-    ]
+    # then it has exactly one available account (held and spend come with the first hold)
+    assert list(Account.objects.filter(team=team).values_list("kind", flat=True)) == ["available"]
+
+
+def test_holds_spread_over_held_and_spend_shards_each_created_once(team, settings):
+    # given a team whose holds are spread over four shards
+    settings.BILLING_ACCOUNT_SHARDS = 4
+    top_up(team, 10_000)
+    # when twenty runs place their holds and charge a step each
+    holds = [place_hold(team, 100) for _ in range(20)]
+    for hold in holds:
+        services.hold_capture(reference=hold.reference, step=1, amount_cents=5, caused_by="x")
+    # then each hold's money sits on the held and spend accounts of its own shard
+    accounts = Account.objects.filter(team=team).exclude(kind="available")
+    shards = {(a.kind, a.shard) for a in accounts}
+    assert len(shards) == accounts.count()  # one account per kind and shard
+    assert {n for _kind, n in shards} <= {0, 1, 2, 3}
+    assert len({n for _kind, n in shards}) > 1
+    for hold in holds:
+        assert (hold.held_account.kind, hold.spend_account.kind) == ("held", "spend")
+        assert (
+            hold.held_account.shard
+            == hold.spend_account.shard
+            == services.account_shard(hold.reference)
+        )
+    # and the team's held and spent money is the sum over the shards
+    from billing.selectors import wallet_summary
+
+    summary = wallet_summary(team)
+    assert (summary.held_cents, summary.spent_cents) == (20 * 95, 20 * 5)
+    assert (summary.available_cents) == 10_000 - 20 * 100
+    # when every hold is settled, each shard's held balance is back to zero
+    for hold in holds:
+        services.hold_release(reference=hold.reference, caused_by="x")
+    assert set(accounts.filter(kind="held").values_list("balance_cents", flat=True)) == {0}
+    assert wallet_summary(team).available_cents == 10_000 - 20 * 5
 
 
 def test_an_adjustment_key_reused_for_the_other_direction_is_refused(team, billing_admin):

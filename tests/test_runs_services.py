@@ -427,3 +427,44 @@ def test_housekeeping_picks_up_what_a_crash_left_behind(
     assert ("runs.tasks.settle_run", str(fresh.pk)) not in enqueued
     assert ("runs.tasks.follow_runs",) in enqueued
     assert counts["submit"] == 1 and counts["settle"] == 2
+
+
+# --- Batches: the follower hands over many events of a run at once --------------------------
+
+
+def test_one_batch_of_many_steps_charges_each_step_once(funded_team, make_member, coasty):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty, max_steps=10)
+    events = [IncomingEvent(1, "status", {"status": "running"})]
+    for step in range(1, 6):
+        events += _step_events(2 + 5 * (step - 1), step)
+    # when the whole batch arrives, then half of it again, then all of it again
+    services.events_ingest(run_id=run.pk, events=events)
+    services.events_ingest(run_id=run.pk, events=events[10:])
+    services.events_ingest(run_id=run.pk, events=events)
+    run.refresh_from_db()
+    assert (run.steps_completed, run.charged_cents, run.last_seq) == (5, 25, 26)
+    assert RunEvent.objects.filter(run=run).count() == len(events)
+    assert _wallet(funded_team) == (5000 - 50, 25, 25)
+
+
+def test_steps_beyond_max_steps_in_a_batch_are_not_charged(funded_team, make_member, coasty):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty, max_steps=2)
+    events = [*_step_events(1, 1), *_step_events(6, 2), *_step_events(11, 3)]
+    services.events_ingest(run_id=run.pk, events=events)
+    run.refresh_from_db()
+    assert (run.steps_completed, run.charged_cents) == (2, 10)
+    assert _wallet(funded_team) == (5000 - 10, 0, 10)
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(
+    funded_team, make_member, coasty, requires_postgres, django_assert_max_num_queries
+):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty, max_steps=50)
+    events = []
+    for step in range(1, 31):
+        events += _step_events(1 + 5 * (step - 1), step)
+    # lock the run, store 150 events, charge 30 steps, read the hold, save the run
+    with django_assert_max_num_queries(9):
+        services.events_ingest(run_id=run.pk, events=events)
+    run.refresh_from_db()
+    assert (run.steps_completed, run.charged_cents) == (30, 150)

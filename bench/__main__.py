@@ -1,0 +1,128 @@
+"""`make bench`: every benchmark, each in its own process, then one table and results.json.
+
+    python -m bench [webhook ingest ledger pages launch]
+    python -m bench --markdown      # bench/results.json as a Markdown table
+
+Each benchmark starts from a fresh `portal_bench` database (the pages dataset lives in
+`portal_bench_pages` and is kept). Figures are compared with their limits measured in the same
+run (see bench/common.py Figure).
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+from bench.common import BENCH_DB, PY, REPO, VAR, django_env, recreate_database
+
+BENCHMARKS = ("webhook", "ingest", "ledger", "pages", "launch")
+RESULTS = REPO / "bench" / "results.json"
+KEYS = ("name", "value", "unit", "limit", "ratio", "goal", "met")
+
+
+def run_one(name: str) -> tuple[list[dict], str]:
+    recreate_database(BENCH_DB)
+    log = VAR / f"bench-{name}.log"
+    started = time.perf_counter()
+    with open(log, "w") as err:
+        done = subprocess.run(
+            [PY, "-m", f"bench.{name}"],
+            cwd=REPO,
+            env=django_env(),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=300,
+        )
+    seconds = time.perf_counter() - started
+    figures = []
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH-FIGURES "):
+            figures += json.loads(line.removeprefix("BENCH-FIGURES "))
+    status = f"{name}: {seconds:.0f} s" + (
+        f", exit {done.returncode} (see {log})" if done.returncode else ""
+    )
+    return figures, status
+
+
+def table(figures: list[dict]) -> str:
+    rows = [("figure", "value", "limit", "ratio", "goal", "met")]
+    for f in figures:
+        rows.append(
+            (
+                f["name"],
+                f"{f['value']:,.1f} {f['unit']}",
+                f"{f['limit']:,.1f}",
+                f"{f['ratio']:.2f}",
+                f["goal"],
+                "yes" if f["met"] else "NO",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if n == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+GOALS = {">=": "≥ limit", "<=": "≤ limit"}
+
+
+def markdown(figures: list[dict]) -> str:
+    """The table of bench/results.json as Markdown (for the README)."""
+    lines = [
+        "| figure | value | limit | ratio | goal | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in figures:
+        goal = GOALS.get(f["goal"]) or f"≥ {f['goal'][2:-1]} % of limit"
+        lines.append(
+            f"| {f['name']} | {f['value']:,.1f} {f['unit']} | {f['limit']:,.1f} | "
+            f"{f['ratio']:.2f} | {goal} | {'yes' if f['met'] else '**no**'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--markdown"]:
+        print(markdown(json.loads(RESULTS.read_text())))
+        return 0
+    chosen = argv or list(BENCHMARKS)
+    unknown = set(chosen) - set(BENCHMARKS)
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    VAR.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    # DEBUG is off in the benchmarks (production settings): the pages need collected statics.
+    subprocess.run(
+        [PY, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=REPO,
+        env=django_env(),
+        check=True,
+    )
+    figures, statuses = [], []
+    for name in chosen:
+        print(f"running {name} ...", flush=True)
+        found, status = run_one(name)
+        figures += found
+        statuses.append(status)
+        for figure in found:
+            print(
+                f"  {figure['name']}: {figure['value']:,.1f} {figure['unit']} (limit {figure['limit']:,.1f}, {'met' if figure['met'] else 'NOT met'}) {figure.get('note', '')}",
+                flush=True,
+            )
+    total = time.perf_counter() - started
+    RESULTS.write_text(json.dumps([{k: f[k] for k in KEYS} for f in figures], indent=2) + "\n")
+    print()
+    print(table(figures))
+    print()
+    print("; ".join(statuses) + f"; total {total:.0f} s. Written to {RESULTS.relative_to(REPO)}.")
+    failed = any("exit" in status for status in statuses)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

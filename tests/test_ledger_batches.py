@@ -1,0 +1,119 @@
+"""Capturing several steps of one hold at once (billing.services.hold_capture_steps), as the
+event follower does for each batch of a run's events: each step is still charged at most once,
+and a step the hold cannot pay for is refused alone."""
+
+import pytest
+
+from billing import services
+from billing.models import Hold, Transfer, TransferKind
+from tests.factories import place_hold, top_up
+
+pytestmark = pytest.mark.django_db
+
+
+def captured_steps(hold):
+    return sorted(
+        Transfer.objects.filter(hold=hold, kind=TransferKind.CAPTURE).values_list("step", flat=True)
+    )
+
+
+def test_a_batch_of_new_steps_charges_each_once(team):
+    # given an open hold for ten steps
+    top_up(team, 1000)
+    hold = place_hold(team, 50)
+    # when three steps arrive together
+    result = services.hold_capture_steps(
+        reference=hold.reference, steps=[3, 1, 2], amount_cents=5, caused_by="run:x"
+    )
+    # then each is one capture under its own key
+    assert sorted(result) == [1, 2, 3]
+    assert all(t is not None and t.step == n for n, t in result.items())
+    assert captured_steps(hold) == [1, 2, 3]
+    hold.refresh_from_db()
+    assert (hold.captured_cents, hold.captured_steps) == (15, 3)
+    # and the returned transfers are the stored ones
+    assert {t.pk for t in result.values()} == set(
+        Transfer.objects.filter(hold=hold, kind=TransferKind.CAPTURE).values_list("pk", flat=True)
+    )
+
+
+def test_a_batch_that_repeats_charged_steps_charges_only_the_new_ones(team):
+    # given steps 1 and 2 were charged already
+    top_up(team, 1000)
+    hold = place_hold(team, 50)
+    first = services.hold_capture_steps(
+        reference=hold.reference, steps=[1, 2], amount_cents=5, caused_by="run:x"
+    )
+    # when a replayed batch brings 1, 2 and 3
+    again = services.hold_capture_steps(
+        reference=hold.reference, steps=[1, 2, 3], amount_cents=5, caused_by="run:x"
+    )
+    # then 1 and 2 return their first captures and only 3 is charged
+    assert again[1].pk == first[1].pk and again[2].pk == first[2].pk
+    assert captured_steps(hold) == [1, 2, 3]
+    hold.refresh_from_db()
+    assert hold.captured_cents == 15
+
+
+def test_a_batch_beyond_the_hold_charges_what_fits_and_refuses_the_rest(team):
+    # given a hold for two steps
+    top_up(team, 1000)
+    hold = place_hold(team, 10)
+    # when three steps arrive together
+    result = services.hold_capture_steps(
+        reference=hold.reference, steps=[1, 2, 3], amount_cents=5, caused_by="run:x"
+    )
+    # then the first two are charged and the third is refused, alone
+    assert result[1] is not None and result[2] is not None
+    assert result[3] is None
+    assert captured_steps(hold) == [1, 2]
+    assert Hold.objects.get(pk=hold.pk).remaining_cents == 0
+
+
+def test_a_batch_after_settle_charges_nothing(team):
+    top_up(team, 1000)
+    hold = place_hold(team, 50)
+    services.hold_release(reference=hold.reference, caused_by="x")
+    result = services.hold_capture_steps(
+        reference=hold.reference, steps=[1, 2], amount_cents=5, caused_by="run:x"
+    )
+    assert result == {1: None, 2: None}
+    assert captured_steps(hold) == []
+
+
+def test_a_batch_is_one_statement_on_postgresql(team, requires_postgres, django_assert_num_queries):
+    top_up(team, 1000)
+    hold = place_hold(team, 50)
+    # one statement (plus the savepoint pair of the test's transaction)
+    with django_assert_num_queries(3):
+        services.hold_capture_steps(
+            reference=hold.reference, steps=[1, 2, 3, 4], amount_cents=5, caused_by="run:x"
+        )
+    assert captured_steps(hold) == [1, 2, 3, 4]
+
+
+# --- The wallet's spend per day -------------------------------------------------------------
+
+
+def test_spend_per_day_counts_closed_days_once_and_today_always(team):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.selectors import spend_per_day
+
+    # given a step charged two days ago
+    top_up(team, 1000)
+    hold = place_hold(team, 50)
+    old = services.hold_capture(reference=hold.reference, step=1, amount_cents=5, caused_by="x")
+    Transfer.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    first = spend_per_day(team, days=30)
+    assert [d.cents for d in first][-3:] == [5, 0, 0]
+    # when more steps are charged today (the closed days now come from the cache)
+    services.hold_capture(reference=hold.reference, step=2, amount_cents=5, caused_by="x")
+    services.hold_capture(reference=hold.reference, step=3, amount_cents=5, caused_by="x")
+    again = spend_per_day(team, days=30)
+    # then today counts them, and the closed days are unchanged
+    assert [d.cents for d in again][-3:] == [5, 0, 10]
+    assert sum(d.cents for d in again) == 15
+    assert [d.day for d in again] == [d.day for d in first]
