@@ -7,19 +7,7 @@ accounts, transfers, holds and reconciliations are read-only here: no add, chang
 from django.contrib import admin
 
 from billing.models import Account, Hold, Reconciliation, Transfer
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    show_full_result_count = False  # no COUNT(*) over the whole ledger on every list page
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from portal.readonly_admin import ReadOnlyAdmin
 
 
 @admin.register(Account)

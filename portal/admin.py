@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from portal.models import ApiToken, IdempotentRequest, Membership, MembershipChange, Team
+from portal.readonly_admin import ReadOnlyAdmin
 from portal.services import api_token_revoke
 
 
@@ -77,7 +78,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(MembershipChange)
-class MembershipChangeAdmin(admin.ModelAdmin):
+class MembershipChangeAdmin(ReadOnlyAdmin):
     """The audit trail: read-only, like every history in the portal."""
 
     list_display = [
@@ -91,18 +92,9 @@ class MembershipChangeAdmin(admin.ModelAdmin):
     ]
     list_filter = ["action", "team"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ReadOnlyAdmin):
     """Tokens are made by their owners; here they are listed, and can be revoked in bulk."""
 
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
@@ -113,14 +105,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = fields  # never the hash: nothing here helps anyone rebuild a token
     actions = ["revoke"]
 
-    def has_add_permission(self, request):
-        return False
-
     def has_change_permission(self, request, obj=None):
         return obj is None  # the list (and its action), not the edit form
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):
@@ -130,7 +116,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdempotentRequest)
-class IdempotentRequestAdmin(admin.ModelAdmin):
+class IdempotentRequestAdmin(ReadOnlyAdmin):
     """API requests made with an Idempotency-Key, for looking into a client's retries."""
 
     list_display = [
@@ -144,12 +130,3 @@ class IdempotentRequestAdmin(admin.ModelAdmin):
     ]
     search_fields = ["=key", "user__username", "path"]
     list_select_related = ["user"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

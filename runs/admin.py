@@ -1,19 +1,7 @@
 from django.contrib import admin
 
+from portal.readonly_admin import ReadOnlyAdmin
 from runs.models import FollowerSlot, Run, RunEvent, WebhookDelivery
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History is for reading: operators search and inspect, the services write."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class RunEventInline(admin.TabularInline):
