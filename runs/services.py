@@ -335,6 +335,8 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
         new_steps: list[int] = []
         for event in events:
             data = _as_dict(event.data)
+            if event.type in _TEXT_EVENTS:  # their words land in the run's own columns
+                data = _without_nul(data)
             at = _parse_at(data.get("at"))
             if event.type == "status":
                 _apply_status(run, str(data.get("status", "")), seq=event.seq, at=at)
@@ -395,7 +397,10 @@ def _events_store(run: Run, events: list[IncomingEvent]) -> None:
     """
     if connection.vendor != "postgresql":
         RunEvent.objects.bulk_create(
-            [RunEvent(run=run, seq=e.seq, type=e.type[:32], data=_as_dict(e.data)) for e in events],
+            [
+                RunEvent(run=run, seq=e.seq, type=e.type[:32], data=_without_nul(_as_dict(e.data)))
+                for e in events
+            ],
             ignore_conflicts=True,
         )
         return
@@ -404,6 +409,15 @@ def _events_store(run: Run, events: list[IncomingEvent]) -> None:
         separators=(",", ":"),
         default=str,
     )
+    if "\\u0000" in rows:  # rare: only then walk the data (see _without_nul)
+        rows = json.dumps(
+            [
+                {"seq": e.seq, "type": e.type[:32], "data": _without_nul(_as_dict(e.data))}
+                for e in events
+            ],
+            separators=(",", ":"),
+            default=str,
+        )
     with connection.cursor() as cursor:
         cursor.execute(_events_insert_sql(), [run.pk, timezone.now(), rows])
 
@@ -434,29 +448,30 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+_TEXT_EVENTS = frozenset({"awaiting_human", "text", "error"})
+
+
+def _without_nul(value: Any) -> Any:
+    """The event's data with NUL characters replaced by U+FFFD.
+
+    PostgreSQL's jsonb refuses "\\u0000"; one such character from upstream would otherwise fail
+    the run's every batch, and its stream would stall on that event for good.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _step_number(data: dict[str, Any]) -> int | None:
     for key in ("step", "steps_completed"):
         value = data.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
-
-
-def run_apply_webhook(*, run: Run, payload: dict[str, Any]) -> str:
-    """Apply a verified webhook body; returns what it did, in words, for the delivery row.
-
-    Webhooks carry no seq: a terminal state is applied (terminal states are final) and the
-    money is settled from GET /v1/runs/{id}, never from this body; an awaiting_human is applied
-    only when Coasty's timestamp on it is newer than the status we have.
-    """
-    with transaction.atomic():
-        locked = Run.objects.select_for_update().only(*_WEBHOOK_RUN_FIELDS).get(pk=run.pk)
-        outcome, changed = _webhook_apply(locked, payload)
-        if changed:
-            locked.save(update_fields=changed)
-        if locked.is_terminal and locked.settled_at is None:
-            _enqueue("runs.tasks.settle_run", str(locked.pk))
-    return outcome
 
 
 # What the webhook path reads of a run: enough to verify a delivery and move the status, not the
@@ -493,8 +508,14 @@ WEBHOOK_KEPT_HEADERS = (
 
 
 def _webhook_apply(run: Run, payload: dict[str, Any]) -> tuple[str, list[str]]:
-    """Move `run` (locked, in memory) as the webhook says: (what happened in words, the fields
-    to save, empty when nothing moved)."""
+    """Move `run` (locked, in memory) as a verified webhook says: (what happened in words, the
+    fields to save, empty when nothing moved).
+
+    Webhooks carry no seq: a terminal state is applied (terminal states are final) and the
+    money is settled from GET /v1/runs/{id}, never from this body; an awaiting_human is applied
+    only when Coasty's timestamp on it is newer than the status we have.
+    """
+    payload = _without_nul(payload)
     status = str(payload.get("status") or "")
     event = str(payload.get("event") or "")
     if event == "run.awaiting_human" and not status:
@@ -844,7 +865,8 @@ def run_settle(*, run_id) -> Run:
         return run
     if run.status == RunStatus.SUBMIT_FAILED or not run.upstream_id:
         return run
-    upstream = coasty().get_run(run.upstream_id)  # outside any transaction: never hold locks on I/O
+    # Outside any transaction: never hold locks on I/O.
+    upstream = _without_nul(coasty().get_run(run.upstream_id))
     upstream_status = str(upstream.get("status") or "")
     if upstream_status not in UPSTREAM_TERMINAL_STATUSES:
         logger.info("run %s: not settled, Coasty says it is still %s", run.pk, upstream_status)

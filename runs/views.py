@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -124,7 +125,7 @@ def _initial_from(request: HttpRequest) -> dict:
         return {}
     try:
         source = Run.objects.get(pk=source_id, team=request.team)
-    except (Run.DoesNotExist, ValueError):
+    except (Run.DoesNotExist, ValueError, ValidationError):  # unknown, or not a run id at all
         return {}
     return {
         "machine_id": source.machine_id,

@@ -222,3 +222,10 @@ def test_launch_form_falls_back_to_typing_when_coasty_is_down(setup, client_for)
     page = client_for(setup["member"]).get(reverse("run_launch", args=["research"]))
     assert page.status_code == 200
     assert "machine list is unavailable right now; type the machine id" in page.content.decode()
+
+
+def test_run_again_with_a_malformed_id_is_an_empty_form(setup, client_for):
+    page = client_for(setup["member"]).get(
+        reverse("run_launch", args=["research"]) + "?from=not-a-uuid"
+    )
+    assert page.status_code == 200

@@ -304,12 +304,24 @@ def test_cancel_of_an_ended_run_is_refused_with_a_reason(funded_team, make_membe
         services.run_request_cancel(run=run, user=None)
 
 
+def _webhook(run, payload):
+    """Deliver `payload` as Coasty would: signed with the run's own secret (FakeCoasty's)."""
+    import json
+    import time
+
+    from runs.coasty import signature_header
+
+    body = json.dumps(payload).encode()
+    header = signature_header(f"whsec_{run.upstream_id}", int(time.time()), body)
+    return services.webhook_receive(run_id=run.pk, body=body, headers={"Coasty-Signature": header})
+
+
 def test_an_older_stream_event_does_not_undo_a_newer_webhook(funded_team, make_member, coasty):
     # given the awaiting_human webhook arrived before the stream's earlier events were stored
     run = _accepted_run(funded_team, make_member(funded_team), coasty)
-    services.run_apply_webhook(
-        run=run,
-        payload={
+    _webhook(
+        run,
+        {
             "event": "run.awaiting_human",
             "run_id": run.upstream_id,
             "status": "awaiting_human",
@@ -317,6 +329,7 @@ def test_an_older_stream_event_does_not_undo_a_newer_webhook(funded_team, make_m
             "created_at": "2026-11-28T10:00:05Z",
         },
     )
+    run.refresh_from_db()
     services.run_request_resume(run=run, user=None, note="solved")
 
     # when the stream then delivers the older "running" status (seq 2) and the pause (seq 8)
@@ -355,9 +368,9 @@ def test_a_late_awaiting_human_webhook_does_not_pause_a_resumed_run(
         ],
     )
 
-    outcome = services.run_apply_webhook(
-        run=run,
-        payload={
+    answer = _webhook(
+        run,
+        {
             "event": "run.awaiting_human",
             "run_id": run.upstream_id,
             "status": "awaiting_human",
@@ -366,7 +379,8 @@ def test_a_late_awaiting_human_webhook_does_not_pause_a_resumed_run(
     )
 
     run.refresh_from_db()
-    assert run.status == "running" and outcome.startswith("no change")
+    assert answer.status == 200 and answer.message.startswith("no change")
+    assert run.status == "running"
 
 
 def test_reconciliation_checks_settled_runs_against_coastys_current_figures(
@@ -468,3 +482,22 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
         services.events_ingest(run_id=run.pk, events=events)
     run.refresh_from_db()
     assert (run.steps_completed, run.charged_cents) == (30, 150)
+
+
+def test_an_event_with_a_nul_character_is_stored_and_the_stream_goes_on(
+    funded_team, make_member, coasty
+):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+
+    services.events_ingest(
+        run_id=run.pk,
+        events=[
+            IncomingEvent(1, "text", {"text": "bad\x00byte", "nested": ["\x00"]}),
+            IncomingEvent(2, "status", {"status": "running"}),
+        ],
+    )
+
+    run.refresh_from_db()
+    assert run.last_seq == 2 and run.status == "running"
+    stored = RunEvent.objects.get(run=run, seq=1).data
+    assert stored == {"text": "bad\ufffdbyte", "nested": ["\ufffd"]}
