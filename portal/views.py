@@ -24,6 +24,8 @@ from portal.selectors import (
 )
 
 logger = logging.getLogger(__name__)
+
+NEW_TOKEN_SESSION_KEY = "portal:new-api-token"  # noqa: S105 — a session key's name
 User = get_user_model()
 
 
@@ -160,15 +162,17 @@ def team_member_remove(request: HttpRequest, slug: str, membership_id: int) -> H
 @login_required
 @require_http_methods(["GET", "POST"])
 def account(request: HttpRequest) -> HttpResponse:
-    """The person's account: their teams and their API tokens. POST makes a token and shows it
-    once, in this response; only its hash is kept."""
+    """The person's account: their teams and their API tokens.
+
+    POST makes a token and redirects (so a refresh cannot make a second one); the token rides
+    the session to the next page view, which shows it once and forgets it. Only its hash is kept.
+    """
     form = ApiTokenForm(request.POST or None)
-    new_token = None
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                row, new_token = services.api_token_create(
+                row, secret = services.api_token_create(
                     user=request.user, name=form.cleaned_data["name"]
                 )
             except ValidationError as exc:
@@ -176,7 +180,8 @@ def account(request: HttpRequest) -> HttpResponse:
                 status = 400
             else:
                 logger.info("API token %s made by %s", row.prefix, request.user)
-                form = ApiTokenForm()
+                request.session[NEW_TOKEN_SESSION_KEY] = secret
+                return redirect("account")
         else:
             status = 400
     return render(
@@ -184,7 +189,7 @@ def account(request: HttpRequest) -> HttpResponse:
         "portal/account.html",
         {
             "form": form,
-            "new_token": new_token,
+            "new_token": request.session.pop(NEW_TOKEN_SESSION_KEY, None),
             "tokens": api_tokens_for_user(request.user),
             "memberships": memberships_for_user(request.user),
         },

@@ -121,9 +121,10 @@ def test_account_page_makes_a_token_and_shows_it_once(team, make_member, client_
     bob = make_member(team, username="bob")
     browser = client_for(bob)
 
-    made = browser.post("/account/", {"name": "nightly export"})
+    made = browser.post("/account/", {"name": "nightly export"}, follow=True)
 
-    assert made.status_code == 200
+    # the POST redirects, so a refresh of the page cannot make a second token
+    assert made.redirect_chain == [("/account/", 302)]
     token = made.context["new_token"]
     page = made.content.decode()
     assert token in page
@@ -136,6 +137,7 @@ def test_account_page_makes_a_token_and_shows_it_once(team, make_member, client_
     assert token not in later
     assert row.prefix in later
     assert "never" in later
+    assert ApiToken.objects.filter(user=bob).count() == 1
 
 
 def test_account_page_refuses_a_blank_name(team, make_member, client_for):
