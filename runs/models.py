@@ -30,6 +30,8 @@ TERMINAL_STATUSES = frozenset(
 )
 UPSTREAM_TERMINAL_STATUSES = TERMINAL_STATUSES - {RunStatus.SUBMIT_FAILED}
 LIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.AWAITING_HUMAN})
+# What Coasty itself can say a run is; pending and submit_failed are the portal's own words.
+UPSTREAM_STATUSES = LIVE_STATUSES | UPSTREAM_TERMINAL_STATUSES
 
 # How far along the life of a run a status is. Status only moves to an equal or higher rank;
 # running and awaiting_human share a rank because a run moves between them as often as a human

@@ -45,6 +45,7 @@ from runs.models import (
     LIVE_STATUSES,
     STATUS_RANK,
     TERMINAL_STATUSES,
+    UPSTREAM_STATUSES,
     UPSTREAM_TERMINAL_STATUSES,
     PendingAction,
     Run,
@@ -215,7 +216,13 @@ def run_mark_accepted(*, run_id, upstream: dict[str, Any]) -> Run:
         run.accepted_at = timezone.now()
         run.error = ""
         run.submit_next_at = None
-        _apply_status(run, upstream.get("status") or RunStatus.QUEUED, at=None, force_forward=True)
+        status = upstream.get("status")
+        if status not in UPSTREAM_STATUSES:
+            # Accepted is at least queued: a status we do not know must not leave the run
+            # pending with an upstream id (never followed, submitted again every minute).
+            logger.warning("run %s: Coasty answered status %r; taken as queued", run.pk, status)
+            status = RunStatus.QUEUED
+        _apply_status(run, status, at=None, force_forward=True)
         run.save()
         if run.pending_action == PendingAction.CANCEL:
             _enqueue("runs.tasks.cancel_run_upstream", str(run.pk))
@@ -263,7 +270,9 @@ def _apply_status(
     when both sides carry one, a later Coasty timestamp. A change with neither proof is ignored
     (the stream will bring it).
     """
-    if run.status in TERMINAL_STATUSES or status not in STATUS_RANK:
+    if run.status in TERMINAL_STATUSES or status not in UPSTREAM_STATUSES:
+        # Only Coasty's own statuses move a run: an unknown word, or the portal's pending and
+        # submit_failed (which settle does not handle) arriving from upstream, changes nothing.
         return False
     current, new = STATUS_RANK[RunStatus(run.status)], STATUS_RANK[RunStatus(status)]
     if new < current:
@@ -299,7 +308,10 @@ def _apply_status(
 def _parse_at(value: Any) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:  # well-formed but impossible, like "2026-02-30T00:00:00Z": no time
+        return None
     if parsed is not None and timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, dt.UTC)
     return parsed
@@ -785,8 +797,10 @@ def run_request_resume(*, run: Run, user, note: str = "") -> Run:
                 f"Only a run that is waiting for a human can be resumed; this one is "
                 f"{locked.get_status_display().lower()}."
             )
+        if locked.pending_action == PendingAction.CANCEL:
+            raise RunActionRefused("A cancel is already requested for this run.")
         if locked.pending_action:
-            return locked
+            return locked  # asked twice: one resume
         locked.pending_action = PendingAction.RESUME
         locked.resume_note = note
         locked.save(update_fields=["pending_action", "resume_note"])

@@ -501,3 +501,91 @@ def test_an_event_with_a_nul_character_is_stored_and_the_stream_goes_on(
     assert run.last_seq == 2 and run.status == "running"
     stored = RunEvent.objects.get(run=run, seq=1).data
     assert stored == {"text": "bad\ufffdbyte", "nested": ["\ufffd"]}
+
+
+def test_an_impossible_timestamp_is_ignored_not_a_failed_batch(funded_team, make_member, coasty):
+    # given a run whose stream and webhook stamp a date that does not exist
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+
+    # when the stream brings a pause stamped 30 February, then a webhook says the same
+    services.events_ingest(
+        run_id=run.pk,
+        events=[
+            IncomingEvent(1, "status", {"status": "running"}),
+            IncomingEvent(2, "awaiting_human", {"reason": "captcha", "at": "2026-02-30T00:00:00Z"}),
+        ],
+    )
+    answer = _webhook(
+        run,
+        {
+            "event": "run.succeeded",
+            "run_id": run.upstream_id,
+            "status": "succeeded",
+            "created_at": "2026-13-45T00:00:00Z",
+        },
+    )
+
+    # then both are applied, with our own clock standing in for the impossible one
+    run.refresh_from_db()
+    assert answer.status == 200
+    assert (run.status, run.last_seq) == ("succeeded", 2)
+    assert run.finished_at is not None
+
+
+@pytest.mark.parametrize("word", ["submit_failed", "pending", "provisioning"])
+def test_a_status_coasty_never_sends_changes_nothing(funded_team, make_member, coasty, word):
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+
+    services.events_ingest(
+        run_id=run.pk,
+        events=[
+            IncomingEvent(1, "status", {"status": "running"}),
+            IncomingEvent(2, "status", {"status": word}),
+            IncomingEvent(3, "done", {"status": word}),
+        ],
+    )
+    _webhook(run, {"event": "run.failed", "run_id": run.upstream_id, "status": word})
+
+    # then the run is still live, so the follower and settle still look after its hold
+    run.refresh_from_db()
+    assert run.status == "running" and run.finished_at is None
+    coasty.finish(run.upstream_id, "succeeded", steps=2)
+    services.run_settle(run_id=run.pk)
+    assert _wallet(funded_team) == (4990, 0, 10)
+
+
+def test_an_unknown_status_in_the_create_answer_is_taken_as_queued(
+    funded_team, make_member, coasty
+):
+    # given Coasty answers the create with a status it has not documented
+    original = coasty.create_run_or_recover
+
+    def create(body, *, idempotency_key):
+        result = original(body, idempotency_key=idempotency_key)
+        result.run["status"] = "provisioning"
+        return result
+
+    coasty.create_run_or_recover = create
+
+    # when the run is submitted
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+
+    # then it is accepted and live (followed), not left pending to be submitted again
+    assert run.status == "queued" and run.upstream_id
+    services.run_submit(run_id=run.pk)
+    assert sum(1 for c in coasty.calls if c[0] == "create") == 1
+
+
+def test_resume_while_a_cancel_is_pending_is_refused(funded_team, make_member, coasty):
+    bob = make_member(funded_team)
+    run = _accepted_run(funded_team, bob, coasty)
+    services.events_ingest(
+        run_id=run.pk, events=[IncomingEvent(1, "awaiting_human", {"reason": "captcha"})]
+    )
+    services.run_request_cancel(run=run, user=bob)
+
+    with pytest.raises(services.RunActionRefused, match="cancel is already requested"):
+        services.run_request_resume(run=run, user=bob, note="go on")
+
+    run.refresh_from_db()
+    assert (run.pending_action, run.resume_note) == ("cancel", "")
