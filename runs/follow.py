@@ -41,6 +41,9 @@ LEASE = dt.timedelta(seconds=30)
 RENEW_EVERY = 10.0  # seconds; well inside LEASE so a slow batch never loses a lease
 CLAIM_EVERY = 1.0  # new runs are picked up within about a second
 IDLE_EXIT = 5.0  # a follower with nothing to follow for this long stops early
+# A run whose stream is gone (404) or refused (401) is not claimed again for this long: it is
+# settled from Coasty's record instead, and a bad API key is not hammered once a second.
+GONE_SNOOZE = dt.timedelta(minutes=5)
 BATCH_MAX = 1000
 FOLLOW_SWITCH_INTERVAL = 0.001  # seconds; see Follower.run
 
@@ -115,6 +118,12 @@ def runs_release(owner: str, run_ids) -> None:
     )
 
 
+def runs_snooze(owner: str, run_ids, *, until: dt.datetime) -> None:
+    """Keep the lease on `run_ids` until `until` without following them: nobody claims them
+    before then."""
+    Run.objects.filter(pk__in=list(run_ids), follow_owner=owner).update(follow_lease_until=until)
+
+
 # --- The follower ---------------------------------------------------------------------------
 
 
@@ -150,6 +159,9 @@ class Follower:
         self.client = client or CoastyClient.from_settings()
         self.inbox: queue.Queue = queue.Queue()
         self.active: dict = {}  # run pk -> concurrent future of its stream
+        # Runs whose batch failed to store: their stream is cancelled and whatever it still
+        # sends is dropped, so no later batch can move last_seq past the events not stored.
+        self.failed: set = set()
         self.report = FollowReport()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="follow")
@@ -200,7 +212,9 @@ class Follower:
 
     def _claim(self, stop_at: float) -> None:
         claimed = runs_claim(
-            self.owner, limit=self.capacity - len(self.active), exclude=set(self.active)
+            self.owner,
+            limit=self.capacity - len(self.active),
+            exclude=set(self.active) | self.failed,
         )
         for pk, upstream_id, last_seq in claimed:
             remaining = max(1.0, stop_at - time.monotonic())
@@ -224,7 +238,8 @@ class Follower:
         ended = []
         for kind, pk, payload in items:
             if kind == "event":
-                by_run[pk].append(payload)
+                if pk not in self.failed:
+                    by_run[pk].append(payload)
             else:
                 ended.append((pk, payload))
         close_old_connections()
@@ -233,20 +248,36 @@ class Follower:
                 events_ingest(run_id=pk, events=events)
                 self.report.events += len(events)
             except Exception:
-                # The events stay upstream: the next follower resumes from the last stored seq.
                 logger.exception("run %s: ingest of %s events failed", pk, len(events))
                 self._count_error("ingest")
+                self._give_up(pk)
         for pk, error in ended:
+            if pk in self.failed:
+                # Its lease is left to run out: the run is picked up again, from the last
+                # stored seq, when it does (a batch that keeps failing is retried that often).
+                self.failed.discard(pk)
+                continue
             self.active.pop(pk, None)
-            runs_release(self.owner, [pk])
             if isinstance(error, CoastyNotFound | CoastyAuthError):
                 self._count_error(type(error).__name__)
+                runs_snooze(self.owner, [pk], until=timezone.now() + GONE_SNOOZE)
                 # The stream is gone for good: ask Coasty for the run's final record instead.
                 from django_q.tasks import async_task
 
                 async_task("runs.tasks.settle_run", str(pk))
-            elif error is not None:
-                self._count_error(type(error).__name__)
+            else:
+                runs_release(self.owner, [pk])
+                if error is not None:
+                    self._count_error(type(error).__name__)
+
+    def _give_up(self, pk) -> None:
+        """Stop following `pk` after a batch of its events failed to store. Those events stay
+        upstream; what the stream still sends is dropped, so the stored last_seq stays below
+        the gap and the next follow resumes from it."""
+        self.failed.add(pk)
+        future = self.active.pop(pk, None)
+        if future is not None:
+            future.cancel()
 
     def _count_error(self, name: str) -> None:
         self.report.errors[name] = self.report.errors.get(name, 0) + 1

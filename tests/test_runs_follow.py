@@ -1,7 +1,12 @@
 """The follower: many runs in one process, leases between followers, and hand-over."""
 
-import pytest
+import datetime as dt
 
+import pytest
+from django.db import OperationalError
+from django.utils import timezone
+
+from runs import follow
 from runs.coasty import CoastyClient
 from runs.follow import Follower, runs_claim, runs_needing_follower, runs_release
 from runs.models import Run, RunEvent, RunStatus
@@ -88,3 +93,62 @@ def test_a_follower_resumes_after_the_last_stored_event(sim, team, make_member, 
     assert seqs == list(range(1, run.last_seq + 1))
     assert run.status == RunStatus.SUCCEEDED and run.steps_completed == 12
     assert first_part < run.last_seq, "the first follower saw the whole run: no hand-over tested"
+
+
+def test_a_batch_that_fails_to_store_is_fetched_again_not_skipped(
+    sim, team, make_member, monkeypatch
+):
+    # given a run whose first batch of events fails to store (a database hiccup, say)
+    top_up(team, 100_000)
+    [run_id] = accepted_runs(team, make_member(team), 1, "[steps=6] do it")
+    real_ingest = follow.events_ingest
+    failures = []
+
+    def flaky_ingest(*, run_id, events):
+        if not failures:
+            failures.append([e.seq for e in events])
+            raise OperationalError("database is locked")
+        return real_ingest(run_id=run_id, events=events)
+
+    monkeypatch.setattr(follow, "events_ingest", flaky_ingest)
+
+    # when a follower follows it: it stops following that run and keeps its lease to run out
+    report = Follower(budget_seconds=3, capacity=10).run()
+    run = Run.objects.get(pk=run_id)
+    assert failures and report.errors.get("ingest") == 1
+    assert run.last_seq == 0, "a later batch moved past the events that were not stored"
+    assert run.follow_lease_until is not None
+
+    # and once that lease has run out, the next follower starts again from the last stored seq
+    Run.objects.filter(pk=run_id).update(follow_lease_until=None, follow_owner="")
+    Follower(budget_seconds=20, capacity=10).run()
+
+    # then every event is stored once, in one unbroken sequence, and every step is charged
+    run = Run.objects.get(pk=run_id)
+    seqs = list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, run.last_seq + 1))
+    assert run.status == RunStatus.SUCCEEDED and run.steps_completed == 6
+    assert run.charged_cents == 6 * run.price_cents
+
+
+def test_a_gone_stream_is_settled_and_not_claimed_again_at_once(
+    sim, team, make_member, monkeypatch
+):
+    # given a live run whose stream Coasty no longer knows (404)
+    top_up(team, 100_000)
+    [run_id] = accepted_runs(team, make_member(team), 1, "[forever] [slow] watch")
+    Run.objects.filter(pk=run_id).update(upstream_id="run_gone_for_good")
+    settles = []
+    monkeypatch.setattr(
+        "django_q.tasks.async_task", lambda name, *args, **kw: settles.append((name, args))
+    )
+
+    # when a follower runs for a few seconds (it claims every second)
+    report = Follower(budget_seconds=4, capacity=10).run()
+
+    # then it asked for the run's settle once and left the run alone for minutes
+    assert report.errors.get("CoastyNotFound") == 1
+    assert settles == [("runs.tasks.settle_run", (str(run_id),))]
+    run = Run.objects.get(pk=run_id)
+    assert run.follow_lease_until > timezone.now() + dt.timedelta(minutes=4)
+    assert not runs_needing_follower()
