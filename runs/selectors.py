@@ -118,8 +118,12 @@ def _decode(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, run_id = raw.split("|", 1)
-        return dt.datetime.fromisoformat(stamp), uuid.UUID(run_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        at = dt.datetime.fromisoformat(stamp)
+        if at.tzinfo is None:
+            raise ValueError("a cursor's time carries its zone")
+        # In UTC here, so a made-up time at the edge of the calendar fails now, not in the query.
+        return at.astimezone(dt.UTC), uuid.UUID(run_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursor from exc
 
 

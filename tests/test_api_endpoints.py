@@ -169,6 +169,14 @@ def test_list_filters_by_status_and_pages_by_cursor(world, bob):
         ("limit=ten", "limit"),
         ("cursor=not-a-cursor", "cursor"),
         ("cursor=MjAyNi0xMS0yOFQxODo1MTowMHxub3QtYS11dWlk", "cursor"),
+        (
+            "cursor=MDAwMS0wMS0wMVQwMDowMDowMCswNTowMHwwYjVmMGM1ZS0zYzFhLTRmNGUtOWE1MS0yZjZhM2IxYzlkN2U=",
+            "cursor",
+        ),  # year 1, east of UTC
+        (
+            "cursor=MjAyNi0xMS0yOFQxMDowMDowMHwwYjVmMGM1ZS0zYzFhLTRmNGUtOWE1MS0yZjZhM2IxYzlkN2U=",
+            "cursor",
+        ),  # no zone
     ],
 )
 def test_list_query_errors_are_400(query, field, bob):

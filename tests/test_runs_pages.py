@@ -229,3 +229,34 @@ def test_run_again_with_a_malformed_id_is_an_empty_form(setup, client_for):
         reverse("run_launch", args=["research"]) + "?from=not-a-uuid"
     )
     assert page.status_code == 200
+
+
+def test_runs_list_refuses_dates_and_cursors_at_the_edge_of_the_calendar(
+    team, make_member, client_for
+):
+    import base64
+
+    top_up(team, 1_000)
+    bob = make_member(team, "member", username="bob")
+    services.run_launch(
+        team=team, user=bob, request=LaunchRequest(machine_id="vm", task="kept", max_steps=1)
+    )
+    client = client_for(bob)
+    client.cookies["tz"] = "Asia/Tokyo"
+    url = reverse("run_list", args=["research"])
+
+    # a far date is a form error, not an overflow
+    for dates in ({"until": "9999-12-31"}, {"since": "0001-01-01"}):
+        page = client.get(url, dates)
+        assert page.status_code == 400, dates
+        assert "Pick a date" in page.content.decode()
+
+    # a made-up cursor at year 1, or without a zone, falls back to the newest runs
+    run_id = uuid.uuid4()
+    for stamp in ("0001-01-01T00:00:00+05:00", "2026-11-28T10:00:00"):
+        cursor = base64.urlsafe_b64encode(f"{stamp}|{run_id}".encode()).decode()
+        for key in ("before", "after"):
+            page = client.get(url, {key: cursor})
+            assert page.status_code == 200, (stamp, key)
+            assert [r.task for r in page.context["page"].items] == ["kept"]
+            assert "page link was malformed" in page.content.decode()
