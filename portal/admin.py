@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from portal.forms import TeamAdminForm
 from portal.models import ApiToken, IdempotentRequest, Membership, MembershipChange, Team
 from portal.readonly_admin import ReadOnlyAdmin
 from portal.services import api_token_revoke
@@ -13,6 +14,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
+    form = TeamAdminForm
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}

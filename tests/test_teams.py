@@ -197,3 +197,76 @@ def test_team_switcher_goes_to_the_chosen_team_without_script(
     # then his team opens; a team he is not in, or "All my teams", shows his list
     assert chosen.status_code == 302 and chosen.url == reverse("team_dashboard", args=["research"])
     assert foreign.status_code == 200 and everything.status_code == 200
+
+
+def _routes(patterns, prefix=""):
+    """Every route in the URLconf, as its full path pattern ("teams/<slug:slug>/", …)."""
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if hasattr(pattern, "url_patterns"):
+            yield from _routes(pattern.url_patterns, route)
+        else:
+            yield route
+
+
+def test_every_literal_address_under_teams_is_reserved():
+    from django.urls import get_resolver
+
+    from portal.forms import RESERVED_TEAM_SLUGS
+
+    # given the pages whose address is a fixed word right under /teams/ (like /teams/new/)
+    literals = {
+        route.split("/")[1]
+        for route in _routes(get_resolver().url_patterns)
+        if route.startswith("teams/") and route.count("/") == 2 and "<" not in route
+    }
+
+    # then a team may not take any of those words as its address
+    assert literals  # at least /teams/new/
+    assert literals <= RESERVED_TEAM_SLUGS
+
+
+@pytest.mark.parametrize("form", [{"name": "New", "slug": ""}, {"name": "Fresh", "slug": "new"}])
+def test_team_create_refuses_an_address_the_portal_uses(form, make_member, team, client_for):
+    # given someone allowed to create teams
+    bob = make_member(team, Role.MANAGER)
+    bob.user_permissions.add(Permission.objects.get(codename="add_team"))
+
+    # when they create a team whose address would be /teams/new/
+    response = client_for(bob).post(reverse("team_create"), form)
+
+    # then the form says why, and no team is made (its dashboard would be the create page)
+    assert response.status_code == 200
+    assert "“new” is used by the portal" in response.content.decode()
+    assert not Team.objects.filter(slug="new").exists()
+
+
+def test_admin_refuses_an_address_the_portal_uses(team, client):
+    # given an operator in the admin
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+
+    # when they add a team called "New", and rename an existing team's address to "new"
+    added = client.post(
+        reverse("admin:portal_team_add"),
+        {
+            "name": "New",
+            "slug": "new",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    changed = client.post(
+        reverse("admin:portal_team_change", args=[team.pk]),
+        {
+            "name": "Research",
+            "slug": "new",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+
+    # then both forms come back with the reason, and nothing changed
+    for response in (added, changed):
+        assert response.status_code == 200
+        assert "“new” is used by the portal" in response.content.decode()
+    assert not Team.objects.filter(slug="new").exists()
