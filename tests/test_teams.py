@@ -270,3 +270,42 @@ def test_admin_refuses_an_address_the_portal_uses(team, client):
         assert response.status_code == 200
         assert "“new” is used by the portal" in response.content.decode()
     assert not Team.objects.filter(slug="new").exists()
+
+
+@pytest.fixture
+def creator(make_member, team):
+    bob = make_member(team, Role.MANAGER)
+    bob.user_permissions.add(Permission.objects.get(codename="add_team"))
+    return bob
+
+
+def test_a_long_name_gets_an_address_cut_to_fit(creator, client_for):
+    # given a name whose address would be longer than 50 characters, with a dash at the cut
+    name = "a" * 49 + " quarterly growth experiments"
+
+    # when a team is created with it and no address
+    response = client_for(creator).post(reverse("team_create"), {"name": name, "slug": ""})
+
+    # then the address is the name's, cut to 50 characters, without a dash left at the end
+    created = Team.objects.get(name=name)
+    assert created.slug == "a" * 49
+    assert response.url == reverse("team_members", args=[created.slug])
+
+
+def test_an_address_derived_from_the_name_that_is_taken_is_a_form_error(creator, client_for):
+    # given a team whose address is a long name cut to fit
+    long_name = "Quarterly growth experiments for the north-east region"
+    client_for(creator).post(reverse("team_create"), {"name": long_name, "slug": ""})
+    assert Team.objects.count() == 2  # research and the new one
+
+    # when another team's name leads to a taken address: same beginning, or the same words
+    same_start = client_for(creator).post(
+        reverse("team_create"), {"name": long_name + " and south", "slug": ""}
+    )
+    same_words = client_for(creator).post(reverse("team_create"), {"name": "RESEARCH", "slug": ""})
+
+    # then the form says the address exists, and no team is made
+    for response in (same_start, same_words):
+        assert response.status_code == 200
+        assert "already exists" in response.content.decode()
+    assert Team.objects.count() == 2
