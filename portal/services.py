@@ -66,7 +66,7 @@ def membership_change_role(*, membership: Membership, role: str, actor) -> Membe
             raise ValidationError("That person is no longer a member of this team.")
         if current.role == role:
             return current
-        _refuse_losing_last_manager(locked, leaving=current, new_role=role)
+        refuse_losing_last_manager(locked, leaving=current, new_role=role)
         old_role = current.role
         current.role = role
         current.save(update_fields=["role"])
@@ -90,7 +90,7 @@ def membership_remove(*, membership: Membership, actor) -> None:
         current = next((m for m in locked if m.pk == membership.pk), None)
         if current is None:
             return  # already removed: removing twice is the same as removing once
-        _refuse_losing_last_manager(locked, leaving=current, new_role=None)
+        refuse_losing_last_manager(locked, leaving=current, new_role=None)
         MembershipChange.objects.create(
             team_id=current.team_id,
             actor=actor,
@@ -102,9 +102,11 @@ def membership_remove(*, membership: Membership, actor) -> None:
         current.delete()
 
 
-def _refuse_losing_last_manager(
+def refuse_losing_last_manager(
     memberships: list[Membership], *, leaving: Membership, new_role: str | None
 ) -> None:
+    """Refuse to let `leaving` stop being a manager (new_role None: leave the team) when it is
+    the last manager among `memberships`, the team's memberships, locked by the caller."""
     if leaving.role != Role.MANAGER or new_role == Role.MANAGER:
         return
     managers = [m for m in memberships if m.role == Role.MANAGER]
