@@ -39,10 +39,18 @@ def team_create(*, name: str, slug: str, created_by: AbstractBaseUser | None) ->
 
 
 def membership_add(*, team: Team, user, role: str, actor) -> Membership:
+    already = f"{user.get_username()} is already a member of {team.name}."
     with transaction.atomic():
         if Membership.objects.filter(team=team, user=user).exists():
-            raise ValidationError(f"{user.get_username()} is already a member of {team.name}.")
-        membership = Membership.objects.create(team=team, user=user, role=role)
+            raise ValidationError(already)
+        try:
+            # A savepoint: when another manager's add of the same person commits between the
+            # check above and this insert, the unique constraint refuses it, and on PostgreSQL
+            # the caller's transaction must stay usable after that error.
+            with transaction.atomic():
+                membership = Membership.objects.create(team=team, user=user, role=role)
+        except IntegrityError as exc:
+            raise ValidationError(already) from exc
         MembershipChange.objects.create(
             team=team,
             actor=actor,
