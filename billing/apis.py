@@ -147,8 +147,8 @@ class TopUpApi(APIView):
         def top_up(derived: str | None) -> Response:
             data = TopUpInputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
-            # With an Idempotency-Key, the ledger's own key is derived from it, so even a retry
-            # that finds no stored response (a crash, or after 24 h) adds the money once.
+            # With an Idempotency-Key, the ledger's own key is derived from its reservation, so
+            # even a retry that finds no stored response (after a crash) adds the money once.
             key = f"api:{derived}" if derived else f"api:{uuid.uuid4().hex}"
             try:
                 transfer = services.wallet_top_up(

@@ -1,18 +1,60 @@
 from django.contrib import admin
+from django.forms.models import BaseInlineFormSet
 
-from portal.models import ApiToken, IdempotentRequest, Membership, MembershipChange, Team
+from portal.forms import TeamAdminForm
+from portal.models import ApiToken, IdempotentRequest, Membership, MembershipChange, Role, Team
 from portal.readonly_admin import ReadOnlyAdmin
-from portal.services import api_token_revoke
+from portal.services import api_token_revoke, refuse_losing_last_manager
+
+
+class MembershipInlineFormSet(BaseInlineFormSet):
+    """A team's memberships in its admin page, under the team pages' rule: a team that has a
+    manager keeps one."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors) or self.instance.pk is None:
+            return  # a new team has no manager to lose
+        # Locked like the services do (the admin's change view is one transaction), so two
+        # operators cannot each demote one of the last two managers.
+        staying = list(
+            Membership.objects.filter(team=self.instance).order_by("pk").select_for_update()
+        )
+        before = {m.pk: m for m in staying}
+        leaving = []
+        for form in self.forms:
+            if not form.has_changed():
+                continue
+            current = before.get(form.instance.pk)
+            deleted = self._should_delete_form(form)
+            if current is None:  # a new membership
+                if not deleted:
+                    staying.append(Membership(role=form.cleaned_data["role"]))
+            elif deleted:
+                leaving.append((current, None))
+            elif form.cleaned_data["role"] == Role.MANAGER:
+                current.role = Role.MANAGER  # a promotion counts before anyone steps down
+            elif form.cleaned_data["role"] != current.role:
+                leaving.append((current, form.cleaned_data["role"]))
+        # One change at a time, as if made on the team pages in turn.
+        for membership, new_role in leaving:
+            refuse_losing_last_manager(staying, leaving=membership, new_role=new_role)
+            if new_role is None:
+                staying.remove(membership)
+            else:
+                membership.role = new_role
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
+    formset = MembershipInlineFormSet
     extra = 0
     autocomplete_fields = ["user"]
 
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
+    form = TeamAdminForm
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -75,6 +117,9 @@ class MembershipAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a delete here (or "Delete selected") would leave no MembershipChange row
 
 
 @admin.register(MembershipChange)

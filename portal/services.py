@@ -39,10 +39,18 @@ def team_create(*, name: str, slug: str, created_by: AbstractBaseUser | None) ->
 
 
 def membership_add(*, team: Team, user, role: str, actor) -> Membership:
+    already = f"{user.get_username()} is already a member of {team.name}."
     with transaction.atomic():
         if Membership.objects.filter(team=team, user=user).exists():
-            raise ValidationError(f"{user.get_username()} is already a member of {team.name}.")
-        membership = Membership.objects.create(team=team, user=user, role=role)
+            raise ValidationError(already)
+        try:
+            # A savepoint: when another manager's add of the same person commits between the
+            # check above and this insert, the unique constraint refuses it, and on PostgreSQL
+            # the caller's transaction must stay usable after that error.
+            with transaction.atomic():
+                membership = Membership.objects.create(team=team, user=user, role=role)
+        except IntegrityError as exc:
+            raise ValidationError(already) from exc
         MembershipChange.objects.create(
             team=team,
             actor=actor,
@@ -66,7 +74,7 @@ def membership_change_role(*, membership: Membership, role: str, actor) -> Membe
             raise ValidationError("That person is no longer a member of this team.")
         if current.role == role:
             return current
-        _refuse_losing_last_manager(locked, leaving=current, new_role=role)
+        refuse_losing_last_manager(locked, leaving=current, new_role=role)
         old_role = current.role
         current.role = role
         current.save(update_fields=["role"])
@@ -90,7 +98,7 @@ def membership_remove(*, membership: Membership, actor) -> None:
         current = next((m for m in locked if m.pk == membership.pk), None)
         if current is None:
             return  # already removed: removing twice is the same as removing once
-        _refuse_losing_last_manager(locked, leaving=current, new_role=None)
+        refuse_losing_last_manager(locked, leaving=current, new_role=None)
         MembershipChange.objects.create(
             team_id=current.team_id,
             actor=actor,
@@ -102,9 +110,11 @@ def membership_remove(*, membership: Membership, actor) -> None:
         current.delete()
 
 
-def _refuse_losing_last_manager(
+def refuse_losing_last_manager(
     memberships: list[Membership], *, leaving: Membership, new_role: str | None
 ) -> None:
+    """Refuse to let `leaving` stop being a manager (new_role None: leave the team) when it is
+    the last manager among `memberships`, the team's memberships, locked by the caller."""
     if leaving.role != Role.MANAGER or new_role == Role.MANAGER:
         return
     managers = [m for m in memberships if m.role == Role.MANAGER]

@@ -246,7 +246,7 @@ REST_FRAMEWORK = {
         "api_write": env.str("API_THROTTLE_WRITE", default="60/min"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.rest.parsers.JsonParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "portal.rest.negotiation.JsonOnly",
     "EXCEPTION_HANDLER": "portal.rest.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -107,12 +107,32 @@ def test_launch_validation_is_400_with_fields(body, field, bob):
         b'{"machine_id": "vm-1", "task": "t", "max_steps": NaN}',
         b'{"machine_id": "vm-1", "task": "\\ud800"}',
         b"null",
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"task": ' * 50_000 + b"1" + b"}" * 50_000,
     ],
 )
 def test_malformed_bodies_are_400_never_500(raw, bob):
     response = bob.generic("POST", RUNS_URL, raw, content_type="application/json")
 
     assert error_of(response, 400)["code"] == "VALIDATION_ERROR"
+
+
+def test_json_nested_too_deep_to_parse_is_400_and_reserves_no_key(bob):
+    from portal.models import IdempotentRequest
+
+    # given a body nested deeper than the JSON parser can follow
+    raw = b"[" * 50_000 + b"]" * 50_000
+
+    # when it is posted with an Idempotency-Key
+    response = bob.generic(
+        "POST", RUNS_URL, raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY="deep"
+    )
+
+    # then it is refused as malformed JSON, and the key is not taken
+    error = error_of(response, 400)
+    assert error["code"] == "VALIDATION_ERROR"
+    assert "JSON" in error["message"]
+    assert not IdempotentRequest.objects.exists()
 
 
 def test_wrong_media_type_is_415(bob):

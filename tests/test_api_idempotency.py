@@ -218,20 +218,52 @@ def test_expired_keys_are_forgotten_and_purged(member, api_client_for, settings)
     assert list(IdempotentRequest.objects.values_list("key", flat=True)) == ["fresh-key"]
 
 
+def _expire(key, *, purge):
+    """The key's 24 h pass; with `purge` the purge job has run, else the row is still there."""
+    IdempotentRequest.objects.filter(key=key).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    if purge:
+        assert idempotency_purge_expired() == 1
+
+
 @pytest.mark.django_db
-def test_same_body_after_expiry_finds_the_first_run_not_a_second(member, api_client_for):
-    # given a launch whose key has expired (and been purged)
+@pytest.mark.parametrize("purge", [True, False], ids=["purged", "not-yet-purged"])
+def test_same_body_after_expiry_launches_a_second_run(purge, member, api_client_for):
+    # given a launch whose key has expired
     client = api_client_for(member)
-    first = post(client, RUNS_URL, LAUNCH_BODY, "k")
-    IdempotentRequest.objects.all().delete()
+    first = post(client, RUNS_URL, LAUNCH_BODY, "nightly")
+    _expire("nightly", purge=purge)
 
-    # when the very same request comes again
-    again = post(client, RUNS_URL, LAUNCH_BODY, "k")
+    # when the very same request comes again (a script that reuses its key every day)
+    again = post(client, RUNS_URL, LAUNCH_BODY, "nightly")
 
-    # then the service's own launch token finds the first run
+    # then it is a new request: a second run, not the first one passed off as new
     assert again.status_code == 201
-    assert again.json()["id"] == first.json()["id"]
-    assert Run.objects.count() == 1
+    assert not again.has_header("Idempotent-Replayed")
+    assert again.json()["id"] != first.json()["id"]
+    assert Run.objects.count() == 2
+    assert Hold.objects.count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("purge", [True, False], ids=["purged", "not-yet-purged"])
+def test_same_top_up_after_expiry_adds_the_money_again(purge, team, billing_admin, api_client_for):
+    # given a top-up made with a key that has since expired
+    client = api_client_for(billing_admin)
+    body = {"amount_cents": 2500, "reference": "monthly"}
+    first = post(client, TOP_UP_URL, body, "monthly-top-up")
+    _expire("monthly-top-up", purge=purge)
+
+    # when the recurring script sends the same key and body again
+    again = post(client, TOP_UP_URL, body, "monthly-top-up")
+
+    # then a second top-up is made and the wallet holds both
+    assert again.status_code == 201
+    assert not again.has_header("Idempotent-Replayed")
+    assert again.json()["id"] != first.json()["id"]
+    assert Transfer.objects.filter(kind="top_up").count() == 2
+    assert client.get("/api/v1/teams/research/wallet/").json()["available_cents"] == 5000
 
 
 @pytest.mark.django_db
@@ -252,24 +284,22 @@ def test_purge_job_is_scheduled_once():
 @pytest.mark.django_db
 def test_a_crashed_first_attempt_is_taken_over_after_its_lease(member, funded, api_client_for):
     # given a first attempt that reserved the key, created the run, then died before answering
-    fingerprint = body_fingerprint(method="POST", path=RUNS_URL, data=LAUNCH_BODY)
-    derived = derived_key(user=member, key="k", fingerprint=fingerprint)
-    crashed_run, _ = run_services.run_launch(
-        team=funded,
-        user=member,
-        request=run_services.LaunchRequest(**LAUNCH_BODY),
-        launch_token=launch_token_for(derived),
-    )
     now = timezone.now()
-    IdempotentRequest.objects.create(
+    reservation = IdempotentRequest.objects.create(
         user=member,
         key="k",
         method="POST",
         path=RUNS_URL,
-        fingerprint=fingerprint,
+        fingerprint=body_fingerprint(method="POST", path=RUNS_URL, data=LAUNCH_BODY),
         holder="00000000-0000-0000-0000-000000000001",
         lease_until=now + dt.timedelta(seconds=20),
         expires_at=now + dt.timedelta(hours=24),
+    )
+    crashed_run, _ = run_services.run_launch(
+        team=funded,
+        user=member,
+        request=run_services.LaunchRequest(**LAUNCH_BODY),
+        launch_token=launch_token_for(derived_key(reservation)),
     )
     client = api_client_for(member)
 
@@ -294,14 +324,42 @@ def test_top_up_replay_adds_the_money_once(team, billing_admin, api_client_for):
 
     first = post(client, TOP_UP_URL, body, "topup-7")
     second = post(client, TOP_UP_URL, body, "topup-7")
-    IdempotentRequest.objects.all().delete()  # even once the key is gone
-    third = post(client, TOP_UP_URL, body, "topup-7")
 
-    assert [r.status_code for r in (first, second, third)] == [201, 201, 201]
+    assert [r.status_code for r in (first, second)] == [201, 201]
     assert second["Idempotent-Replayed"] == "true"
-    assert first.json() == second.json() == third.json()
+    assert first.json() == second.json()
     assert Transfer.objects.filter(kind="top_up").count() == 1
     assert client.get("/api/v1/teams/research/wallet/").json()["available_cents"] == 2500
+
+
+@pytest.mark.django_db
+def test_a_failure_after_the_top_up_committed_is_retried_without_a_second_one(
+    team, billing_admin, api_client_for, monkeypatch
+):
+    # given a top-up that commits, then fails before answering (say, a task queue that is down)
+    from billing import services as billing_services
+
+    real_top_up = billing_services.wallet_top_up
+
+    def top_up_then_fail(**kwargs):
+        real_top_up(**kwargs)
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(billing_services, "wallet_top_up", top_up_then_fail)
+    client = api_client_for(billing_admin)
+    body = {"amount_cents": 2500, "reference": "INV-8"}
+    failed = post(client, TOP_UP_URL, body, "topup-8")
+    monkeypatch.undo()
+
+    # when the client retries at once with the same key and body
+    retried = post(client, TOP_UP_URL, body, "topup-8")
+
+    # then the retry takes the reservation over and finds that top-up instead of adding another
+    assert failed.status_code == 500
+    assert retried.status_code == 201
+    assert Transfer.objects.filter(kind="top_up").count() == 1
+    assert client.get("/api/v1/teams/research/wallet/").json()["available_cents"] == 2500
+    assert IdempotentRequest.objects.get().completed_at is not None
 
 
 # --- Concurrency ------------------------------------------------------------------------------

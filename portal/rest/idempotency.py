@@ -13,12 +13,18 @@ replayable. No lock is held while the request executes.
 A process that dies mid-request leaves its row in flight; the row's lease (API_IDEMPOTENCY_LEASE_
 SECONDS) lets a later retry take it over, with a conditional UPDATE that only one retry wins.
 Should the dead request have got as far as committing, the retry finds its work, not a second
-copy: the views pass a key derived from (user, key, body) down to the service (run_launch's
-launch_token, wallet_top_up's idempotency key), and those are unique in the database too.
+copy: the views pass a key derived from the reservation row (its user, key, body and pk) down to
+the service (run_launch's launch_token, wallet_top_up's idempotency key), and those are unique
+in the database too. A takeover keeps the row, so it keeps the derived key; once a row has
+expired, the same key and body make a new row and so a new operation (a script that sends one
+key every day tops up every day, not once).
 
 Only successes are stored. A refusal (validation, insufficient funds, wrong state) changed
 nothing, so its reservation is dropped and the same key can be retried once the cause is fixed.
-Expired rows are ignored at once and deleted by the purge job (portal.tasks).
+An unexpected failure may come after the work committed (a task queue that refuses the task
+queued on commit, say), so its reservation is kept with its lease ended: the retry takes it over
+at once and finds that work. Expired rows are ignored at once and deleted by the purge job
+(portal.tasks).
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.http import QueryDict
+from django.http import Http404, QueryDict
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
@@ -49,6 +56,9 @@ _KEY_SHAPE = re.compile(KEY_PATTERN)
 # Response headers worth replaying (the body carries everything else).
 STORED_HEADERS = ("Location",)
 PURGE_BATCH = 1000
+# What a view raises to refuse a request (the envelope's 4xx): nothing was done, so the key is
+# freed. Anything else is unexpected and may follow committed work.
+REFUSALS = (exceptions.APIException, Http404, PermissionDenied)
 
 
 def _ttl() -> dt.timedelta:
@@ -85,11 +95,15 @@ def body_fingerprint(*, method: str, path: str, data) -> str:
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
-def derived_key(*, user, key: str, fingerprint: str) -> str:
-    """A stable id for "this person's request with this key and this body", for the services'
-    own idempotency (see the module docstring). Same key with another body after the 24 h:
-    another id, so a reused key then starts a new operation, as the contract allows."""
-    return hashlib.sha256(f"{user.pk}\n{key}\n{fingerprint}".encode()).hexdigest()
+def derived_key(record: IdempotentRequest) -> str:
+    """A stable id for "this person's request with this key and this body, under this
+    reservation", for the services' own idempotency (see the module docstring). The row's pk is
+    in it so that a retry taking over the row gets the same id, while the same key and body after
+    the row expired get a new one: otherwise the service would hand back the old run or top-up
+    as if it were new (201, not marked as a replay)."""
+    return hashlib.sha256(
+        f"{record.user_id}\n{record.key}\n{record.fingerprint}\n{record.pk}".encode()
+    ).hexdigest()
 
 
 def launch_token_for(derived: str) -> uuid.UUID:
@@ -183,6 +197,14 @@ def idempotency_release(*, reservation: Reservation) -> None:
     ).delete()
 
 
+def idempotency_abandon(*, reservation: Reservation) -> None:
+    """End the lease of a reservation whose request failed unexpectedly, keeping the row: the
+    work may have committed, and a retry that takes the row over keeps its derived key."""
+    IdempotentRequest.objects.filter(
+        pk=reservation.record.pk, holder=reservation.holder, completed_at__isnull=True
+    ).update(lease_until=timezone.now())
+
+
 def idempotency_purge_expired(*, now: dt.datetime | None = None) -> int:
     """Delete expired rows, in small batches so no long lock is held. Returns how many."""
     now = now or timezone.now()
@@ -226,9 +248,12 @@ def respond_idempotently(request, execute: Callable[[str | None], Response]) -> 
     if isinstance(outcome, IdempotentRequest):
         return replay(outcome)
     try:
-        response = execute(derived_key(user=request.user, key=key, fingerprint=fingerprint))
-    except BaseException:
+        response = execute(derived_key(outcome.record))
+    except REFUSALS:
         idempotency_release(reservation=outcome)
+        raise
+    except BaseException:
+        idempotency_abandon(reservation=outcome)
         raise
     if 200 <= response.status_code < 300:
         idempotency_complete(reservation=outcome, response=response)

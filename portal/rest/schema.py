@@ -106,7 +106,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     pattern=KEY_PATTERN,
     description=(
         "Makes the request safe to retry: the same key with the same body returns the first "
-        "response again (with `Idempotent-Replayed: true`) for 24 h. Per user."
+        "response again (with `Idempotent-Replayed: true`) for 24 h; after that it starts a new "
+        "request. Per user."
     ),
 )
 
