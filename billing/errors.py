@@ -58,3 +58,15 @@ class IdempotencyConflict(BillingError):
     def __init__(self, key: str, detail: str):
         self.key = key
         super().__init__(f"{key} was already used for a different request: {detail}")
+
+
+class DiscrepancyNotOpen(BillingError):
+    """A resolution was asked for a reconciliation that is not an open discrepancy (any more):
+    a later check found that it matched, for example, while the page was open."""
+
+    def __init__(self, reference: str):
+        self.reference = reference
+        super().__init__(
+            f"This discrepancy is no longer open: the latest check of {reference} matched. "
+            "Nothing was changed."
+        )

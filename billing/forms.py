@@ -90,6 +90,16 @@ class AdjustmentForm(forms.Form):
     )
     idempotency_key = idempotency_key_field()
 
+    def clean_amount(self):
+        # A correction is bounded like a top-up: a typo (50000 for 50.00) must not move a fortune.
+        cents = self.cleaned_data["amount"]
+        ceiling = settings.BILLING_TOP_UP_MAX_CENTS
+        if cents > ceiling:
+            raise forms.ValidationError(
+                f"An adjustment can be at most {format_cents(ceiling)}, like a top-up."
+            )
+        return cents
+
 
 class ExplainForm(forms.Form):
     note = forms.CharField(

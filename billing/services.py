@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from billing import reconciliation as rules
 from billing.errors import (
+    DiscrepancyNotOpen,
     HoldExceeded,
     HoldNotFound,
     IdempotencyConflict,
@@ -611,6 +612,9 @@ def reconciliation_resolve_with_adjustment(
         current = Reconciliation.objects.get(pk=reconciliation.pk)
         if current.resolution:
             return current  # resolved already (a double submit, or another admin was first)
+        if current.status != Reconciliation.Status.DISCREPANCY:
+            # A later check matched it (the caller's copy, e.g. an open page, is stale).
+            raise DiscrepancyNotOpen(current.hold.reference)
         adjustment = wallet_adjust(
             team=current.team,
             amount_cents=amount_cents,
@@ -647,6 +651,8 @@ def reconciliation_mark_explained(
         current = Reconciliation.objects.get(pk=reconciliation.pk)
         if current.resolution:
             return current
+        if current.status != Reconciliation.Status.DISCREPANCY:
+            raise DiscrepancyNotOpen(current.hold.reference)  # as above
         current.resolution = Reconciliation.Resolution.EXPLAINED
         current.resolution_note = note
         current.resolved_at = timezone.now()

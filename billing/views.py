@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from billing import selectors, services
 from billing.charts import spend_chart
-from billing.errors import BillingError
+from billing.errors import BillingError, DiscrepancyNotOpen
 from billing.forms import (
     AdjustmentForm,
     ExplainForm,
@@ -329,6 +329,9 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
                         actor=request.user,
                         idempotency_key=adjust_form.cleaned_data["idempotency_key"],
                     )
+                except DiscrepancyNotOpen as exc:
+                    messages.warning(request, str(exc))
+                    return redirect("billing_discrepancy", pk=reconciliation.pk)
                 except BillingError as exc:
                     adjust_form.add_error(None, str(exc))
                 else:
@@ -337,11 +340,15 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
         elif action == "explain":
             explain_form = ExplainForm(request.POST)
             if explain_form.is_valid():
-                services.reconciliation_mark_explained(
-                    reconciliation=reconciliation,
-                    note=explain_form.cleaned_data["note"],
-                    actor=request.user,
-                )
+                try:
+                    services.reconciliation_mark_explained(
+                        reconciliation=reconciliation,
+                        note=explain_form.cleaned_data["note"],
+                        actor=request.user,
+                    )
+                except DiscrepancyNotOpen as exc:
+                    messages.warning(request, str(exc))
+                    return redirect("billing_discrepancy", pk=reconciliation.pk)
                 messages.success(request, "Marked as explained; no money moved.")
                 return redirect("billing_discrepancies")
         status = 400

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from billing import services
 from billing.models import Account, AccountKind, Reconciliation, Transfer, TransferKind
+from billing.reconciliation import UpstreamReport
 from portal.models import Role
 from tests.factories import UserFactory, place_hold, top_up
 
@@ -437,6 +438,64 @@ def test_an_adjustment_without_a_reason_is_refused(team, billing_admin, client_f
         },
     )
     assert response.status_code == 400
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+
+
+def make_matched_after_all(team):
+    """A discrepancy that a later check (the 15-minute job) found matched after all."""
+    reconciliation = make_discrepancy(team)
+    report = UpstreamReport(steps_completed=3, credits_charged=15, test_mode=False)
+    matched = services.reconcile_hold(hold=reconciliation.hold, caused_by="job", report=report)
+    assert matched.status == Reconciliation.Status.MATCHED
+    return reconciliation  # as a tab opened before the re-check still has it
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {
+            "action": "adjust",
+            "amount": "50.00",
+            "direction": "credit",
+            "reason": "Stale tab",
+            "idempotency_key": "f" * 32,
+        },
+        {"action": "explain", "note": "Stale tab"},
+    ],
+)
+def test_a_matched_reconciliation_cannot_be_resolved(team, billing_admin, client_for, data):
+    # given a discrepancy that the job has since found matched
+    reconciliation = make_matched_after_all(team)
+    before = available(team)
+    # when an admin posts a resolution from a page opened before that
+    response = client_for(billing_admin).post(
+        f"/billing/discrepancies/{reconciliation.pk}/", data, follow=True
+    )
+    # then they are told it is no longer open, and no money moved
+    assert "This discrepancy is no longer open" in response.content.decode()
+    assert available(team) == before
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+    reconciliation.refresh_from_db()
+    assert reconciliation.status == Reconciliation.Status.MATCHED
+    assert reconciliation.resolution == Reconciliation.Resolution.NONE
+
+
+def test_an_adjustment_is_at_most_the_top_up_maximum(team, billing_admin, client_for, settings):
+    # given a discrepancy and a top-up maximum of $100.00
+    settings.BILLING_TOP_UP_MAX_CENTS = 10_000
+    reconciliation = make_discrepancy(team)
+    data = {
+        "action": "adjust",
+        "amount": "100.01",
+        "direction": "credit",
+        "reason": "Typo",
+        "idempotency_key": "g" * 32,
+    }
+    # when an admin adjusts by more than that
+    response = client_for(billing_admin).post(f"/billing/discrepancies/{reconciliation.pk}/", data)
+    # then the form says so and no money moved
+    assert response.status_code == 400
+    assert "An adjustment can be at most $100.00" in response.content.decode()
     assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
 
 

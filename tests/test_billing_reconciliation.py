@@ -10,7 +10,8 @@ from django_q.models import Schedule
 
 from billing import services
 from billing.apps import ensure_reconcile_schedule
-from billing.models import Hold, Reconciliation
+from billing.errors import DiscrepancyNotOpen
+from billing.models import Hold, Reconciliation, Transfer, TransferKind
 from billing.reconciliation import UpstreamReport, compare
 from billing.tasks import RECONCILE_SCHEDULE_NAME, reconcile_billing
 from tests.factories import place_hold, top_up
@@ -190,6 +191,31 @@ def test_a_resolved_discrepancy_stays_resolved_while_the_figures_stay(
     # then it is open again, saying why
     assert reopened.is_open_discrepancy
     assert reopened.explanation.startswith("Re-opened")
+
+
+def test_only_an_open_discrepancy_can_be_resolved(team, billing_admin):
+    # given a discrepancy that a later check found matched
+    hold = settled_hold(team, steps=3, charged=10)
+    stale = hold.reconciliation
+    report = UpstreamReport(steps_completed=3, credits_charged=15, test_mode=False)
+    services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing", report=report)
+    # when it is resolved from the stale copy, either way / then it is refused
+    with pytest.raises(DiscrepancyNotOpen, match="no longer open"):
+        services.reconciliation_resolve_with_adjustment(
+            reconciliation=stale,
+            amount_cents=5000,
+            direction="credit",
+            reason="Stale tab",
+            actor=billing_admin,
+            idempotency_key="stale-tab-1",
+        )
+    with pytest.raises(DiscrepancyNotOpen, match="no longer open"):
+        services.reconciliation_mark_explained(
+            reconciliation=stale, note="Stale tab", actor=billing_admin
+        )
+    # and nothing was written
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+    assert Reconciliation.objects.get(pk=stale.pk).resolution == Reconciliation.Resolution.NONE
 
 
 def test_the_job_rechecks_recent_holds_and_open_discrepancies(team):
