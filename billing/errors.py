@@ -62,11 +62,21 @@ class IdempotencyConflict(BillingError):
 
 class DiscrepancyNotOpen(BillingError):
     """A resolution was asked for a reconciliation that is not an open discrepancy (any more):
-    a later check found that it matched, for example, while the page was open."""
+    another billing admin resolved it first, or a later check found that it matched, for
+    example while the page was open."""
 
-    def __init__(self, reference: str):
+    def __init__(self, reference: str, *, resolved_by: str = "", resolution: str = ""):
         self.reference = reference
-        super().__init__(
-            f"This discrepancy is no longer open: the latest check of {reference} matched. "
-            "Nothing was changed."
-        )
+        self.resolved_by = resolved_by
+        self.resolution = resolution
+        if resolution:
+            message = (
+                f"Already resolved by {resolved_by or 'someone'} ({resolution}). "
+                "Nothing was changed."
+            )
+        else:
+            message = (
+                f"This discrepancy is no longer open: the latest check of {reference} matched. "
+                "Nothing was changed."
+            )
+        super().__init__(message)

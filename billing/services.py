@@ -605,23 +605,27 @@ def reconciliation_resolve_with_adjustment(
     actor: "User",
     idempotency_key: str,
 ) -> Reconciliation:
-    """Resolve a discrepancy by crediting or debiting the team, recorded on the discrepancy."""
+    """Resolve a discrepancy by crediting or debiting the team, recorded on the discrepancy.
+
+    The same idempotency key again (a double submit) returns the reconciliation as it is, with
+    no second adjustment; anything but an open discrepancy is refused (DiscrepancyNotOpen).
+    """
     with transaction.atomic():
         # Lock 1 (the hold): the reconciliation row is only ever written under its hold's lock.
         lock_hold(reconciliation.hold.reference)
         current = Reconciliation.objects.get(pk=reconciliation.pk)
-        if current.resolution:
-            return current  # resolved already (a double submit, or another admin was first)
-        if current.status != Reconciliation.Status.DISCREPANCY:
-            # A later check matched it (the caller's copy, e.g. an open page, is stale).
-            raise DiscrepancyNotOpen(current.hold.reference)
+        if reconciliation_adjustment_made(reconciliation=current, idempotency_key=idempotency_key):
+            # This very request was done already; checked first so that a late duplicate
+            # never resolves the discrepancy a second time with the first adjustment.
+            return current
+        _check_open(current)
         adjustment = wallet_adjust(
             team=current.team,
             amount_cents=amount_cents,
             direction=direction,
             reason=reason,
             actor=actor,
-            idempotency_key=f"reconciliation:{current.pk}:{idempotency_key}",
+            idempotency_key=_reconciliation_adjust_key(current.pk, idempotency_key),
             memo=f"Resolves the discrepancy on {current.hold.reference}.",
         )
         current.resolution = Reconciliation.Resolution.ADJUSTED
@@ -649,16 +653,39 @@ def reconciliation_mark_explained(
     with transaction.atomic():
         lock_hold(reconciliation.hold.reference)  # Lock 1, as above.
         current = Reconciliation.objects.get(pk=reconciliation.pk)
-        if current.resolution:
-            return current
-        if current.status != Reconciliation.Status.DISCREPANCY:
-            raise DiscrepancyNotOpen(current.hold.reference)  # as above
+        _check_open(current)
         current.resolution = Reconciliation.Resolution.EXPLAINED
         current.resolution_note = note
         current.resolved_at = timezone.now()
         current.resolved_by = actor
         current.save(update_fields=["resolution", "resolution_note", "resolved_at", "resolved_by"])
     return current
+
+
+def reconciliation_adjustment_made(*, reconciliation: Reconciliation, idempotency_key: str) -> bool:
+    """Whether the adjustment under this key was already made (a double submit of the form)."""
+    key = f"adjust:{_reconciliation_adjust_key(reconciliation.pk, idempotency_key)}"
+    return Transfer.objects.filter(idempotency_key=key).exists()
+
+
+def _reconciliation_adjust_key(reconciliation_pk: int, idempotency_key: str) -> str:
+    """wallet_adjust's key for a discrepancy's adjustment: the form's key, scoped to it."""
+    return f"reconciliation:{reconciliation_pk}:{idempotency_key}"
+
+
+def _check_open(current: Reconciliation) -> None:
+    """Refuse to resolve anything but an open discrepancy. The caller holds the hold's lock and
+    read `current` under it: the caller's own copy (an open page) may be stale."""
+    if current.resolution:
+        # Another admin was first (or a double submit of the explanation).
+        resolved_by = current.resolved_by.get_username() if current.resolved_by else ""
+        raise DiscrepancyNotOpen(
+            current.hold.reference,
+            resolved_by=resolved_by,
+            resolution=current.get_resolution_display().lower(),
+        )
+    if current.status != Reconciliation.Status.DISCREPANCY:
+        raise DiscrepancyNotOpen(current.hold.reference)  # a later check matched it
 
 
 # --- Internals ------------------------------------------------------------------------------------

@@ -320,6 +320,10 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
         if action == "adjust":
             adjust_form = AdjustmentForm(request.POST)
             if adjust_form.is_valid():
+                already = services.reconciliation_adjustment_made(
+                    reconciliation=reconciliation,
+                    idempotency_key=adjust_form.cleaned_data["idempotency_key"],
+                )
                 try:
                     services.reconciliation_resolve_with_adjustment(
                         reconciliation=reconciliation,
@@ -335,7 +339,15 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
                 except BillingError as exc:
                     adjust_form.add_error(None, str(exc))
                 else:
-                    messages.success(request, "Resolved with an adjustment on the team's ledger.")
+                    if already:
+                        messages.info(
+                            request,
+                            "This adjustment was already recorded; nothing was moved twice.",
+                        )
+                    else:
+                        messages.success(
+                            request, "Resolved with an adjustment on the team's ledger."
+                        )
                     return redirect("billing_discrepancies")
         elif action == "explain":
             explain_form = ExplainForm(request.POST)

@@ -13,7 +13,7 @@ from billing import services
 from billing.models import Account, AccountKind, Reconciliation, Transfer, TransferKind
 from billing.reconciliation import UpstreamReport
 from portal.models import Role
-from tests.factories import UserFactory, place_hold, top_up
+from tests.factories import BillingAdminFactory, UserFactory, place_hold, top_up
 
 pytestmark = pytest.mark.django_db
 
@@ -478,6 +478,72 @@ def test_a_matched_reconciliation_cannot_be_resolved(team, billing_admin, client
     reconciliation.refresh_from_db()
     assert reconciliation.status == Reconciliation.Status.MATCHED
     assert reconciliation.resolution == Reconciliation.Resolution.NONE
+
+
+@pytest.mark.parametrize("first", ["adjust", "explain"])
+@pytest.mark.parametrize(
+    "second",
+    [
+        {
+            "action": "adjust",
+            "amount": "0.05",
+            "direction": "credit",
+            "reason": "Me too",
+            "idempotency_key": "h" * 32,
+        },
+        {"action": "explain", "note": "Me too"},
+    ],
+)
+def test_a_discrepancy_another_admin_resolved_says_so(
+    team, billing_admin, client_for, first, second
+):
+    # given a discrepancy that another billing admin resolved while this one had it open
+    reconciliation = make_discrepancy(team)
+    colleague = BillingAdminFactory(username="colleague")
+    if first == "adjust":
+        services.reconciliation_resolve_with_adjustment(
+            reconciliation=reconciliation,
+            amount_cents=5,
+            direction="credit",
+            reason="Coasty billed 2 steps",
+            actor=colleague,
+            idempotency_key="colleague-1",
+        )
+    else:
+        services.reconciliation_mark_explained(
+            reconciliation=reconciliation, note="Known", actor=colleague
+        )
+    before = (available(team), Transfer.objects.count())
+    # when this admin resolves it too
+    response = client_for(billing_admin).post(
+        f"/billing/discrepancies/{reconciliation.pk}/", second, follow=True
+    )
+    # then they are told who resolved it, and nothing changed
+    page = response.content.decode()
+    assert "Already resolved by colleague" in page
+    assert "Resolved with an adjustment" not in page and "Marked as explained" not in page
+    assert (available(team), Transfer.objects.count()) == before
+    reconciliation.refresh_from_db()
+    assert reconciliation.resolved_by == colleague
+
+
+def test_a_double_submitted_adjustment_says_it_was_recorded_once(team, billing_admin, client_for):
+    # given a discrepancy / when the same adjustment is submitted twice
+    reconciliation = make_discrepancy(team)
+    before = available(team)
+    data = {
+        "action": "adjust",
+        "amount": "0.05",
+        "direction": "credit",
+        "reason": "Coasty billed 2 steps",
+        "idempotency_key": "i" * 32,
+    }
+    client = client_for(billing_admin)
+    client.post(f"/billing/discrepancies/{reconciliation.pk}/", data)
+    second = client.post(f"/billing/discrepancies/{reconciliation.pk}/", data, follow=True)
+    # then the money moved once, and the second answer says it was already recorded
+    assert available(team) == before + 5
+    assert "already recorded" in second.content.decode()
 
 
 def test_an_adjustment_is_at_most_the_top_up_maximum(team, billing_admin, client_for, settings):
