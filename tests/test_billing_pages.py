@@ -412,6 +412,34 @@ def test_a_discrepancy_is_resolved_with_an_adjustment(team, billing_admin, clien
     assert "Nothing to resolve" in client.get("/billing/discrepancies/").content.decode()
 
 
+@pytest.mark.parametrize(
+    ("charged", "direction"),
+    [(5, "credit"), (15, "debit")],
+)
+def test_a_reopened_discrepancy_offers_only_what_is_still_outstanding(
+    team, billing_admin, client_for, charged, direction
+):
+    # given 15 cents charged, 10 billed by Coasty, and 5 credited back on the page
+    reconciliation = make_discrepancy(team)
+    client = client_for(billing_admin)
+    data = {
+        "action": "adjust",
+        "amount": "0.05",
+        "direction": "credit",
+        "reason": "Coasty billed 10 cents",
+        "idempotency_key": "j" * 32,
+    }
+    client.post(f"/billing/discrepancies/{reconciliation.pk}/", data)
+    # when Coasty later reports another charge (5 cents, or the 15 the ledger charged)
+    report = UpstreamReport(steps_completed=3, credits_charged=charged, test_mode=False)
+    services.reconcile_hold(hold=reconciliation.hold, caused_by="job", report=report)
+    # then the page offers 5 cents more in the right direction, not the whole difference again
+    initial = (
+        client.get(f"/billing/discrepancies/{reconciliation.pk}/").context["adjust_form"].initial
+    )
+    assert (initial["amount"], initial["direction"]) == ("0.05", direction)
+
+
 def test_a_discrepancy_can_be_marked_explained(team, billing_admin, client_for):
     reconciliation = make_discrepancy(team)
     transfers = Transfer.objects.count()
