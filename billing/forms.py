@@ -124,6 +124,24 @@ class LedgerFilterForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": "run id", "autocomplete": "off"}),
     )
 
+    # Dates a ledger can have, with room to spare: beyond them a day's bounds in the viewer's
+    # zone (the day after To, From in a zone ahead of UTC) fall outside what datetime holds.
+    EARLIEST_YEAR, LATEST_YEAR = 2000, 9000
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in ("date_from", "date_to"):
+            day = cleaned.get(name)
+            if day is not None and not self.EARLIEST_YEAR <= day.year <= self.LATEST_YEAR:
+                self.add_error(
+                    name,
+                    f"Pick a date between {self.EARLIEST_YEAR} and {self.LATEST_YEAR}.",
+                )
+        date_from, date_to = cleaned.get("date_from"), cleaned.get("date_to")
+        if date_from and date_to and date_from > date_to:
+            self.add_error("date_to", "Pick a To date on or after the From date.")
+        return cleaned
+
     def filters(self) -> LedgerFilters:
         """The filters that are valid; an invalid one is ignored (and shown as an error)."""
         if not self.is_bound:

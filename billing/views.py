@@ -378,5 +378,4 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _cursor(request: HttpRequest, name: str) -> int | None:
-    value = request.GET.get(name, "")
-    return int(value) if value.isdigit() else None
+    return selectors.ledger_cursor(request.GET.get(name, ""))

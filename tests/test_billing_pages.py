@@ -177,6 +177,56 @@ def test_the_ledger_pages_by_cursor(team, make_member, client_for):
     assert back.context["page"].rows[0].reference == "ref-069"
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"before": "²"},
+        {"after": "²"},
+        {"before": "٣"},
+        {"before": "9" * 30},
+        {"after": "9" * 30},
+        {"before": "-5"},
+    ],
+)
+def test_a_malformed_page_link_shows_the_newest_page(team, make_member, client_for, params):
+    # given a ledger / when the wallet is opened with a cursor that is not one
+    top_up(team, 5000, reference="PO-42")
+    response = client_for(make_member(team)).get("/teams/research/wallet/", params)
+    # then the newest page shows (never a server error)
+    assert response.status_code == 200
+    assert "PO-42" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("params", "tz", "error"),
+    [
+        ({"date_to": "9999-12-31"}, "UTC", "between 2000 and 9000"),
+        ({"date_from": "9999-12-31"}, "UTC", "between 2000 and 9000"),
+        ({"date_from": "0001-01-01"}, "Pacific/Kiritimati", "between 2000 and 9000"),
+        ({"date_to": "0001-01-01"}, "Pacific/Kiritimati", "between 2000 and 9000"),
+        (
+            {"date_from": "2026-03-02", "date_to": "2026-03-01"},
+            "UTC",
+            "on or after the From date",
+        ),
+    ],
+)
+def test_an_impossible_date_filter_is_a_form_error(
+    team, make_member, client_for, params, tz, error
+):
+    # given a ledger and a viewer in the given zone
+    top_up(team, 5000, reference="PO-42")
+    client = client_for(make_member(team))
+    client.cookies["tz"] = tz
+    # when the wallet is filtered by a date out of range, or From after To
+    response = client.get("/teams/research/wallet/", params)
+    # then the page says so and shows the ledger without that filter
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    # and the CSV is refused instead of failing
+    assert client.get("/teams/research/wallet/ledger.csv", params).status_code in (200, 400)
+
+
 def test_the_wallet_page_stays_within_ten_queries(team, make_member, client_for):
     # given a team with a busy ledger
     top_up(team, 50_000)
