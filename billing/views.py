@@ -104,10 +104,29 @@ def wallet(request: HttpRequest, slug: str) -> HttpResponse:
 
 @wallet_access
 @require_GET
-def ledger_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
-    """The team's ledger (with the page's filters) as CSV, streamed row by row."""
+def ledger_csv(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
+    """The team's ledger (with the page's filters) as CSV, streamed row by row.
+
+    A filter that is not valid is refused (400, in plain text): unlike the page, which shows
+    the error beside the ledger, a download that left the filter out would look like the
+    filtered ledger and hold every transfer.
+    """
     team = request.wallet_team
-    transfers = selectors.ledger_for_team(team, LedgerFilterForm(request.GET or None).filters())
+    filter_form = LedgerFilterForm(request.GET or None)
+    if filter_form.is_bound and not filter_form.is_valid():
+        lines = [
+            f"{filter_form[name].label if name in filter_form.fields else 'Filters'}: {message}"
+            for name, messages_ in filter_form.errors.items()
+            for message in messages_
+        ]
+        return HttpResponse(
+            "The ledger was not exported: correct these filters and try again.\n"
+            + "\n".join(lines)
+            + "\n",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    transfers = selectors.ledger_for_team(team, filter_form.filters())
     filename = f"{team.slug}-ledger-{timezone.localdate().isoformat()}.csv"
     response = StreamingHttpResponse(_csv_lines(transfers), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -223,8 +223,10 @@ def test_an_impossible_date_filter_is_a_form_error(
     # then the page says so and shows the ledger without that filter
     assert response.status_code == 200
     assert error in response.content.decode()
-    # and the CSV is refused instead of failing
-    assert client.get("/teams/research/wallet/ledger.csv", params).status_code in (200, 400)
+    # and the CSV is refused, saying why
+    csv_response = client.get("/teams/research/wallet/ledger.csv", params)
+    assert csv_response.status_code == 400
+    assert error in csv_response.content.decode()
 
 
 def test_the_wallet_page_stays_within_ten_queries(team, make_member, client_for):
@@ -266,6 +268,21 @@ def test_the_csv_streams_the_filtered_ledger(team, make_member, client_for):
     # and the full CSV neutralises formulas a person typed
     everything = b"".join(client.get("/teams/research/wallet/ledger.csv").streaming_content)
     assert b"'=HYPERLINK(evil)" in everything
+
+
+def test_the_csv_with_a_bad_filter_is_refused_not_everything(team, make_member, client_for):
+    # given a ledger
+    top_up(team, 5000, reference="PO-42")
+    # when the CSV is asked for with a filter that is not valid
+    response = client_for(make_member(team)).get(
+        "/teams/research/wallet/ledger.csv", {"run": "notauuid", "kind": "top_up"}
+    )
+    # then it is a 400 in plain text naming the filter, not a CSV of every transfer
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/plain")
+    body = response.content.decode()
+    assert "Run: Enter a valid UUID." in body
+    assert "PO-42" not in body
 
 
 # --- Billing admin: overview and top-up -------------------------------------------------------
