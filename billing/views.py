@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from billing import selectors, services
 from billing.charts import spend_chart
-from billing.errors import BillingError, DiscrepancyNotOpen
+from billing.errors import BillingError, DiscrepancyNotOpen, InsufficientFunds
 from billing.forms import (
     AdjustmentForm,
     ExplainForm,
@@ -247,6 +247,96 @@ def top_up(request: HttpRequest, slug: str) -> HttpResponse:
             request, f"Added {format_cents(amount)} to {team.name}'s wallet ({reference})."
         )
     return redirect("billing_team", slug=team.slug)
+
+
+@login_required
+@billing_admin_required
+@require_http_methods(["GET", "POST"])
+def adjust(request: HttpRequest, slug: str) -> HttpResponse:
+    """Correct a team's available balance, with a reason: form, then a review page, then
+    confirm, like a top-up. The form's key makes a double submit of the confirmation land once;
+    a debit can take at most what the team has available."""
+    team = get_object_or_404(Team, slug=slug)
+    if request.method == "GET":
+        return _render_adjust(
+            request, team, AdjustmentForm(initial={"idempotency_key": fresh_key()})
+        )
+    form = AdjustmentForm(request.POST)
+    if not form.is_valid():
+        return _render_adjust(request, team, form, status=400)
+    amount, direction, reason, key = (
+        form.cleaned_data["amount"],
+        form.cleaned_data["direction"],
+        form.cleaned_data["reason"],
+        form.cleaned_data["idempotency_key"],
+    )
+    if "edit" in request.POST:
+        return _render_adjust(request, team, form)
+    if "confirm" not in request.POST:
+        summary = selectors.wallet_summary(team)
+        if direction == "debit" and amount > summary.available_cents:
+            # Said now rather than after the confirmation (the service checks again then).
+            form.add_error("amount", _debit_too_large(team, summary.available_cents))
+            return _render_adjust(request, team, form, status=400)
+        change = amount if direction == "credit" else -amount
+        return render(
+            request,
+            "billing/adjust_review.html",
+            {
+                "team": team,
+                "form": form,
+                "summary": summary,
+                "available_after": summary.available_cents + change,
+            },
+        )
+    already = Transfer.objects.filter(idempotency_key=f"adjust:{key}").exists()
+    try:
+        services.wallet_adjust(
+            team=team,
+            amount_cents=amount,
+            direction=direction,
+            reason=reason,
+            actor=request.user,
+            idempotency_key=key,
+        )
+    except InsufficientFunds as exc:
+        form.add_error("amount", _debit_too_large(team, exc.available_cents))
+        return _render_adjust(request, team, form, status=400)
+    except BillingError as exc:
+        form.add_error(None, str(exc))
+        return _render_adjust(request, team, form, status=400)
+    if already:
+        messages.info(request, "This adjustment was already recorded; nothing was moved twice.")
+    elif direction == "credit":
+        messages.success(
+            request, f"Credited {format_cents(amount)} to {team.name}'s wallet ({reason})."
+        )
+    else:
+        messages.success(
+            request, f"Debited {format_cents(amount)} from {team.name}'s wallet ({reason})."
+        )
+    return redirect("billing_team", slug=team.slug)
+
+
+def _debit_too_large(team: Team, available_cents: int) -> str:
+    return (
+        f"A debit can take at most {format_cents(available_cents)}, what {team.name} has "
+        "available: a wallet never goes below zero."
+    )
+
+
+def _render_adjust(request, team, form, *, status=200):
+    return render(
+        request,
+        "billing/adjust.html",
+        {
+            "team": team,
+            "form": form,
+            "summary": selectors.wallet_summary(team),
+            "max_adjustment": settings.BILLING_TOP_UP_MAX_CENTS,
+        },
+        status=status,
+    )
 
 
 @login_required

@@ -426,6 +426,115 @@ def test_a_member_cannot_change_the_alert_level(team, make_member, client_for):
     assert response.status_code == 403
 
 
+# --- Billing admin: a standalone adjustment ---------------------------------------------------
+
+
+def adjustment(direction="credit", amount="5.00", reason="Goodwill for the outage", **extra):
+    return {
+        "amount": amount,
+        "direction": direction,
+        "reason": reason,
+        "idempotency_key": "k" * 32,
+        **extra,
+    }
+
+
+def test_the_team_admin_page_links_to_an_adjustment(team, billing_admin, client_for):
+    page = client_for(billing_admin).get("/billing/teams/research/").content.decode()
+    assert 'href="/billing/teams/research/adjust/"' in page
+
+
+def test_an_adjustment_is_reviewed_then_confirmed(team, billing_admin, client_for):
+    # given $50.00 and the adjustment form
+    top_up(team, 5000)
+    client = client_for(billing_admin)
+    form_page = client.get("/billing/teams/research/adjust/")
+    assert form_page.status_code == 200
+    key = form_page.context["form"].initial["idempotency_key"]
+    data = {**adjustment(direction="debit"), "idempotency_key": key}
+    # when a debit is submitted
+    review = client.post("/billing/teams/research/adjust/", data)
+    # then a review page shows what will happen, and nothing moved yet
+    assert review.status_code == 200
+    assert "Confirm the adjustment" in review.content.decode()
+    assert "$50.00 → $45.00" in review.content.decode()
+    assert available(team) == 5000
+    # when it is confirmed
+    done = client.post("/billing/teams/research/adjust/", {**data, "confirm": "1"}, follow=True)
+    # then the money moved, and the ledger shows the adjustment with its reason and its author
+    assert available(team) == 4500
+    assert "Debited $5.00 from Research" in done.content.decode()
+    transfer = Transfer.objects.get(kind=TransferKind.ADJUSTMENT)
+    assert (transfer.reference, transfer.caused_by_user) == (
+        "Goodwill for the outage",
+        billing_admin,
+    )
+    ledger = client.get("/teams/research/wallet/", {"kind": "adjustment"}).content.decode()
+    assert "Goodwill for the outage" in ledger
+
+
+def test_a_double_submitted_adjustment_adjusts_once(team, billing_admin, client_for):
+    # given a billing admin / when they confirm the same credit twice
+    client = client_for(billing_admin)
+    data = adjustment(confirm="1")
+    client.post("/billing/teams/research/adjust/", data)
+    second = client.post("/billing/teams/research/adjust/", data, follow=True)
+    # then the team got it once, and the second answer says so
+    assert available(team) == 500
+    assert Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).count() == 1
+    assert "already recorded" in second.content.decode()
+
+
+@pytest.mark.parametrize("confirm", [False, True])
+def test_a_debit_beyond_the_balance_is_a_form_error(team, billing_admin, client_for, confirm):
+    # given $3.00 available
+    top_up(team, 300)
+    data = adjustment(direction="debit", amount="3.01")
+    if confirm:
+        data["confirm"] = "1"
+    # when a billing admin debits $3.01, at either step
+    response = client_for(billing_admin).post("/billing/teams/research/adjust/", data)
+    # then the form says how much can be taken, and nothing moved
+    assert response.status_code == 400
+    assert "at most $3.00" in response.content.decode()
+    assert available(team) == 300
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (adjustment(reason=""), "This field is required"),
+        (adjustment(reason="   "), "This field is required"),
+        (adjustment(direction=""), "This field is required"),
+        (adjustment(amount="0"), "Enter at least $0.01"),
+        (adjustment(amount="10000.01"), "An adjustment can be at most $10,000.00"),
+    ],
+)
+def test_a_bad_adjustment_gets_a_form_error(team, billing_admin, client_for, data, error):
+    response = client_for(billing_admin).post(
+        "/billing/teams/research/adjust/", {**data, "confirm": "1"}
+    )
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+
+
+def test_only_billing_admins_can_adjust(team, make_member, client_for):
+    # given a manager of the team and someone from elsewhere
+    for user in (make_member(team, Role.MANAGER), UserFactory(username="stranger")):
+        client = client_for(user)
+        # when they open or confirm an adjustment / then they are refused, like for top-ups
+        assert client.get("/billing/teams/research/adjust/").status_code == 403
+        response = client.post("/billing/teams/research/adjust/", adjustment(confirm="1"))
+        assert response.status_code == 403
+    assert not Transfer.objects.exists()
+
+
+def test_an_adjustment_of_an_unknown_team_is_404(billing_admin, client_for):
+    assert client_for(billing_admin).get("/billing/teams/nope/adjust/").status_code == 404
+
+
 # --- Discrepancies ----------------------------------------------------------------------------
 
 
