@@ -27,8 +27,6 @@ charge. The team's held (or spent) money is the sum of its shards; the available
 guards the team's spending, stays one row (shard 0).
 """
 
-import uuid
-
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -375,7 +373,3 @@ class Reconciliation(models.Model):
     @property
     def is_open_discrepancy(self) -> bool:
         return self.status == self.Status.DISCREPANCY and not self.resolution
-
-
-def new_idempotency_key() -> str:
-    return uuid.uuid4().hex
