@@ -58,3 +58,25 @@ class IdempotencyConflict(BillingError):
     def __init__(self, key: str, detail: str):
         self.key = key
         super().__init__(f"{key} was already used for a different request: {detail}")
+
+
+class DiscrepancyNotOpen(BillingError):
+    """A resolution was asked for a reconciliation that is not an open discrepancy (any more):
+    another billing admin resolved it first, or a later check found that it matched, for
+    example while the page was open."""
+
+    def __init__(self, reference: str, *, resolved_by: str = "", resolution: str = ""):
+        self.reference = reference
+        self.resolved_by = resolved_by
+        self.resolution = resolution
+        if resolution:
+            message = (
+                f"Already resolved by {resolved_by or 'someone'} ({resolution}). "
+                "Nothing was changed."
+            )
+        else:
+            message = (
+                f"This discrepancy is no longer open: the latest check of {reference} matched. "
+                "Nothing was changed."
+            )
+        super().__init__(message)

@@ -90,6 +90,16 @@ class AdjustmentForm(forms.Form):
     )
     idempotency_key = idempotency_key_field()
 
+    def clean_amount(self):
+        # A correction is bounded like a top-up: a typo (50000 for 50.00) must not move a fortune.
+        cents = self.cleaned_data["amount"]
+        ceiling = settings.BILLING_TOP_UP_MAX_CENTS
+        if cents > ceiling:
+            raise forms.ValidationError(
+                f"An adjustment can be at most {format_cents(ceiling)}, like a top-up."
+            )
+        return cents
+
 
 class ExplainForm(forms.Form):
     note = forms.CharField(
@@ -113,6 +123,24 @@ class LedgerFilterForm(forms.Form):
         label="Run",
         widget=forms.TextInput(attrs={"placeholder": "run id", "autocomplete": "off"}),
     )
+
+    # Dates a ledger can have, with room to spare: beyond them a day's bounds in the viewer's
+    # zone (the day after To, From in a zone ahead of UTC) fall outside what datetime holds.
+    EARLIEST_YEAR, LATEST_YEAR = 2000, 9000
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in ("date_from", "date_to"):
+            day = cleaned.get(name)
+            if day is not None and not self.EARLIEST_YEAR <= day.year <= self.LATEST_YEAR:
+                self.add_error(
+                    name,
+                    f"Pick a date between {self.EARLIEST_YEAR} and {self.LATEST_YEAR}.",
+                )
+        date_from, date_to = cleaned.get("date_from"), cleaned.get("date_to")
+        if date_from and date_to and date_from > date_to:
+            self.add_error("date_to", "Pick a To date on or after the From date.")
+        return cleaned
 
     def filters(self) -> LedgerFilters:
         """The filters that are valid; an invalid one is ignored (and shown as an error)."""

@@ -27,8 +27,6 @@ charge. The team's held (or spent) money is the sum of its shards; the available
 guards the team's spending, stays one row (shard 0).
 """
 
-import uuid
-
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -308,7 +306,9 @@ class Reconciliation(models.Model):
     `status` is the outcome of the comparison (matched or discrepancy), in numbers and in
     `explanation`; `resolution` is what a billing admin did about a discrepancy (an adjustment
     or an explanation). Re-checks update the figures and `checked_at`; a resolved discrepancy
-    stays resolved while the figures stay the same.
+    stays resolved while the figures stay the same, and new figures re-open it unless the
+    team's charge, net of the adjustments already made for the run, now agrees. Those
+    adjustments are the ledger's adjustment transfers on the hold; `adjustment` is the latest.
     """
 
     class Status(models.TextChoices):
@@ -331,8 +331,9 @@ class Reconciliation(models.Model):
     expected_cents = models.BigIntegerField()
     upstream_credits_charged = models.BigIntegerField()
     upstream_test_mode = models.BooleanField()
-    # ledger_captured_cents minus what the team should have been charged: > 0 means the team
-    # paid too much, < 0 too little.
+    # What the team paid (ledger_captured_cents, less what adjustments for the run gave back)
+    # minus what it should have been charged: > 0 means the team paid too much, < 0 too little.
+    # What is still outstanding, as of the last check.
     difference_cents = models.BigIntegerField()
     explanation = models.TextField()
     source = models.CharField(max_length=32)  # settle, recorded figures, upstream reporter
@@ -372,7 +373,3 @@ class Reconciliation(models.Model):
     @property
     def is_open_discrepancy(self) -> bool:
         return self.status == self.Status.DISCREPANCY and not self.resolution
-
-
-def new_idempotency_key() -> str:
-    return uuid.uuid4().hex

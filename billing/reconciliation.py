@@ -50,21 +50,37 @@ def compare(
     step_price_cents: int,
     credits_charged: int,
     test_mode: bool,
+    adjusted_cents: int = 0,
 ) -> Verdict:
     """The rules.
 
-    Expected = steps_completed x step price. With a live key, the ledger's captured total must
-    equal the expected amount *and* what Coasty charged; the difference is measured against what
-    Coasty charged (what the organisation actually paid). In test mode Coasty bills nothing, so
-    only the ledger is compared with steps x price, and the words say so.
+    Expected = steps_completed x step price. With a live key, what the team paid must equal the
+    expected amount *and* what Coasty charged; the difference is measured against what Coasty
+    charged (what the organisation actually paid). In test mode Coasty bills nothing, so only
+    the ledger is compared with steps x price, and the words say so.
+
+    What the team paid is the ledger's captures less `adjusted_cents`: what billing admins'
+    adjustments for this run already gave back (negative when they took more), so a correction
+    made once is never asked for again.
     """
     expected = steps_completed * step_price_cents
+    paid = ledger_captured_cents - adjusted_cents
     steps_words = _steps(steps_completed)
     charged = f"The ledger charged the team {_money(ledger_captured_cents)} for {_steps(ledger_step_count)}"
+    if adjusted_cents > 0:
+        charged += (
+            f"; adjustments for this run already gave back {_money(adjusted_cents)}, "
+            f"so the team paid {_money(paid)}"
+        )
+    elif adjusted_cents < 0:
+        charged += (
+            f"; adjustments for this run already took {_money(-adjusted_cents)} more, "
+            f"so the team paid {_money(paid)}"
+        )
     expected_words = f"{steps_words} at {_money(step_price_cents)} is {_money(expected)}"
     sentences: list[str] = []
     if test_mode:
-        difference = ledger_captured_cents - expected
+        difference = paid - expected
         matched = difference == 0
         sentences.append(
             "Coasty ran this with a test key and bills nothing for it, so only the ledger is "
@@ -76,8 +92,8 @@ def compare(
         else:
             sentences.append(_direction(difference, "than the steps cost"))
     else:
-        difference = ledger_captured_cents - credits_charged
-        matched = ledger_captured_cents == expected == credits_charged
+        difference = paid - credits_charged
+        matched = paid == expected == credits_charged
         sentences.append(
             f"Coasty reported {steps_words} and charged {_money(credits_charged)}; "
             f"{expected_words}."
@@ -91,7 +107,7 @@ def compare(
                     f"Coasty's charge differs from steps x price by "
                     f"{_money(abs(credits_charged - expected))}: check the step price."
                 )
-            if ledger_captured_cents != expected:
+            if paid != expected:
                 sentences.append(_ledger_vs_steps(ledger_step_count, steps_completed))
             sentences.append(_direction(difference, "than Coasty billed"))
     return Verdict(

@@ -282,6 +282,16 @@ def ledger_page(
     )
 
 
+def ledger_cursor(value: str) -> int | None:
+    """The transfer id a page link carries (?before=, ?after=, the API's cursor), or None when
+    the text is not one. ASCII digits only: str.isdigit() also accepts "²", which int() refuses;
+    and within a bigint, which is what an id is."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    cursor = int(value)
+    return cursor if 0 < cursor < 2**63 else None
+
+
 def team_deltas(transfer: Transfer) -> dict[str, int]:
     """What a transfer did to each of its team's accounts: {"available": -500, "held": 500}.
 

@@ -4,6 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from billing.models import TransferKind
+from billing.selectors import ledger_cursor
 from portal.rest.fields import StrictCharField, StrictInputSerializer, StrictIntegerField
 from portal.rest.pages import LimitField, page_serializer
 
@@ -44,11 +45,12 @@ class LedgerQuerySerializer(serializers.Serializer):
 
     def validate_cursor(self, value: str) -> int:
         # The cursor is the id of the last transfer on the previous page.
-        if not value.isdigit() or not 0 < int(value) < 2**63:
+        cursor = ledger_cursor(value)
+        if cursor is None:
             raise serializers.ValidationError(
                 "Not a cursor from this list: follow the `next` link as given."
             )
-        return int(value)
+        return cursor
 
 
 class TopUpInputSerializer(StrictInputSerializer):

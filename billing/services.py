@@ -28,11 +28,12 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from billing import reconciliation as rules
 from billing.errors import (
+    DiscrepancyNotOpen,
     HoldExceeded,
     HoldNotFound,
     IdempotencyConflict,
@@ -130,12 +131,15 @@ def wallet_adjust(
     actor: CausedBy,
     idempotency_key: str,
     memo: str = "",
+    hold: Hold | None = None,
 ) -> Transfer:
     """A billing admin's correction of a team's available balance, with a required reason.
 
     `direction` is "credit" (give the team money) or "debit" (take it back), always against the
     organisation's adjustments account. Nothing is ever edited or deleted: the correction is a
     new transfer. A debit cannot take the available balance below zero (InsufficientFunds).
+    `hold`, for a correction of one run's charges (a discrepancy's), ties the transfer to that
+    hold and run: reconciliation reads what was already adjusted for the run from them.
     """
     _check_cents(amount_cents, what="An adjustment")
     if direction not in ("credit", "debit"):
@@ -157,6 +161,8 @@ def wallet_adjust(
                 credit_account_id=credit,
                 amount_cents=amount_cents,
                 team_id=team.pk,
+                hold=hold,
+                run_id=hold.run_id if hold is not None else None,
                 reference=reason,
                 memo=memo,
                 caused_by_user=user,
@@ -167,7 +173,14 @@ def wallet_adjust(
         first = _first_transfer(key)
         if first is None:
             raise  # not a duplicate: a constraint said no
-        _same_request(first, key, team_id=team.pk, amount_cents=amount_cents, reference=reason)
+        _same_request(
+            first,
+            key,
+            team_id=team.pk,
+            amount_cents=amount_cents,
+            reference=reason,
+            hold_id=hold.pk if hold is not None else None,
+        )
         adjustments = _org_account(AccountKind.ADJUSTMENTS)
         first_direction = "debit" if first.credit_account_id == adjustments else "credit"
         if first_direction != direction:
@@ -604,21 +617,29 @@ def reconciliation_resolve_with_adjustment(
     actor: "User",
     idempotency_key: str,
 ) -> Reconciliation:
-    """Resolve a discrepancy by crediting or debiting the team, recorded on the discrepancy."""
+    """Resolve a discrepancy by crediting or debiting the team, recorded on the discrepancy.
+
+    The same idempotency key again (a double submit) returns the reconciliation as it is, with
+    no second adjustment; anything but an open discrepancy is refused (DiscrepancyNotOpen).
+    """
     with transaction.atomic():
         # Lock 1 (the hold): the reconciliation row is only ever written under its hold's lock.
         lock_hold(reconciliation.hold.reference)
         current = Reconciliation.objects.get(pk=reconciliation.pk)
-        if current.resolution:
-            return current  # resolved already (a double submit, or another admin was first)
+        if reconciliation_adjustment_made(reconciliation=current, idempotency_key=idempotency_key):
+            # This very request was done already; checked first so that a late duplicate
+            # never resolves the discrepancy a second time with the first adjustment.
+            return current
+        _check_open(current)
         adjustment = wallet_adjust(
             team=current.team,
             amount_cents=amount_cents,
             direction=direction,
             reason=reason,
             actor=actor,
-            idempotency_key=f"reconciliation:{current.pk}:{idempotency_key}",
+            idempotency_key=_reconciliation_adjust_key(current.pk, idempotency_key),
             memo=f"Resolves the discrepancy on {current.hold.reference}.",
+            hold=current.hold,
         )
         current.resolution = Reconciliation.Resolution.ADJUSTED
         current.resolution_note = reason
@@ -645,14 +666,39 @@ def reconciliation_mark_explained(
     with transaction.atomic():
         lock_hold(reconciliation.hold.reference)  # Lock 1, as above.
         current = Reconciliation.objects.get(pk=reconciliation.pk)
-        if current.resolution:
-            return current
+        _check_open(current)
         current.resolution = Reconciliation.Resolution.EXPLAINED
         current.resolution_note = note
         current.resolved_at = timezone.now()
         current.resolved_by = actor
         current.save(update_fields=["resolution", "resolution_note", "resolved_at", "resolved_by"])
     return current
+
+
+def reconciliation_adjustment_made(*, reconciliation: Reconciliation, idempotency_key: str) -> bool:
+    """Whether the adjustment under this key was already made (a double submit of the form)."""
+    key = f"adjust:{_reconciliation_adjust_key(reconciliation.pk, idempotency_key)}"
+    return Transfer.objects.filter(idempotency_key=key).exists()
+
+
+def _reconciliation_adjust_key(reconciliation_pk: int, idempotency_key: str) -> str:
+    """wallet_adjust's key for a discrepancy's adjustment: the form's key, scoped to it."""
+    return f"reconciliation:{reconciliation_pk}:{idempotency_key}"
+
+
+def _check_open(current: Reconciliation) -> None:
+    """Refuse to resolve anything but an open discrepancy. The caller holds the hold's lock and
+    read `current` under it: the caller's own copy (an open page) may be stale."""
+    if current.resolution:
+        # Another admin was first (or a double submit of the explanation).
+        resolved_by = current.resolved_by.get_username() if current.resolved_by else ""
+        raise DiscrepancyNotOpen(
+            current.hold.reference,
+            resolved_by=resolved_by,
+            resolution=current.get_resolution_display().lower(),
+        )
+    if current.status != Reconciliation.Status.DISCREPANCY:
+        raise DiscrepancyNotOpen(current.hold.reference)  # a later check matched it
 
 
 # --- Internals ------------------------------------------------------------------------------------
@@ -829,11 +875,29 @@ def _org_account(kind: str) -> int:
     return pk
 
 
+# The figures a reconciliation answers: while they stay the same, a resolution stands.
+QUESTION_FIELDS = (
+    "ledger_captured_cents",
+    "ledger_step_count",
+    "upstream_steps_completed",
+    "step_price_cents",
+    "upstream_credits_charged",
+    "upstream_test_mode",
+)
+
+
 def _record_reconciliation(
     hold: Hold, report: UpstreamReport, *, source: str, checked_by: str
 ) -> Reconciliation:
-    """Compare and store the verdict for a settled hold. The caller holds the hold's lock."""
+    """Compare and store the verdict for a settled hold. The caller holds the hold's lock.
+
+    Adjustments already made for the hold's run count as paid back (or taken), so the
+    difference is what is still outstanding. A resolved discrepancy stays resolved while the
+    figures in QUESTION_FIELDS stay the same; new figures are a new question: matched when the
+    team's net charge now agrees, else re-opened for what is outstanding.
+    """
     hold.refresh_from_db(fields=["captured_cents", "captured_steps", "step_price_cents"])
+    existing = Reconciliation.objects.filter(hold=hold).first()
     price = report.step_price_cents or hold.step_price_cents or 0
     verdict = rules.compare(
         ledger_captured_cents=hold.captured_cents,
@@ -842,6 +906,9 @@ def _record_reconciliation(
         step_price_cents=price,
         credits_charged=report.credits_charged,
         test_mode=report.test_mode,
+        adjusted_cents=_adjusted_for_hold(
+            hold.pk, latest=existing.adjustment_id if existing is not None else None
+        ),
     )
     figures = {
         "status": Reconciliation.Status.MATCHED
@@ -858,7 +925,6 @@ def _record_reconciliation(
         "explanation": verdict.explanation,
     }
     now = timezone.now()
-    existing = Reconciliation.objects.filter(hold=hold).first()
     if existing is None:
         return Reconciliation.objects.create(
             hold=hold,
@@ -869,22 +935,43 @@ def _record_reconciliation(
             checked_at=now,
             **figures,
         )
-    changed = any(getattr(existing, name) != value for name, value in figures.items())
     existing.checked_at = now
     existing.checked_by = checked_by
     existing.source = source
-    if changed:
+    new_question = any(getattr(existing, name) != figures[name] for name in QUESTION_FIELDS)
+    if not existing.resolution or new_question:
+        # (A resolution answered the figures it was made for: the same figures again leave it,
+        # and its difference as it was then, alone.)
         for name, value in figures.items():
             setattr(existing, name, value)
         if existing.resolution and not verdict.matched:
             # New figures make a new question: the earlier resolution answered the old one.
+            # Its adjustment stays on the ledger (and in `adjustment`), and is counted above.
+            who = existing.resolved_by.get_username() if existing.resolved_by else "someone"
             existing.explanation = (
-                f"Re-opened: the figures changed after it was {existing.get_resolution_display().lower()} "
+                f"Re-opened: the figures changed after it was "
+                f"{existing.get_resolution_display().lower()} by {who} "
                 f"({existing.resolution_note}). " + verdict.explanation
             )
             existing.resolution = Reconciliation.Resolution.NONE
+            existing.resolution_note = ""
+            existing.resolved_at = None
+            existing.resolved_by = None
     existing.save()
     return existing
+
+
+def _adjusted_for_hold(hold_id: int, *, latest: int | None) -> int:
+    """What adjustments for this hold's run gave the team (credits) less what they took back
+    (debits), read from the ledger: discrepancy adjustments carry their hold. `latest`, the
+    reconciliation's recorded adjustment, counts too: those made before adjustments carried
+    their hold are known only from it."""
+    tied = Q(hold_id=hold_id) | Q(pk=latest) if latest is not None else Q(hold_id=hold_id)
+    totals = Transfer.objects.filter(tied, kind=TransferKind.ADJUSTMENT).aggregate(
+        credited=Sum("amount_cents", filter=Q(credit_account__kind=AccountKind.AVAILABLE)),
+        debited=Sum("amount_cents", filter=Q(debit_account__kind=AccountKind.AVAILABLE)),
+    )
+    return (totals["credited"] or 0) - (totals["debited"] or 0)
 
 
 def _cause(caused_by: CausedBy | None) -> tuple["User | None", str]:

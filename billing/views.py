@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from billing import selectors, services
 from billing.charts import spend_chart
-from billing.errors import BillingError
+from billing.errors import BillingError, DiscrepancyNotOpen, InsufficientFunds
 from billing.forms import (
     AdjustmentForm,
     ExplainForm,
@@ -104,10 +104,29 @@ def wallet(request: HttpRequest, slug: str) -> HttpResponse:
 
 @wallet_access
 @require_GET
-def ledger_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
-    """The team's ledger (with the page's filters) as CSV, streamed row by row."""
+def ledger_csv(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
+    """The team's ledger (with the page's filters) as CSV, streamed row by row.
+
+    A filter that is not valid is refused (400, in plain text): unlike the page, which shows
+    the error beside the ledger, a download that left the filter out would look like the
+    filtered ledger and hold every transfer.
+    """
     team = request.wallet_team
-    transfers = selectors.ledger_for_team(team, LedgerFilterForm(request.GET or None).filters())
+    filter_form = LedgerFilterForm(request.GET or None)
+    if filter_form.is_bound and not filter_form.is_valid():
+        lines = [
+            f"{filter_form[name].label if name in filter_form.fields else 'Filters'}: {message}"
+            for name, messages_ in filter_form.errors.items()
+            for message in messages_
+        ]
+        return HttpResponse(
+            "The ledger was not exported: correct these filters and try again.\n"
+            + "\n".join(lines)
+            + "\n",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    transfers = selectors.ledger_for_team(team, filter_form.filters())
     filename = f"{team.slug}-ledger-{timezone.localdate().isoformat()}.csv"
     response = StreamingHttpResponse(_csv_lines(transfers), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -232,6 +251,96 @@ def top_up(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @billing_admin_required
+@require_http_methods(["GET", "POST"])
+def adjust(request: HttpRequest, slug: str) -> HttpResponse:
+    """Correct a team's available balance, with a reason: form, then a review page, then
+    confirm, like a top-up. The form's key makes a double submit of the confirmation land once;
+    a debit can take at most what the team has available."""
+    team = get_object_or_404(Team, slug=slug)
+    if request.method == "GET":
+        return _render_adjust(
+            request, team, AdjustmentForm(initial={"idempotency_key": fresh_key()})
+        )
+    form = AdjustmentForm(request.POST)
+    if not form.is_valid():
+        return _render_adjust(request, team, form, status=400)
+    amount, direction, reason, key = (
+        form.cleaned_data["amount"],
+        form.cleaned_data["direction"],
+        form.cleaned_data["reason"],
+        form.cleaned_data["idempotency_key"],
+    )
+    if "edit" in request.POST:
+        return _render_adjust(request, team, form)
+    if "confirm" not in request.POST:
+        summary = selectors.wallet_summary(team)
+        if direction == "debit" and amount > summary.available_cents:
+            # Said now rather than after the confirmation (the service checks again then).
+            form.add_error("amount", _debit_too_large(team, summary.available_cents))
+            return _render_adjust(request, team, form, status=400)
+        change = amount if direction == "credit" else -amount
+        return render(
+            request,
+            "billing/adjust_review.html",
+            {
+                "team": team,
+                "form": form,
+                "summary": summary,
+                "available_after": summary.available_cents + change,
+            },
+        )
+    already = Transfer.objects.filter(idempotency_key=f"adjust:{key}").exists()
+    try:
+        services.wallet_adjust(
+            team=team,
+            amount_cents=amount,
+            direction=direction,
+            reason=reason,
+            actor=request.user,
+            idempotency_key=key,
+        )
+    except InsufficientFunds as exc:
+        form.add_error("amount", _debit_too_large(team, exc.available_cents))
+        return _render_adjust(request, team, form, status=400)
+    except BillingError as exc:
+        form.add_error(None, str(exc))
+        return _render_adjust(request, team, form, status=400)
+    if already:
+        messages.info(request, "This adjustment was already recorded; nothing was moved twice.")
+    elif direction == "credit":
+        messages.success(
+            request, f"Credited {format_cents(amount)} to {team.name}'s wallet ({reason})."
+        )
+    else:
+        messages.success(
+            request, f"Debited {format_cents(amount)} from {team.name}'s wallet ({reason})."
+        )
+    return redirect("billing_team", slug=team.slug)
+
+
+def _debit_too_large(team: Team, available_cents: int) -> str:
+    return (
+        f"A debit can take at most {format_cents(available_cents)}, what {team.name} has "
+        "available: a wallet never goes below zero."
+    )
+
+
+def _render_adjust(request, team, form, *, status=200):
+    return render(
+        request,
+        "billing/adjust.html",
+        {
+            "team": team,
+            "form": form,
+            "summary": selectors.wallet_summary(team),
+            "max_adjustment": settings.BILLING_TOP_UP_MAX_CENTS,
+        },
+        status=status,
+    )
+
+
+@login_required
+@billing_admin_required
 @require_GET
 def team_admin(request: HttpRequest, slug: str) -> HttpResponse:
     team = get_object_or_404(Team, slug=slug)
@@ -320,6 +429,10 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
         if action == "adjust":
             adjust_form = AdjustmentForm(request.POST)
             if adjust_form.is_valid():
+                already = services.reconciliation_adjustment_made(
+                    reconciliation=reconciliation,
+                    idempotency_key=adjust_form.cleaned_data["idempotency_key"],
+                )
                 try:
                     services.reconciliation_resolve_with_adjustment(
                         reconciliation=reconciliation,
@@ -329,19 +442,34 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
                         actor=request.user,
                         idempotency_key=adjust_form.cleaned_data["idempotency_key"],
                     )
+                except DiscrepancyNotOpen as exc:
+                    messages.warning(request, str(exc))
+                    return redirect("billing_discrepancy", pk=reconciliation.pk)
                 except BillingError as exc:
                     adjust_form.add_error(None, str(exc))
                 else:
-                    messages.success(request, "Resolved with an adjustment on the team's ledger.")
+                    if already:
+                        messages.info(
+                            request,
+                            "This adjustment was already recorded; nothing was moved twice.",
+                        )
+                    else:
+                        messages.success(
+                            request, "Resolved with an adjustment on the team's ledger."
+                        )
                     return redirect("billing_discrepancies")
         elif action == "explain":
             explain_form = ExplainForm(request.POST)
             if explain_form.is_valid():
-                services.reconciliation_mark_explained(
-                    reconciliation=reconciliation,
-                    note=explain_form.cleaned_data["note"],
-                    actor=request.user,
-                )
+                try:
+                    services.reconciliation_mark_explained(
+                        reconciliation=reconciliation,
+                        note=explain_form.cleaned_data["note"],
+                        actor=request.user,
+                    )
+                except DiscrepancyNotOpen as exc:
+                    messages.warning(request, str(exc))
+                    return redirect("billing_discrepancy", pk=reconciliation.pk)
                 messages.success(request, "Marked as explained; no money moved.")
                 return redirect("billing_discrepancies")
         status = 400
@@ -359,5 +487,4 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _cursor(request: HttpRequest, name: str) -> int | None:
-    value = request.GET.get(name, "")
-    return int(value) if value.isdigit() else None
+    return selectors.ledger_cursor(request.GET.get(name, ""))

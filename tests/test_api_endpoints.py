@@ -305,7 +305,14 @@ def test_ledger_pages_by_cursor(world, bob):
     assert seen == list(
         Transfer.objects.filter(team=world.team).order_by("-id").values_list("id", flat=True)
     )
-    for bad in ("cursor=abc", "cursor=0", "cursor=" + "9" * 30, "cursor=-5"):
+    for bad in (
+        "cursor=abc",
+        "cursor=0",
+        "cursor=" + "9" * 30,
+        "cursor=-5",
+        "cursor=²",
+        "cursor=٣",
+    ):
         error = error_of(bob.get(f"/api/v1/teams/research/ledger/?{bad}"), 400)
         assert "cursor" in error["fields"]
 

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from billing import services
 from billing.models import Account, AccountKind, Reconciliation, Transfer, TransferKind
+from billing.reconciliation import UpstreamReport
 from portal.models import Role
-from tests.factories import UserFactory, place_hold, top_up
+from tests.factories import BillingAdminFactory, UserFactory, place_hold, top_up
 
 pytestmark = pytest.mark.django_db
 
@@ -176,6 +177,58 @@ def test_the_ledger_pages_by_cursor(team, make_member, client_for):
     assert back.context["page"].rows[0].reference == "ref-069"
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"before": "²"},
+        {"after": "²"},
+        {"before": "٣"},
+        {"before": "9" * 30},
+        {"after": "9" * 30},
+        {"before": "-5"},
+    ],
+)
+def test_a_malformed_page_link_shows_the_newest_page(team, make_member, client_for, params):
+    # given a ledger / when the wallet is opened with a cursor that is not one
+    top_up(team, 5000, reference="PO-42")
+    response = client_for(make_member(team)).get("/teams/research/wallet/", params)
+    # then the newest page shows (never a server error)
+    assert response.status_code == 200
+    assert "PO-42" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("params", "tz", "error"),
+    [
+        ({"date_to": "9999-12-31"}, "UTC", "between 2000 and 9000"),
+        ({"date_from": "9999-12-31"}, "UTC", "between 2000 and 9000"),
+        ({"date_from": "0001-01-01"}, "Pacific/Kiritimati", "between 2000 and 9000"),
+        ({"date_to": "0001-01-01"}, "Pacific/Kiritimati", "between 2000 and 9000"),
+        (
+            {"date_from": "2026-03-02", "date_to": "2026-03-01"},
+            "UTC",
+            "on or after the From date",
+        ),
+    ],
+)
+def test_an_impossible_date_filter_is_a_form_error(
+    team, make_member, client_for, params, tz, error
+):
+    # given a ledger and a viewer in the given zone
+    top_up(team, 5000, reference="PO-42")
+    client = client_for(make_member(team))
+    client.cookies["tz"] = tz
+    # when the wallet is filtered by a date out of range, or From after To
+    response = client.get("/teams/research/wallet/", params)
+    # then the page says so and shows the ledger without that filter
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    # and the CSV is refused, saying why
+    csv_response = client.get("/teams/research/wallet/ledger.csv", params)
+    assert csv_response.status_code == 400
+    assert error in csv_response.content.decode()
+
+
 def test_the_wallet_page_stays_within_ten_queries(team, make_member, client_for):
     # given a team with a busy ledger
     top_up(team, 50_000)
@@ -215,6 +268,21 @@ def test_the_csv_streams_the_filtered_ledger(team, make_member, client_for):
     # and the full CSV neutralises formulas a person typed
     everything = b"".join(client.get("/teams/research/wallet/ledger.csv").streaming_content)
     assert b"'=HYPERLINK(evil)" in everything
+
+
+def test_the_csv_with_a_bad_filter_is_refused_not_everything(team, make_member, client_for):
+    # given a ledger
+    top_up(team, 5000, reference="PO-42")
+    # when the CSV is asked for with a filter that is not valid
+    response = client_for(make_member(team)).get(
+        "/teams/research/wallet/ledger.csv", {"run": "notauuid", "kind": "top_up"}
+    )
+    # then it is a 400 in plain text naming the filter, not a CSV of every transfer
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/plain")
+    body = response.content.decode()
+    assert "Run: Enter a valid UUID." in body
+    assert "PO-42" not in body
 
 
 # --- Billing admin: overview and top-up -------------------------------------------------------
@@ -358,6 +426,115 @@ def test_a_member_cannot_change_the_alert_level(team, make_member, client_for):
     assert response.status_code == 403
 
 
+# --- Billing admin: a standalone adjustment ---------------------------------------------------
+
+
+def adjustment(direction="credit", amount="5.00", reason="Goodwill for the outage", **extra):
+    return {
+        "amount": amount,
+        "direction": direction,
+        "reason": reason,
+        "idempotency_key": "k" * 32,
+        **extra,
+    }
+
+
+def test_the_team_admin_page_links_to_an_adjustment(team, billing_admin, client_for):
+    page = client_for(billing_admin).get("/billing/teams/research/").content.decode()
+    assert 'href="/billing/teams/research/adjust/"' in page
+
+
+def test_an_adjustment_is_reviewed_then_confirmed(team, billing_admin, client_for):
+    # given $50.00 and the adjustment form
+    top_up(team, 5000)
+    client = client_for(billing_admin)
+    form_page = client.get("/billing/teams/research/adjust/")
+    assert form_page.status_code == 200
+    key = form_page.context["form"].initial["idempotency_key"]
+    data = {**adjustment(direction="debit"), "idempotency_key": key}
+    # when a debit is submitted
+    review = client.post("/billing/teams/research/adjust/", data)
+    # then a review page shows what will happen, and nothing moved yet
+    assert review.status_code == 200
+    assert "Confirm the adjustment" in review.content.decode()
+    assert "$50.00 → $45.00" in review.content.decode()
+    assert available(team) == 5000
+    # when it is confirmed
+    done = client.post("/billing/teams/research/adjust/", {**data, "confirm": "1"}, follow=True)
+    # then the money moved, and the ledger shows the adjustment with its reason and its author
+    assert available(team) == 4500
+    assert "Debited $5.00 from Research" in done.content.decode()
+    transfer = Transfer.objects.get(kind=TransferKind.ADJUSTMENT)
+    assert (transfer.reference, transfer.caused_by_user) == (
+        "Goodwill for the outage",
+        billing_admin,
+    )
+    ledger = client.get("/teams/research/wallet/", {"kind": "adjustment"}).content.decode()
+    assert "Goodwill for the outage" in ledger
+
+
+def test_a_double_submitted_adjustment_adjusts_once(team, billing_admin, client_for):
+    # given a billing admin / when they confirm the same credit twice
+    client = client_for(billing_admin)
+    data = adjustment(confirm="1")
+    client.post("/billing/teams/research/adjust/", data)
+    second = client.post("/billing/teams/research/adjust/", data, follow=True)
+    # then the team got it once, and the second answer says so
+    assert available(team) == 500
+    assert Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).count() == 1
+    assert "already recorded" in second.content.decode()
+
+
+@pytest.mark.parametrize("confirm", [False, True])
+def test_a_debit_beyond_the_balance_is_a_form_error(team, billing_admin, client_for, confirm):
+    # given $3.00 available
+    top_up(team, 300)
+    data = adjustment(direction="debit", amount="3.01")
+    if confirm:
+        data["confirm"] = "1"
+    # when a billing admin debits $3.01, at either step
+    response = client_for(billing_admin).post("/billing/teams/research/adjust/", data)
+    # then the form says how much can be taken, and nothing moved
+    assert response.status_code == 400
+    assert "at most $3.00" in response.content.decode()
+    assert available(team) == 300
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (adjustment(reason=""), "This field is required"),
+        (adjustment(reason="   "), "This field is required"),
+        (adjustment(direction=""), "This field is required"),
+        (adjustment(amount="0"), "Enter at least $0.01"),
+        (adjustment(amount="10000.01"), "An adjustment can be at most $10,000.00"),
+    ],
+)
+def test_a_bad_adjustment_gets_a_form_error(team, billing_admin, client_for, data, error):
+    response = client_for(billing_admin).post(
+        "/billing/teams/research/adjust/", {**data, "confirm": "1"}
+    )
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+
+
+def test_only_billing_admins_can_adjust(team, make_member, client_for):
+    # given a manager of the team and someone from elsewhere
+    for user in (make_member(team, Role.MANAGER), UserFactory(username="stranger")):
+        client = client_for(user)
+        # when they open or confirm an adjustment / then they are refused, like for top-ups
+        assert client.get("/billing/teams/research/adjust/").status_code == 403
+        response = client.post("/billing/teams/research/adjust/", adjustment(confirm="1"))
+        assert response.status_code == 403
+    assert not Transfer.objects.exists()
+
+
+def test_an_adjustment_of_an_unknown_team_is_404(billing_admin, client_for):
+    assert client_for(billing_admin).get("/billing/teams/nope/adjust/").status_code == 404
+
+
 # --- Discrepancies ----------------------------------------------------------------------------
 
 
@@ -411,6 +588,34 @@ def test_a_discrepancy_is_resolved_with_an_adjustment(team, billing_admin, clien
     assert "Nothing to resolve" in client.get("/billing/discrepancies/").content.decode()
 
 
+@pytest.mark.parametrize(
+    ("charged", "direction"),
+    [(5, "credit"), (15, "debit")],
+)
+def test_a_reopened_discrepancy_offers_only_what_is_still_outstanding(
+    team, billing_admin, client_for, charged, direction
+):
+    # given 15 cents charged, 10 billed by Coasty, and 5 credited back on the page
+    reconciliation = make_discrepancy(team)
+    client = client_for(billing_admin)
+    data = {
+        "action": "adjust",
+        "amount": "0.05",
+        "direction": "credit",
+        "reason": "Coasty billed 10 cents",
+        "idempotency_key": "j" * 32,
+    }
+    client.post(f"/billing/discrepancies/{reconciliation.pk}/", data)
+    # when Coasty later reports another charge (5 cents, or the 15 the ledger charged)
+    report = UpstreamReport(steps_completed=3, credits_charged=charged, test_mode=False)
+    services.reconcile_hold(hold=reconciliation.hold, caused_by="job", report=report)
+    # then the page offers 5 cents more in the right direction, not the whole difference again
+    initial = (
+        client.get(f"/billing/discrepancies/{reconciliation.pk}/").context["adjust_form"].initial
+    )
+    assert (initial["amount"], initial["direction"]) == ("0.05", direction)
+
+
 def test_a_discrepancy_can_be_marked_explained(team, billing_admin, client_for):
     reconciliation = make_discrepancy(team)
     transfers = Transfer.objects.count()
@@ -437,6 +642,130 @@ def test_an_adjustment_without_a_reason_is_refused(team, billing_admin, client_f
         },
     )
     assert response.status_code == 400
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+
+
+def make_matched_after_all(team):
+    """A discrepancy that a later check (the 15-minute job) found matched after all."""
+    reconciliation = make_discrepancy(team)
+    report = UpstreamReport(steps_completed=3, credits_charged=15, test_mode=False)
+    matched = services.reconcile_hold(hold=reconciliation.hold, caused_by="job", report=report)
+    assert matched.status == Reconciliation.Status.MATCHED
+    return reconciliation  # as a tab opened before the re-check still has it
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {
+            "action": "adjust",
+            "amount": "50.00",
+            "direction": "credit",
+            "reason": "Stale tab",
+            "idempotency_key": "f" * 32,
+        },
+        {"action": "explain", "note": "Stale tab"},
+    ],
+)
+def test_a_matched_reconciliation_cannot_be_resolved(team, billing_admin, client_for, data):
+    # given a discrepancy that the job has since found matched
+    reconciliation = make_matched_after_all(team)
+    before = available(team)
+    # when an admin posts a resolution from a page opened before that
+    response = client_for(billing_admin).post(
+        f"/billing/discrepancies/{reconciliation.pk}/", data, follow=True
+    )
+    # then they are told it is no longer open, and no money moved
+    assert "This discrepancy is no longer open" in response.content.decode()
+    assert available(team) == before
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+    reconciliation.refresh_from_db()
+    assert reconciliation.status == Reconciliation.Status.MATCHED
+    assert reconciliation.resolution == Reconciliation.Resolution.NONE
+
+
+@pytest.mark.parametrize("first", ["adjust", "explain"])
+@pytest.mark.parametrize(
+    "second",
+    [
+        {
+            "action": "adjust",
+            "amount": "0.05",
+            "direction": "credit",
+            "reason": "Me too",
+            "idempotency_key": "h" * 32,
+        },
+        {"action": "explain", "note": "Me too"},
+    ],
+)
+def test_a_discrepancy_another_admin_resolved_says_so(
+    team, billing_admin, client_for, first, second
+):
+    # given a discrepancy that another billing admin resolved while this one had it open
+    reconciliation = make_discrepancy(team)
+    colleague = BillingAdminFactory(username="colleague")
+    if first == "adjust":
+        services.reconciliation_resolve_with_adjustment(
+            reconciliation=reconciliation,
+            amount_cents=5,
+            direction="credit",
+            reason="Coasty billed 2 steps",
+            actor=colleague,
+            idempotency_key="colleague-1",
+        )
+    else:
+        services.reconciliation_mark_explained(
+            reconciliation=reconciliation, note="Known", actor=colleague
+        )
+    before = (available(team), Transfer.objects.count())
+    # when this admin resolves it too
+    response = client_for(billing_admin).post(
+        f"/billing/discrepancies/{reconciliation.pk}/", second, follow=True
+    )
+    # then they are told who resolved it, and nothing changed
+    page = response.content.decode()
+    assert "Already resolved by colleague" in page
+    assert "Resolved with an adjustment" not in page and "Marked as explained" not in page
+    assert (available(team), Transfer.objects.count()) == before
+    reconciliation.refresh_from_db()
+    assert reconciliation.resolved_by == colleague
+
+
+def test_a_double_submitted_adjustment_says_it_was_recorded_once(team, billing_admin, client_for):
+    # given a discrepancy / when the same adjustment is submitted twice
+    reconciliation = make_discrepancy(team)
+    before = available(team)
+    data = {
+        "action": "adjust",
+        "amount": "0.05",
+        "direction": "credit",
+        "reason": "Coasty billed 2 steps",
+        "idempotency_key": "i" * 32,
+    }
+    client = client_for(billing_admin)
+    client.post(f"/billing/discrepancies/{reconciliation.pk}/", data)
+    second = client.post(f"/billing/discrepancies/{reconciliation.pk}/", data, follow=True)
+    # then the money moved once, and the second answer says it was already recorded
+    assert available(team) == before + 5
+    assert "already recorded" in second.content.decode()
+
+
+def test_an_adjustment_is_at_most_the_top_up_maximum(team, billing_admin, client_for, settings):
+    # given a discrepancy and a top-up maximum of $100.00
+    settings.BILLING_TOP_UP_MAX_CENTS = 10_000
+    reconciliation = make_discrepancy(team)
+    data = {
+        "action": "adjust",
+        "amount": "100.01",
+        "direction": "credit",
+        "reason": "Typo",
+        "idempotency_key": "g" * 32,
+    }
+    # when an admin adjusts by more than that
+    response = client_for(billing_admin).post(f"/billing/discrepancies/{reconciliation.pk}/", data)
+    # then the form says so and no money moved
+    assert response.status_code == 400
+    assert "An adjustment can be at most $100.00" in response.content.decode()
     assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
 
 

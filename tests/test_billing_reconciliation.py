@@ -10,7 +10,8 @@ from django_q.models import Schedule
 
 from billing import services
 from billing.apps import ensure_reconcile_schedule
-from billing.models import Hold, Reconciliation
+from billing.errors import DiscrepancyNotOpen
+from billing.models import Hold, Reconciliation, Transfer, TransferKind
 from billing.reconciliation import UpstreamReport, compare
 from billing.tasks import RECONCILE_SCHEDULE_NAME, reconcile_billing
 from tests.factories import place_hold, top_up
@@ -190,6 +191,121 @@ def test_a_resolved_discrepancy_stays_resolved_while_the_figures_stay(
     # then it is open again, saying why
     assert reopened.is_open_discrepancy
     assert reopened.explanation.startswith("Re-opened")
+
+
+def test_only_an_open_discrepancy_can_be_resolved(team, billing_admin):
+    # given a discrepancy that a later check found matched
+    hold = settled_hold(team, steps=3, charged=10)
+    stale = hold.reconciliation
+    report = UpstreamReport(steps_completed=3, credits_charged=15, test_mode=False)
+    services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing", report=report)
+    # when it is resolved from the stale copy, either way / then it is refused
+    with pytest.raises(DiscrepancyNotOpen, match="no longer open"):
+        services.reconciliation_resolve_with_adjustment(
+            reconciliation=stale,
+            amount_cents=5000,
+            direction="credit",
+            reason="Stale tab",
+            actor=billing_admin,
+            idempotency_key="stale-tab-1",
+        )
+    with pytest.raises(DiscrepancyNotOpen, match="no longer open"):
+        services.reconciliation_mark_explained(
+            reconciliation=stale, note="Stale tab", actor=billing_admin
+        )
+    # and nothing was written
+    assert not Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).exists()
+    assert Reconciliation.objects.get(pk=stale.pk).resolution == Reconciliation.Resolution.NONE
+
+
+def adjusted_discrepancy(team, billing_admin):
+    """The ledger charged 15 cents, Coasty 10 (3 steps at 5), and an admin credited 5 back."""
+    hold = settled_hold(team, steps=3, charged=10)
+    services.reconciliation_resolve_with_adjustment(
+        reconciliation=hold.reconciliation,
+        amount_cents=5,
+        direction="credit",
+        reason="Coasty billed 10 cents",
+        actor=billing_admin,
+        idempotency_key="first-credit",
+    )
+    return hold
+
+
+def recheck(hold, *, steps, charged):
+    report = UpstreamReport(steps_completed=steps, credits_charged=charged, test_mode=False)
+    return services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing", report=report)
+
+
+def test_an_adjusted_discrepancy_stays_resolved_while_the_figures_stay(team, billing_admin):
+    # given a discrepancy resolved with a 5-cent credit
+    hold = adjusted_discrepancy(team, billing_admin)
+    # when it is re-checked with the same figures
+    again = recheck(hold, steps=3, charged=10)
+    # then it stays resolved
+    assert again.resolution == Reconciliation.Resolution.ADJUSTED
+    assert again.resolved_by == billing_admin
+
+
+def test_a_reopened_discrepancy_counts_the_adjustment_already_made(team, billing_admin):
+    # given 15 cents charged, 10 billed by Coasty, and 5 credited back
+    hold = adjusted_discrepancy(team, billing_admin)
+    # when Coasty later reports that it billed 5 cents
+    reopened = recheck(hold, steps=3, charged=5)
+    # then it is open again for the 5 cents still outstanding, not 10
+    assert reopened.is_open_discrepancy
+    assert reopened.difference_cents == 5
+    assert (reopened.resolved_at, reopened.resolved_by) == (None, None)
+    assert reopened.explanation.startswith("Re-opened")
+    assert "already gave back $0.05" in reopened.explanation
+    # and the earlier adjustment is still on record
+    assert reopened.adjustment.amount_cents == 5
+    assert Transfer.objects.filter(kind=TransferKind.ADJUSTMENT).count() == 1
+
+
+def test_an_adjustment_made_before_adjustments_carried_their_hold_still_counts(team, billing_admin):
+    # given a discrepancy resolved by a credit recorded only on the reconciliation (older rows)
+    hold = settled_hold(team, steps=3, charged=10)
+    credit = services.wallet_adjust(
+        team=team,
+        amount_cents=5,
+        direction="credit",
+        reason="Coasty billed 10 cents",
+        actor=billing_admin,
+        idempotency_key="reconciliation:old-credit",
+    )
+    Reconciliation.objects.filter(hold=hold).update(
+        resolution=Reconciliation.Resolution.ADJUSTED,
+        resolved_at=timezone.now(),
+        resolved_by=billing_admin,
+        adjustment=credit,
+    )
+    # when Coasty later reports that it billed 5 cents
+    reopened = recheck(hold, steps=3, charged=5)
+    # then the earlier credit counts: 5 cents outstanding, not 10
+    assert reopened.is_open_discrepancy
+    assert reopened.difference_cents == 5
+
+
+def test_an_adjustment_that_upstream_makes_wrong_reopens_the_discrepancy(team, billing_admin):
+    # given 15 cents charged, 10 billed by Coasty, and 5 credited back
+    hold = adjusted_discrepancy(team, billing_admin)
+    # when Coasty corrects itself: it billed 15 after all, what the ledger charged
+    reopened = recheck(hold, steps=3, charged=15)
+    # then the credit was wrong: the team now paid 5 cents too little
+    assert reopened.is_open_discrepancy
+    assert reopened.difference_cents == -5
+
+
+def test_figures_that_match_thanks_to_the_adjustment_are_matched(team, billing_admin):
+    # given 15 cents charged for 3 steps, 10 billed by Coasty, and 5 credited back
+    hold = adjusted_discrepancy(team, billing_admin)
+    # when Coasty corrects its step count: 2 steps, 10 cents
+    result = recheck(hold, steps=2, charged=10)
+    # then the team's net charge agrees with Coasty: matched, nothing left to do
+    assert result.status == Reconciliation.Status.MATCHED
+    assert result.difference_cents == 0
+    assert not result.is_open_discrepancy
 
 
 def test_the_job_rechecks_recent_holds_and_open_discrepancies(team):
