@@ -9,6 +9,7 @@ from django.conf import settings
 from billing.models import TransferKind
 from billing.money import format_cents
 from billing.selectors import LedgerFilters
+from portal.forms import FilterDateField
 
 
 def idempotency_key_field() -> forms.RegexField:
@@ -112,31 +113,16 @@ class ExplainForm(forms.Form):
 
 class LedgerFilterForm(forms.Form):
     kind = forms.ChoiceField(choices=[("", "All kinds"), *TransferKind.choices], required=False)
-    date_from = forms.DateField(
-        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    date_to = forms.DateField(
-        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
-    )
+    date_from = FilterDateField(label="From")
+    date_to = FilterDateField(label="To")
     run = forms.UUIDField(
         required=False,
         label="Run",
         widget=forms.TextInput(attrs={"placeholder": "run id", "autocomplete": "off"}),
     )
 
-    # Dates a ledger can have, with room to spare: beyond them a day's bounds in the viewer's
-    # zone (the day after To, From in a zone ahead of UTC) fall outside what datetime holds.
-    EARLIEST_YEAR, LATEST_YEAR = 2000, 9000
-
     def clean(self):
         cleaned = super().clean()
-        for name in ("date_from", "date_to"):
-            day = cleaned.get(name)
-            if day is not None and not self.EARLIEST_YEAR <= day.year <= self.LATEST_YEAR:
-                self.add_error(
-                    name,
-                    f"Pick a date between {self.EARLIEST_YEAR} and {self.LATEST_YEAR}.",
-                )
         date_from, date_to = cleaned.get("date_from"), cleaned.get("date_to")
         if date_from and date_to and date_from > date_to:
             self.add_error("date_to", "Pick a To date on or after the From date.")

@@ -1,11 +1,37 @@
+import datetime as dt
+
 from django import forms
 from django.contrib.auth import get_user_model
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Q
 from django.utils.text import slugify
 
 from portal.models import ROLE_DESCRIPTIONS, Role, Team
 
 User = get_user_model()
+
+
+class FilterDateField(forms.DateField):
+    """An optional From or To date that a list (runs, ledger) is filtered by.
+
+    Bounded to the years a portal's records can have, with room to spare: beyond them a day's
+    bounds in the viewer's zone (the day after To, From in a zone ahead of UTC) fall outside
+    what a datetime holds, which would be a 500 instead of a form error.
+    """
+
+    EARLIEST = dt.date(2000, 1, 1)
+    LATEST = dt.date(9000, 12, 31)
+
+    def __init__(self, **kwargs):
+        message = f"Pick a date between {self.EARLIEST.year} and {self.LATEST.year}."
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.DateInput(attrs={"type": "date"}))
+        kwargs.setdefault(
+            "validators",
+            [MinValueValidator(self.EARLIEST, message), MaxValueValidator(self.LATEST, message)],
+        )
+        super().__init__(**kwargs)
+
 
 ROLE_CHOICES = [(role.value, f"{role.label} — {ROLE_DESCRIPTIONS[role]}") for role in Role]
 

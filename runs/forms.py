@@ -1,8 +1,6 @@
-import datetime as dt
-
 from django import forms
-from django.core.validators import MaxValueValidator, MinValueValidator
 
+from portal.forms import FilterDateField
 from runs.models import CuaVersion, OnAwaitingHuman
 
 # Upstream's limits (RunRequest in the Coasty reference), checked here so a person sees them
@@ -104,31 +102,13 @@ class ResumeForm(forms.Form):
     )
 
 
-# A filter date far outside any run's life would overflow the datetime arithmetic of a day's
-# bounds in the user's zone (year 1, year 9999): refused as a form error instead.
-FILTER_DATE_RANGE = [
-    MinValueValidator(dt.date(2000, 1, 1), message="Pick a date from 2000 on."),
-    MaxValueValidator(dt.date(9998, 12, 31), message="Pick a date before 9999."),
-]
-
-
 class RunFilterForm(forms.Form):
     STATUS_CHOICES = [("", "Any status"), ("live", "Live (not ended)")]
 
     status = forms.ChoiceField(required=False)
     creator = forms.ChoiceField(required=False, label="Launched by")
-    since = forms.DateField(
-        required=False,
-        label="From",
-        widget=forms.DateInput(attrs={"type": "date"}),
-        validators=FILTER_DATE_RANGE,
-    )
-    until = forms.DateField(
-        required=False,
-        label="To",
-        widget=forms.DateInput(attrs={"type": "date"}),
-        validators=FILTER_DATE_RANGE,
-    )
+    since = FilterDateField(label="From")
+    until = FilterDateField(label="To")
     q = forms.CharField(required=False, max_length=200, label="Search tasks")
 
     def __init__(self, *args, creators=(), **kwargs):
