@@ -300,11 +300,12 @@ def test_failed_validation_does_not_use_up_the_key(api):
 
 
 def test_concurrent_duplicate_while_original_in_flight_is_409(sim, api):
-    # given a create that takes a while (simulated 10 s = 0.2 s real)
-    sim.configure(create_latency_seconds=10)
+    # given a create that takes a while (simulated 100 s = 2 s real)
+    sim.configure(create_latency_seconds=100)
     with ThreadPoolExecutor(2) as pool:
         original = pool.submit(create, api, key="slow-key")
-        time.sleep(0.05)
+        # which the simulator has taken in (its key is reserved), however busy the machine
+        wait_until_processing(api, "slow-key")
         # when the same request arrives meanwhile
         duplicate = create(api, key="slow-key")
         lookup = api.get("/v1/idempotency/slow-key").json()
@@ -321,6 +322,14 @@ def test_concurrent_duplicate_while_original_in_flight_is_409(sim, api):
     assert original.status_code == 200
     assert create(api, key="slow-key").json() == original.json()
     assert sim.state()["runs_per_idempotency_key"] == {"slow-key": 1}
+
+
+def wait_until_processing(api, key, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while (lookup := api.get(f"/v1/idempotency/{key}")).status_code == 404:
+        assert time.monotonic() < deadline, f"the simulator never took in the create with {key}"
+        time.sleep(0.01)
+    assert lookup.json()["status"] == "processing", lookup.text
 
 
 def test_lookup_completed_processing_unknown(sim, api):
@@ -681,10 +690,13 @@ def test_webhook_retried_after_receiver_errors(sim, api):
         receiver.statuses = [500, 503]
         run = create(api, run_body("[steps=1]", webhook_url=receiver.url)).json()
         deliveries = receiver.wait_for(3)
-        time.sleep(0.05)
+        # the receiver has answered; the simulator records that answer a moment later
+        state = sim.wait_for(
+            lambda s: s["webhook_deliveries"][0]["status"] != "pending", what="the 3rd answer"
+        )
     assert len(deliveries) == 3 and all(d.body == deliveries[0].body for d in deliveries)
     assert all(verify(run["webhook_secret"], d) for d in deliveries)
-    record = sim.state()["webhook_deliveries"][0]
+    record = state["webhook_deliveries"][0]
     assert (record["status"], record["attempts"], record["responses"]) == (
         "delivered",
         3,
@@ -745,9 +757,15 @@ def test_webhook_forged(sim, api):
         receiver.statuses = [200, 400]  # a good receiver refuses the forgery
         run = create(api, run_body("[steps=1]", webhook_url=receiver.url)).json()
         deliveries = receiver.wait_for(2)
-        time.sleep(0.05)
+        # the receiver has answered; the simulator records those answers a moment later
+        records = sim.wait_for(
+            lambda s: (
+                len(s["webhook_deliveries"]) == 2
+                and all(d["status"] != "pending" for d in s["webhook_deliveries"])
+            ),
+            what="both answers recorded",
+        )["webhook_deliveries"]
     assert [verify(run["webhook_secret"], d) for d in deliveries] == [True, False]
-    records = sim.state()["webhook_deliveries"]
     assert [(d["fault"], d["status"], d["attempts"]) for d in records] == [
         (None, "delivered", 1),
         ("forged", "refused", 1),
