@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -126,12 +128,17 @@ class Processes:
             log.close()
 
 
-def free_port() -> int:
-    import socket
+def listening_socket() -> socket.socket:
+    """A socket bound to a free port and listening, for gunicorn to inherit (--bind fd://N).
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    Binding here and handing the socket over leaves no moment in which another process could
+    take the port, as there is between closing a probe socket and gunicorn binding it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 def environment(args, var_dir: Path, sim_url: str, web_url: str) -> dict:
@@ -161,21 +168,47 @@ def environment(args, var_dir: Path, sim_url: str, web_url: str) -> dict:
     return env
 
 
+def own_database_url(url: str) -> str:
+    """The --database-url with this process's id added to the name, so that two chaos runs on
+    one server (two checkouts, two CI jobs) never drop or fill each other's database."""
+    server, name = url.rsplit("/", 1)
+    return f"{server}/{name}_{os.getpid()}"
+
+
+def _postgres_admin(url: str):
+    import psycopg
+
+    return psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
+
+
 def prepare_database(args, env: dict) -> None:
     if args.postgres:
-        import psycopg
-
         name = args.database_url.rsplit("/", 1)[1]
-        with psycopg.connect(
-            args.database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True
-        ) as conn:
+        with _postgres_admin(args.database_url) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
     if args.redis:
         import redis
 
+        # The whole database: django-q2's queue keys and the cache's keys have fixed names (no
+        # per-run prefix can be set from outside the settings), so a chaos run needs a Redis
+        # database of its own; --redis-url picks it (db 3 unless told).
         redis.Redis.from_url(args.redis_url).flushdb()
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)
+
+
+def drop_database(args) -> None:
+    """Drop the database prepare_database() made (PostgreSQL; SQLite's goes with var_dir)."""
+    if not args.postgres or args.keep_database:
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    if settings.configured:
+        connections.close_all()
+    name = args.database_url.rsplit("/", 1)[1]
+    with _postgres_admin(args.database_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def django_setup(env: dict) -> None:
@@ -430,11 +463,18 @@ def run_chaos(args) -> dict:
     from runs.simulator.testing import run_simulator
 
     var_dir = Path(tempfile.mkdtemp(prefix="chaos-", dir=REPO / "var"))
-    web_port = free_port()
-    web_url = f"http://127.0.0.1:{web_port}"
+    if args.postgres:
+        args.database_url = own_database_url(args.database_url)
+    web_socket = listening_socket()
+    web_url = f"http://127.0.0.1:{web_socket.getsockname()[1]}"
     rng = random.Random(args.seed)
-    with run_simulator(speed=args.speed, process=True, seed=args.seed, faults=ALL_FAULTS) as sim:
+    with (
+        contextlib.ExitStack() as cleanup,
+        web_socket,
+        run_simulator(speed=args.speed, process=True, seed=args.seed, faults=ALL_FAULTS) as sim,
+    ):
         env = environment(args, var_dir, sim.base_url, web_url)
+        cleanup.callback(drop_database, args)  # last, once every process has stopped
         prepare_database(args, env)
         django_setup(env)
         plans = [Plan.for_index(i, rng) for i in range(args.runs)]
@@ -449,7 +489,7 @@ def run_chaos(args) -> dict:
                 "gunicorn",
                 "portal.wsgi",
                 "--bind",
-                f"127.0.0.1:{web_port}",
+                f"fd://{web_socket.fileno()}",
                 "--workers",
                 "3",
                 "--threads",
@@ -462,11 +502,15 @@ def run_chaos(args) -> dict:
             stdout=web_log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=(web_socket.fileno(),),
         )
+        # gunicorn has its own copy; with ours closed, a gunicorn that died refuses connections
+        # instead of leaving them unanswered in the backlog.
+        web_socket.close()
         processes.start_worker(0)
         processes.start_worker(1)
         try:
-            _wait_for(f"{web_url}/healthz")
+            _wait_for(f"{web_url}/healthz", processes.web, var_dir / "web.log")
             started = time.monotonic()
             deadline = started + args.timeout
             api = Api(web_url, token)
@@ -494,9 +538,12 @@ def run_chaos(args) -> dict:
     return results
 
 
-def _wait_for(url: str, timeout: float = 60) -> None:
+def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the web server exited ({server.returncode}) before {url}:\n{tail}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -535,7 +582,16 @@ def parse(argv=None):
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--postgres", action="store_true")
-    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/portal_chaos")
+    parser.add_argument(
+        "--database-url",
+        default="postgres://postgres@127.0.0.1:5432/portal_chaos",
+        help="the run creates and then drops <this name>_<its pid>",
+    )
+    parser.add_argument(
+        "--keep-database",
+        action="store_true",
+        help="leave the PostgreSQL database in place afterwards, to look into",
+    )
     parser.add_argument("--redis", action="store_true")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--json", help="also write the figures to this file")

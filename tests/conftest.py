@@ -1,8 +1,19 @@
+import os
+
 import pytest
 from django.db import connection
+from hypothesis import settings as hypothesis_settings
 
 from portal.models import Role
 from tests.factories import BillingAdminFactory, MembershipFactory, TeamFactory, UserFactory
+
+# Hypothesis: a failure prints a @reproduce_failure blob, so a CI failure can be replayed from its
+# log; and no example database, whose saved examples would make a run depend on earlier runs on
+# the same machine. Each test keeps its own max_examples. HYPOTHESIS_PROFILE=dev keeps the
+# database (a local failure is tried first next time).
+hypothesis_settings.register_profile("ci", print_blob=True, database=None)
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,14 @@ from django.urls import reverse
 
 from portal.models import Membership, MembershipChange, Role
 from runs import services
+from runs.crypto import encrypt_secret
 from runs.models import Run, RunEvent, RunStatus, WebhookDelivery
 from runs.services import IncomingEvent, LaunchRequest
 from tests.factories import UserFactory, top_up
 
 pytestmark = pytest.mark.django_db
+
+SECRET = "whsec_admin_must_not_show_1"
 
 
 @pytest.fixture
@@ -27,7 +30,11 @@ def run(team, make_member):
         user=make_member(team),
         request=LaunchRequest(machine_id="vm", task="find me", max_steps=2),
     )
-    Run.objects.filter(pk=run.pk).update(upstream_id="up-xyz", status=RunStatus.RUNNING)
+    Run.objects.filter(pk=run.pk).update(
+        upstream_id="up-xyz",
+        status=RunStatus.RUNNING,
+        webhook_secret_encrypted=encrypt_secret(SECRET),
+    )
     services.events_ingest(
         run_id=run.pk, events=[IncomingEvent(1, "status", {"status": "running"})]
     )
@@ -78,8 +85,17 @@ def test_history_is_read_only(operator_client, run, model):
 
 
 def test_the_webhook_secret_is_not_in_the_admin(operator_client, run):
-    page = operator_client.get(reverse("admin:runs_run_change", args=[run.pk])).content.decode()
-    assert "webhook_secret" not in page
+    assert run.webhook_secret_encrypted  # a run with a secret, plain and encrypted
+    for url in (
+        reverse("admin:runs_run_change", args=[run.pk]),
+        reverse("admin:runs_run_changelist"),
+    ):
+        response = operator_client.get(url)
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert str(run.pk) in page  # the run is on the page
+        assert "webhook_secret" not in page
+        assert SECRET not in page and run.webhook_secret_encrypted not in page
 
 
 # --- Memberships: every change leaves an audit row, and a team keeps a manager -------------------

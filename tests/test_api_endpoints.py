@@ -155,8 +155,9 @@ def test_insufficient_funds_is_402_with_the_figures(world, api_client_for):
 
 
 def test_list_filters_by_status_and_pages_by_cursor(world, bob):
-    # given six more runs, two of them finished
+    # given six more runs, two of them finished (and one of another team's, never listed)
     runs = [launch(world.team, world.member, task=f"task {n}") for n in range(6)]
+    launch(world.other_team, world.outsider, task="an ops run")
     Run.objects.filter(pk__in=[runs[0].pk, runs[1].pk]).update(status=RunStatus.SUCCEEDED)
 
     # when the whole list is read two at a time
@@ -169,7 +170,12 @@ def test_list_filters_by_status_and_pages_by_cursor(world, bob):
         assert url is None or url.startswith("http://testserver/api/v1/teams/research/runs/?")
 
     # then every run came once, newest first
-    expected = list(Run.objects.order_by("-created_at", "-id").values_list("pk", flat=True))
+    expected = list(
+        Run.objects.filter(team=world.team)
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+    )
+    assert len(expected) == 7
     assert seen == [str(pk) for pk in expected]
     succeeded = bob.get(RUNS_URL + "?status=succeeded").json()["results"]
     assert {r["id"] for r in succeeded} == {str(runs[0].pk), str(runs[1].pk)}

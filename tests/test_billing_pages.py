@@ -123,7 +123,7 @@ def test_the_low_balance_banner_shows_on_the_team_pages(team, make_member, clien
 
 def test_the_ledger_filters_by_kind_date_and_run(team, make_member, client_for):
     # given top-ups and two runs
-    top_up(team, 5000, reference="PO-42")
+    po_42 = top_up(team, 5000, reference="PO-42")
     first = run_steps(team, 2)
     second = run_steps(team, 1)
     client = client_for(make_member(team, Role.VIEWER))
@@ -134,13 +134,16 @@ def test_the_ledger_filters_by_kind_date_and_run(team, make_member, client_for):
     # when filtered by run
     page = client.get("/teams/research/wallet/", {"run": str(second.run_id)}).content.decode()
     assert str(second.run_id)[:8] in page and str(first.run_id)[:8] not in page
-    # when filtered to a day with nothing on it
-    yesterday = (timezone.localdate() - timedelta(days=1)).isoformat()
+    # (the days come from the first row, not the clock, so a midnight in between changes nothing)
+    today = timezone.localtime(Transfer.objects.get(pk=po_42.pk).created_at).date()
+    # when filtered to a day with nothing on it: the day before the first transfer
+    yesterday = (today - timedelta(days=1)).isoformat()
     page = client.get("/teams/research/wallet/", {"date_to": yesterday}).content.decode()
     assert "Nothing matches these filters" in page
-    # when filtered to today
-    today = timezone.localdate().isoformat()
-    page = client.get("/teams/research/wallet/", {"date_from": today, "date_to": today})
+    # when filtered to the top-up's day
+    page = client.get(
+        "/teams/research/wallet/", {"date_from": today.isoformat(), "date_to": today.isoformat()}
+    )
     assert "PO-42" in page.content.decode()
 
 

@@ -30,6 +30,7 @@ def test_every_promise_holds_with_every_fault_on_and_a_worker_killed():
         "300",
     ]
     if on_postgres:
+        # tests.chaos adds its pid to this name, and drops the database when it is done.
         command += [
             "--postgres",
             "--redis",

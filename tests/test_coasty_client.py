@@ -41,7 +41,7 @@ API_KEY = "sk-coasty-test-0123456789abcdef"
 KEY = "run:7f9c2ba4-e88f-4c5b-9a4e-0d1e2f3a4b5c"
 BODY = {"task": "Book a table for två", "machine_id": "m_1", "cua_version": "v5", "max_steps": 20}
 RUN = {"id": "run_1", "object": "agent.run", "status": "queued", "webhook_secret": "whsec_abc"}
-REFERENCE = Path("/work/shared/reference/coasty")
+REFERENCE = Path(__file__).parent / "reference" / "coasty"  # vendored copies of the upstream
 
 
 # --- a fake network and fake time ---------------------------------------------------------------
@@ -191,7 +191,6 @@ def test_each_documented_error_becomes_its_exception_with_the_envelope(status, c
     assert len(upstream.requests) == 1
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="the upstream reference is not on this machine")
 def test_the_table_covers_every_problem_and_response_in_the_reference():
     import yaml
 
@@ -379,7 +378,8 @@ def test_get_retries_transport_errors_timeouts_5xx_429_and_odd_answers():
     assert len(upstream.requests) == 6
     assert all(r.method == "GET" and r.url.path == "/v1/runs/run_1" for r in upstream.requests)
     assert len(time.sleeps) == 5
-    assert time.sleeps[3] == 2.0  # Retry-After honoured
+    # Retry-After honoured: a floor under the 4th failure's full jitter (up to 0.5 * 2**3 s)
+    assert 2.0 <= time.sleeps[3] <= 4.0
 
 
 @pytest.mark.parametrize(

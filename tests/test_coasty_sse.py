@@ -149,9 +149,9 @@ def test_drop_rotation_keepalives_multiline_and_retry_each_event_once(server):
 
 
 def test_read_timeout_reconnects_from_last_seq(server):
-    # given a stream that goes silent (no keep-alives) after one event
+    # given a stream that goes silent (no keep-alives) after one event, for a minute
     f = run_frames(3)
-    server.streams.script("run-stall", Plan([f[0], Pause(5)]), Plan([f[1], f[2]]))
+    server.streams.script("run-stall", Plan([f[0], Pause(60)]), Plan([f[1], f[2]]))
     stats = FollowStats()
     started = time.monotonic()
 
@@ -163,7 +163,7 @@ def test_read_timeout_reconnects_from_last_seq(server):
     assert [s.last_event_id for s in server.streams.requests_for("run-stall")] == [None, "1"]
     assert isinstance(stats.last_error, CoastyTransportError)
     assert stats.last_error.code == "TIMEOUT"
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # the silence would have taken 60 s
 
 
 def test_keepalives_keep_a_quiet_stream_open(server):
@@ -272,7 +272,7 @@ def test_budget_ends_a_quiet_stream_and_the_next_follow_resumes(server):
     f = run_frames(6)
     server.streams.script(
         "run-handover",
-        Plan([f[0], f[1], f[2], *[KEEPALIVE, Pause(0.1)] * 100]),
+        Plan([f[0], f[1], f[2], *[KEEPALIVE, Pause(0.1)] * 600]),
         Plan([f[3], f[4], f[5]]),
     )
     stats = FollowStats()
@@ -283,10 +283,11 @@ def test_budget_ends_a_quiet_stream_and_the_next_follow_resumes(server):
     elapsed = time.monotonic() - started
     second = follow(server, "run-handover", after=stats.last_seq, budget_seconds=10)
 
-    # then the first ended cleanly on time, and the two together saw every event once
+    # then the first ended cleanly at its budget (not when the 60 s of keep-alives ran out),
+    # and the two together saw every event once
     assert seqs(first) == [1, 2, 3]
     assert (stats.ended_by, stats.done, stats.last_seq) == ("budget", False, 3)
-    assert 0.6 <= elapsed < 2.0
+    assert 0.6 <= elapsed < 15
     assert seqs(second) == [4, 5, 6]
     assert server.streams.requests_for("run-handover")[-1].last_event_id == "3"
 
@@ -306,7 +307,7 @@ def test_budget_ends_while_upstream_is_down(server):
     # then it stopped at the budget, backing off between attempts, and says why
     assert events == []
     assert stats.ended_by == "budget"
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10  # not on and on: the module's timeout is 60 s
     assert isinstance(stats.last_error, CoastyServerError)
     assert 2 <= stats.connections <= 8
 
@@ -426,6 +427,7 @@ def test_a_spent_budget_makes_no_request():
     assert (calls, stats.connections, stats.ended_by) == ([], 0, "budget")
 
 
+@pytest.mark.timeout(240)
 def test_hundreds_of_concurrent_streams_on_one_client(server):
     # given 500 runs whose streams each drop once mid-way (client and server sockets share
     # this process, so it needs more than the common default of 1024 open files)
@@ -451,9 +453,10 @@ def test_hundreds_of_concurrent_streams_on_one_client(server):
     results = asyncio.run(main())
     elapsed = time.monotonic() - started
 
-    # then every stream delivered every event exactly once, in one loop, quickly
+    # then every stream delivered every event exactly once, in one loop, in reasonable time
+    # (about 6 s here; the bound is for a machine that is busy with other things too)
     assert all(seqs(events) == [1, 2, 3, 4, 5, 6] for events in results)
-    assert elapsed < 30, f"{streams} streams took {elapsed:.1f}s"
+    assert elapsed < 150, f"{streams} streams took {elapsed:.1f}s"
 
 
 # --- properties: random cut points never lose or duplicate an event -----------------------------

@@ -96,6 +96,7 @@ def test_a_batch_is_one_statement_on_postgresql(team, requires_postgres, django_
 
 
 def test_spend_per_day_counts_closed_days_once_and_today_always(team):
+    from collections import Counter
     from datetime import timedelta
 
     from django.utils import timezone
@@ -107,13 +108,27 @@ def test_spend_per_day_counts_closed_days_once_and_today_always(team):
     hold = place_hold(team, 50)
     old = services.hold_capture(reference=hold.reference, step=1, amount_cents=5, caused_by="x")
     Transfer.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
-    first = spend_per_day(team, days=30)
-    assert [d.cents for d in first][-3:] == [5, 0, 0]
+    # (each row's day is read from the row, so a midnight between the calls changes nothing)
+    old_day = day_of(Transfer.objects.get(pk=old.pk))
+    first = {d.day: d.cents for d in spend_per_day(team, days=30)}
+    assert first[old_day] == 5 and sum(first.values()) == 5
     # when more steps are charged today (the closed days now come from the cache)
-    services.hold_capture(reference=hold.reference, step=2, amount_cents=5, caused_by="x")
-    services.hold_capture(reference=hold.reference, step=3, amount_cents=5, caused_by="x")
-    again = spend_per_day(team, days=30)
+    new = [
+        services.hold_capture(reference=hold.reference, step=step, amount_cents=5, caused_by="x")
+        for step in (2, 3)
+    ]
+    new_days = Counter(day_of(transfer) for transfer in new)
+    again = {d.day: d.cents for d in spend_per_day(team, days=30)}
     # then today counts them, and the closed days are unchanged
-    assert [d.cents for d in again][-3:] == [5, 0, 10]
-    assert sum(d.cents for d in again) == 15
-    assert [d.day for d in again] == [d.day for d in first]
+    assert min(new_days) > old_day
+    assert all(again[day] == 5 * n for day, n in new_days.items())
+    assert sum(again.values()) == 15
+    closed = [day for day in first if day in again and day < min(new_days)]
+    assert old_day in closed
+    assert [again[day] for day in closed] == [first[day] for day in closed]
+
+
+def day_of(transfer):
+    from django.utils import timezone
+
+    return timezone.localtime(transfer.created_at).date()

@@ -23,7 +23,15 @@ def bob_and_run(team, make_member):
 
 
 def live_fragment(client_for, user, run) -> str:
-    return client_for(user).get(f"/runs/{run.pk}/live/").content.decode()
+    """The live region, which must be there for "data-live-final" being absent to mean a thing."""
+    response = client_for(user).get(f"/runs/{run.pk}/live/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert (
+        f'<section id="run-live" aria-label="Live progress" data-live-url="/runs/{run.pk}/live/"'
+        in html
+    )
+    return html
 
 
 def ended(run, *, settled_ago: dt.timedelta, events=()):
@@ -38,7 +46,9 @@ def ended(run, *, settled_ago: dt.timedelta, events=()):
 
 def test_a_live_run_keeps_polling(bob_and_run, client_for):
     bob, run = bob_and_run
-    assert "data-live-final" not in live_fragment(client_for, bob, run)
+    html = live_fragment(client_for, bob, run)
+    assert "data-live-final" not in html
+    assert "Waiting for Coasty to accept it" in html
 
 
 def test_a_settled_run_whose_stream_has_not_finished_keeps_polling(bob_and_run, client_for):
@@ -47,7 +57,9 @@ def test_a_settled_run_whose_stream_has_not_finished_keeps_polling(bob_and_run, 
     ended(run, settled_ago=dt.timedelta(seconds=2), events=["status", "status"])
 
     # then the page asks again, so those events still appear on it
-    assert "data-live-final" not in live_fragment(client_for, bob, run)
+    html = live_fragment(client_for, bob, run)
+    assert "data-live-final" not in html
+    assert "Settled:" in html and "2 events" in html
 
 
 def test_a_settled_run_with_its_stream_done_stops_polling(bob_and_run, client_for):

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from runs import services
-from runs.models import Run, RunStatus
+from runs.models import PendingAction, Run, RunStatus
 from runs.services import LaunchRequest
 from tests.factories import top_up
 
@@ -78,7 +78,16 @@ def test_roles_on_every_runs_view(setup, client_for, name, method, needs_member,
         assert response.status_code == 403
         assert "member role" in response.content.decode()
     else:
-        assert response.status_code in (200, 302)
+        # an allowed role: a page, or the action done and a redirect to the run
+        assert response.status_code == (302 if method == "post" else 200)
+        count, pending = before
+        assert (Run.objects.count(), Run.objects.get(pk=run.pk).pending_action) == {
+            "run_launch": (count + 1, pending),
+            "run_cancel": (count, PendingAction.CANCEL),
+            "run_resume": (count, PendingAction.RESUME),
+        }.get(name if method == "post" else "", before)
+        if name in ("run_list", "run_detail"):
+            assert "[pause] Log in" in response.content.decode()
     if who in ("outsider", "viewer") and method == "post":
         assert (Run.objects.count(), Run.objects.get(pk=run.pk).pending_action) == before
 

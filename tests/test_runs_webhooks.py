@@ -116,18 +116,22 @@ def test_bad_deliveries_are_refused_recorded_and_change_nothing(
 
 
 def test_a_good_delivery_applies_once_and_duplicates_change_nothing(
-    client, run, django_capture_on_commit_callbacks
+    client, run, django_capture_on_commit_callbacks, monkeypatch
 ):
     body = body_for(run)
+    enqueued = []
+    monkeypatch.setattr(services, "async_task", lambda *args: enqueued.append(args))
 
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         first = deliver(client, run, body)
-    after_first = snapshot(run)
-    second = deliver(client, run, body)  # Coasty retried: same body, fresh signature
-    third = deliver(client, run, body)
+        after_first = snapshot(run)
+        second = deliver(client, run, body)  # Coasty retried: same body, fresh signature
+        third = deliver(client, run, body)
 
     assert first.status_code == second.status_code == third.status_code == 200
-    assert after_first[0] == RunStatus.SUCCEEDED and len(callbacks) == 1  # one settle enqueued
+    assert after_first[0] == RunStatus.SUCCEEDED
+    # one settle enqueued for the three deliveries, and nothing else
+    assert enqueued == [("runs.tasks.settle_run", str(run.pk))]
     assert snapshot(run) == after_first
     verdicts = list(
         WebhookDelivery.objects.filter(run=run).order_by("id").values_list("verdict", flat=True)

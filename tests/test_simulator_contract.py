@@ -4,6 +4,7 @@ headers; every SSE event payload matches INTERFACES.md exactly."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -142,6 +143,23 @@ def wait_status(api: httpx.Client, run_id: str, *statuses: str, key: str = LIVE_
 # --- the reference files --------------------------------------------------------------------
 
 
+VENDORED = ("coasty-openapi-subset.json", "coasty-problem-types.yml", "coasty-runs-api-openapi.yml")
+
+
+def test_vendored_reference_is_the_published_upstream_text():
+    # given the checksums of the upstream files, recorded when they were vendored
+    sums = {
+        name: digest
+        for digest, name in (
+            line.split() for line in (REFERENCE / "SHA256SUMS").read_text().splitlines()
+        )
+    }
+    assert sorted(sums) == sorted(VENDORED)
+    # then no copy has been edited here (this runs on any clone, shared/ or not)
+    for name in VENDORED:
+        assert hashlib.sha256((REFERENCE / name).read_bytes()).hexdigest() == sums[name], name
+
+
 def test_vendored_reference_matches_shared_copy():
     # given the shared reference, where this checkout has one beside it
     shared = next(
@@ -155,7 +173,7 @@ def test_vendored_reference_matches_shared_copy():
     if shared is None:
         pytest.skip("no shared/reference/coasty beside this checkout")
     # then the vendored copies are identical
-    for name in ("coasty-openapi-subset.json", "coasty-runs-api-openapi.yml"):
+    for name in VENDORED:
         assert (REFERENCE / name).read_bytes() == (shared / name).read_bytes(), name
 
 

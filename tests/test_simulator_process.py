@@ -37,7 +37,7 @@ def test_subprocess_simulator_serves_and_exits_0_on_sigterm():
     assert sim.returncode == 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_manage_py_coasty_sim_starts_and_stops_cleanly_with_an_open_stream(sig):
     # given the management command on a free port, with a fault from the command line
@@ -79,9 +79,11 @@ def test_manage_py_coasty_sim_starts_and_stops_cleanly_with_an_open_stream(sig):
                 # when the process is told to stop
                 started = time.monotonic()
                 process.send_signal(sig)
-                # then it exits 0, promptly, open stream or not
-                assert process.wait(timeout=15) == 0
-                assert time.monotonic() - started < 10
+                # then it exits 0, open stream or not: within about a second (its graceful
+                # shutdown timeout), where an open stream would otherwise hold it forever; the
+                # bound leaves room for a busy machine
+                assert process.wait(timeout=60) == 0
+                assert time.monotonic() - started < 45
     finally:
         if process.poll() is None:
             process.kill()
@@ -167,7 +169,7 @@ async def _follow(host: str, port: int, run_id: str) -> list[int]:
     return seqs
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_300_concurrent_runs_each_with_an_open_stream():
     count = 300
 
@@ -186,7 +188,8 @@ def test_300_concurrent_runs_each_with_an_open_stream():
         timings["create"] = time.monotonic() - started
         # when each has an open stream at the same time
         followers = [asyncio.create_task(_follow(host, port, run_id)) for run_id in run_ids]
-        for _ in range(500):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             _, state = await _request(host, port, "GET", "/_sim/state")
             if (
                 state["open_streams"] == count
@@ -201,7 +204,7 @@ def test_300_concurrent_runs_each_with_an_open_stream():
             *(_request(host, port, "POST", f"/v1/runs/{i}/resume") for i in run_ids)
         )
         assert {status for status, _ in resumed} == {200}
-        results = await asyncio.wait_for(asyncio.gather(*followers), timeout=60)
+        results = await asyncio.wait_for(asyncio.gather(*followers), timeout=90)
         timings["all done"] = time.monotonic() - started
         return results, timings
 
@@ -212,7 +215,8 @@ def test_300_concurrent_runs_each_with_an_open_stream():
     # then every stream saw every event of its run, in order, to the end
     assert all(seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 20 for seqs in results)
     assert state["runs_by_status"]["succeeded"] == count
-    assert timings["all done"] < 20, timings
+    # (under a second here; the bound is for a machine that is busy with other things too)
+    assert timings["all done"] < 120, timings
     print(
         f"{count} runs with open streams: "
         + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())

@@ -51,7 +51,14 @@ def test_role_matrix(name, method, needed, role, team, other_team, make_member, 
     if role is None:
         assert response.status_code == 404
     elif Membership(role=role).has_role(needed):
-        assert response.status_code in (200, 302)
+        # a page, or the change made (target's role in team; None: not in it) and a redirect
+        assert response.status_code == (302 if method == "post" else 200)
+        role_now = Membership.objects.filter(team=team, user=target.user).values_list("role")
+        assert role_now.first() == {
+            "team_member_add": (Role.VIEWER,),
+            "team_member_role": (Role.VIEWER,),
+            "team_member_remove": None,
+        }.get(name, (Role.MEMBER,))
     else:
         assert response.status_code == 403
         assert "role" in response.content.decode()
