@@ -231,7 +231,7 @@ def main() -> int:
         from django.contrib.auth import get_user_model
 
         from billing.services import wallet_top_up
-        from portal.models import Team
+        from portal.teams.models import Team
 
         team = Team.objects.create(slug=f"ingest-{os.getpid()}", name="Ingest bench")
         user = get_user_model().objects.create(username=f"ingest-{os.getpid()}")

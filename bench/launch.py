@@ -39,7 +39,7 @@ def make_member() -> tuple[str, str]:
     from django.contrib.auth import get_user_model
 
     from billing.services import wallet_top_up
-    from portal.models import Membership, Role, Team
+    from portal.teams.models import Membership, Role, Team
 
     slug = f"launch-{uuid.uuid4().hex[:6]}"
     team = Team.objects.create(slug=slug, name="Launch bench")

@@ -120,7 +120,7 @@ def main() -> int:
 
     from billing import services
     from billing.invariants import ledger_problems
-    from portal.models import Team
+    from portal.teams.models import Team
 
     team = Team.objects.create(slug=f"bench-{uuid.uuid4().hex[:8]}", name="Ledger bench")
     total = args.runs * args.steps

@@ -55,7 +55,7 @@ def generate() -> None:
     from django.db import connection, transaction
 
     from billing.models import Account, AccountKind
-    from portal.models import Membership, Role, Team
+    from portal.teams.models import Membership, Role, Team
 
     user = get_user_model().objects.create_user("pages-member", password="bench-pass-2026")  # noqa: S106
     team = Team.objects.create(slug="pages", name="Pages")

@@ -28,8 +28,8 @@ def make_runs(count: int) -> list[tuple[str, str, str]]:
     """`count` live runs accepted by Coasty: [(portal id, upstream id, webhook secret)]."""
     from django.contrib.auth import get_user_model
 
-    from portal.models import Team
-    from runs.crypto import encrypt_secret
+    from portal.core.crypto import encrypt_secret
+    from portal.teams.models import Team
     from runs.models import Run, RunStatus
 
     team = Team.objects.create(slug=f"hooks-{uuid.uuid4().hex[:8]}", name="Webhook bench")

@@ -7,7 +7,7 @@ accounts, transfers, holds and reconciliations are read-only here: no add, chang
 from django.contrib import admin
 
 from billing.models import Account, Hold, Reconciliation, Transfer
-from portal.readonly_admin import ReadOnlyAdmin
+from portal.core.admin import ReadOnlyAdmin
 
 
 @admin.register(Account)

@@ -22,12 +22,10 @@ from billing.serializers import (
     TransferSerializer,
     WalletSerializer,
 )
-from portal.access import is_billing_admin
-from portal.models import Membership, Team
-from portal.rest.errors import ApiError, IdempotencyKeyReusedError
-from portal.rest.idempotency import respond_idempotently
-from portal.rest.pages import next_link
-from portal.rest.schema import (
+from portal.core.rest.errors import ApiError, IdempotencyKeyReusedError
+from portal.core.rest.idempotency import respond_idempotently
+from portal.core.rest.pages import next_link
+from portal.core.rest.schema import (
     COMMON_HEADERS,
     IDEMPOTENCY_KEY,
     IDEMPOTENT_409,
@@ -38,6 +36,8 @@ from portal.rest.schema import (
     WRITE_ERRORS,
     error_responses,
 )
+from portal.teams.access import is_billing_admin
+from portal.teams.models import Membership, Team
 
 
 def _wallet_team(user, slug: str) -> Team:

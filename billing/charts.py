@@ -9,8 +9,8 @@ from datetime import date
 
 from django.utils import timezone
 
-from billing.money import format_cents
 from billing.selectors import DaySpend
+from portal.core.money import format_cents
 
 WIDTH, HEIGHT = 600, 150
 TOP, BOTTOM = 14, 20  # room for the peak label above, the date labels below

@@ -4,7 +4,7 @@ Callers (the runs app, views, the API) catch these by class; each carries its nu
 attributes so an API can put them in its error body.
 """
 
-from billing.money import format_cents as _money
+from portal.core.money import format_cents as _money
 
 
 class BillingError(Exception):

@@ -7,9 +7,9 @@ from django import forms
 from django.conf import settings
 
 from billing.models import TransferKind
-from billing.money import format_cents
 from billing.selectors import LedgerFilters
-from portal.forms import FilterDateField
+from portal.core.forms import FilterDateField
+from portal.core.money import format_cents
 
 
 def idempotency_key_field() -> forms.RegexField:

@@ -32,7 +32,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from portal.models import Team
+from portal.teams.models import Team
 
 
 class AccountKind(models.TextChoices):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from billing.money import format_cents as _money
+from portal.core.money import format_cents as _money
 
 
 @dataclass(frozen=True)

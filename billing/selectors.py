@@ -23,7 +23,7 @@ from billing.models import (
     Transfer,
     TransferKind,
 )
-from portal.models import Team
+from portal.teams.models import Team
 
 LEDGER_PAGE_SIZE = 50
 

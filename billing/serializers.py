@@ -5,8 +5,8 @@ from rest_framework import serializers
 
 from billing.models import TransferKind
 from billing.selectors import ledger_cursor
-from portal.rest.fields import StrictCharField, StrictInputSerializer, StrictIntegerField
-from portal.rest.pages import LimitField, page_serializer
+from portal.core.rest.fields import StrictCharField, StrictInputSerializer, StrictIntegerField
+from portal.core.rest.pages import LimitField, page_serializer
 
 REFERENCE_MAX = 255  # Transfer.reference, as on the top-up form
 

@@ -56,9 +56,9 @@ from billing.models import (
     Transfer,
     TransferKind,
 )
-from billing.money import format_cents as _fmt
 from billing.reconciliation import UpstreamReport
-from portal.models import Team
+from portal.core.money import format_cents as _fmt
+from portal.teams.models import Team
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

@@ -8,9 +8,9 @@ from django.contrib.auth.models import Permission
 from django.core.mail import send_mail
 from django.db.models import Q
 
-from billing.money import format_cents
 from billing.services import reconcile_finished_holds
-from portal.models import Membership, Role, Team
+from portal.core.money import format_cents
+from portal.teams.models import Membership, Role, Team
 
 logger = logging.getLogger(__name__)
 

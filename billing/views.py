@@ -30,9 +30,9 @@ from billing.forms import (
     fresh_key,
 )
 from billing.models import Reconciliation, Transfer
-from billing.money import format_cents
-from portal.access import BILLING_ADMIN_PERMISSION, is_billing_admin
-from portal.models import Membership, Team
+from portal.core.money import format_cents
+from portal.teams.access import BILLING_ADMIN_PERMISSION, is_billing_admin
+from portal.teams.models import Membership, Team
 
 billing_admin_required = permission_required(BILLING_ADMIN_PERMISSION, raise_exception=True)
 

@@ -50,9 +50,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
-    "portal",
+    # Ours, lowest layer first (pyproject.toml's import-linter contract states the layers).
+    "portal.core",
+    "portal.teams",
     "billing",
     "runs",
+    "portal.site",
 ]
 
 MIDDLEWARE = [
@@ -64,7 +67,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "portal.middleware.UserTimezoneMiddleware",
+    "portal.core.middleware.UserTimezoneMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -81,14 +84,14 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "portal.context_processors.navigation",
+                "portal.site.context_processors.navigation",
                 "billing.context_processors.wallet_banner",
             ],
         },
     },
 ]
 
-FORM_RENDERER = "portal.forms_renderer.PortalFormRenderer"
+FORM_RENDERER = "portal.core.forms.PortalFormRenderer"
 
 # --- Data ---------------------------------------------------------------------------------------
 
@@ -237,18 +240,18 @@ RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["w
 # --- REST API -----------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["portal.rest.authentication.BearerTokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["portal.core.rest.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["portal.rest.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["portal.core.rest.throttling.TokenRateThrottle"],
     # Per API token. Counts live in the cache: per process until REDIS_URL makes it shared.
     "DEFAULT_THROTTLE_RATES": {
         "api_read": env.str("API_THROTTLE_READ", default="600/min"),
         "api_write": env.str("API_THROTTLE_WRITE", default="60/min"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["portal.rest.parsers.JsonParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "portal.rest.negotiation.JsonOnly",
-    "EXCEPTION_HANDLER": "portal.rest.errors.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["portal.core.rest.parsers.JsonParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "portal.core.rest.negotiation.JsonOnly",
+    "EXCEPTION_HANDLER": "portal.core.rest.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -278,7 +281,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "runs.models.RunStatus",
         "CuaVersionEnum": "runs.models.CuaVersion",
         "OnAwaitingHumanEnum": "runs.models.OnAwaitingHuman",
-        "RoleEnum": "portal.models.Role",
+        "RoleEnum": "portal.teams.models.Role",
         "TransferKindEnum": "billing.models.TransferKind",
     },
 }

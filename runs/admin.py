@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from portal.readonly_admin import ReadOnlyAdmin
+from portal.core.admin import ReadOnlyAdmin
 from runs.models import FollowerSlot, Run, RunEvent, WebhookDelivery
 
 

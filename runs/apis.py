@@ -12,13 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.errors import InsufficientFunds
-from billing.money import format_cents
-from portal.access import membership_or_404, require_role
-from portal.models import Role
-from portal.rest.errors import InsufficientFundsError, InvalidStateError
-from portal.rest.idempotency import launch_token_for, respond_idempotently
-from portal.rest.pages import next_link
-from portal.rest.schema import (
+from portal.core.money import format_cents
+from portal.core.rest.errors import InsufficientFundsError, InvalidStateError
+from portal.core.rest.idempotency import launch_token_for, respond_idempotently
+from portal.core.rest.pages import next_link
+from portal.core.rest.schema import (
     COMMON_HEADERS,
     IDEMPOTENCY_KEY,
     IDEMPOTENT_409,
@@ -30,6 +28,8 @@ from portal.rest.schema import (
     WRITE_ERRORS,
     error_responses,
 )
+from portal.teams.access import membership_or_404, require_role
+from portal.teams.models import Role
 from runs import selectors, services
 from runs.serializers import (
     RunEventPageSerializer,

@@ -1,6 +1,6 @@
 from django import forms
 
-from portal.forms import FilterDateField
+from portal.core.forms import FilterDateField
 from runs.models import CuaVersion, OnAwaitingHuman
 
 # Upstream's limits (RunRequest in the Coasty reference), checked here so a person sees them

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from portal.models import Team
+from portal.teams.models import Team
 
 
 class RunStatus(models.TextChoices):

@@ -14,8 +14,8 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from portal.access import membership_or_404
-from portal.models import Membership, Team
+from portal.teams.access import membership_or_404
+from portal.teams.models import Membership, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
 from runs.upstream import coasty_quick

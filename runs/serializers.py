@@ -3,13 +3,13 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from portal.rest.fields import (
+from portal.core.rest.fields import (
     StrictCharField,
     StrictChoiceField,
     StrictInputSerializer,
     StrictIntegerField,
 )
-from portal.rest.pages import LimitField, page_serializer
+from portal.core.rest.pages import LimitField, page_serializer
 from runs.forms import (
     DEADLINE_MAX,
     INSTRUCTIONS_MAX,

@@ -27,7 +27,8 @@ from django_q.tasks import async_task
 from billing import services as billing
 from billing.models import Hold
 from billing.prices import step_price_cents
-from portal.models import Team
+from portal.core.crypto import SecretUnreadable, decrypt_secret, encrypt_secret
+from portal.teams.models import Team
 from runs.coasty import (
     CoastyAuthError,
     CoastyError,
@@ -40,7 +41,6 @@ from runs.coasty import (
     verify,
 )
 from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
-from runs.crypto import SecretUnreadable, decrypt_secret, encrypt_secret
 from runs.models import (
     LIVE_STATUSES,
     STATUS_RANK,

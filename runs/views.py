@@ -14,8 +14,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from billing.errors import InsufficientFunds
 from billing.prices import step_price_cents
 from billing.selectors import wallet_summary
-from portal.access import require_role, team_view
-from portal.models import Role
+from portal.core.money import format_cents
+from portal.teams.access import require_role, team_view
+from portal.teams.models import Role
 from runs import selectors, services
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
 from runs.models import CuaVersion, Run, RunEvent, RunStatus
@@ -140,12 +141,10 @@ def _initial_from(request: HttpRequest) -> dict:
 
 
 def _insufficient_funds_message(exc: InsufficientFunds) -> str:
-    from portal.templatetags.portal_tags import cents
-
     return (
-        f"The team's wallet cannot cover this run: it can cost up to {cents(exc.needed_cents)}, "
-        f"and {cents(exc.available_cents)} is available. Lower the maximum steps, or ask a "
-        "billing admin to top up the wallet."
+        f"The team's wallet cannot cover this run: it can cost up to "
+        f"{format_cents(exc.needed_cents)}, and {format_cents(exc.available_cents)} is "
+        "available. Lower the maximum steps, or ask a billing admin to top up the wallet."
     )
 
 

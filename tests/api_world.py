@@ -3,7 +3,7 @@ admin, and a run waiting for a human with a few stored events."""
 
 from dataclasses import dataclass
 
-from portal.models import Role
+from portal.teams.models import Role
 from runs import services as run_services
 from runs.models import Run, RunEvent, RunStatus
 from tests.factories import BillingAdminFactory, MembershipFactory, TeamFactory, UserFactory

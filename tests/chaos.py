@@ -234,8 +234,9 @@ def seed(plans: list[Plan]) -> str:
     """A team with money for every run at its maximum, a member, and an API token for them."""
     from django.contrib.auth import get_user_model
 
-    from portal.models import Role, Team
-    from portal.services import api_token_create, membership_add
+    from portal.core.services import api_token_create
+    from portal.teams.models import Role, Team
+    from portal.teams.services import membership_add
     from tests.factories import top_up
 
     user = get_user_model().objects.create_user("chaos-bot", password="x" * 20)
@@ -361,8 +362,8 @@ def verify(ids: dict[int, str], sim) -> dict:
     from django.db.models import Count, Sum
 
     from billing.models import Account, AccountKind, Hold, Transfer, TransferKind
+    from portal.core.crypto import decrypt_secret
     from runs.coasty import verify as verify_signature
-    from runs.crypto import decrypt_secret
     from runs.models import TERMINAL_STATUSES, Run, RunStatus, WebhookDelivery
 
     state = sim.state()

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from hypothesis import settings as hypothesis_settings
 
-from portal.models import Role
+from portal.teams.models import Role
 from tests.factories import BillingAdminFactory, MembershipFactory, TeamFactory, UserFactory
 
 # Hypothesis: a failure prints a @reproduce_failure blob, so a CI failure can be replayed from its
@@ -150,7 +150,7 @@ class LiveStack:
 @pytest.fixture
 def api_token_for(db):
     """api_token_for(user) -> a new API token of that user (the token itself, shown once)."""
-    from portal.services import api_token_create
+    from portal.core.services import api_token_create
 
     def make(user, name="tests"):
         return api_token_create(user=user, name=name)[1]

@@ -5,7 +5,7 @@ import uuid
 import factory
 from django.contrib.auth import get_user_model
 
-from portal.models import Membership, Role, Team
+from portal.teams.models import Membership, Role, Team
 
 PASSWORD = "test-pass-2026"
 

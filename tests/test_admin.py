@@ -4,9 +4,9 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from portal.models import Membership, MembershipChange, Role
+from portal.core.crypto import encrypt_secret
+from portal.teams.models import Membership, MembershipChange, Role
 from runs import services
-from runs.crypto import encrypt_secret
 from runs.models import Run, RunEvent, RunStatus, WebhookDelivery
 from runs.services import IncomingEvent, LaunchRequest
 from tests.factories import UserFactory, top_up

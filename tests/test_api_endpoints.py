@@ -9,7 +9,7 @@ import pytest
 from django.test import RequestFactory
 
 from billing.models import Transfer
-from portal.rest.errors import server_error
+from portal.core.rest.errors import server_error
 from runs.models import Run, RunEvent, RunStatus
 from tests.api_world import LAUNCH_BODY, awaiting_human, launch, make_world
 from tests.factories import top_up as fund
@@ -118,7 +118,7 @@ def test_malformed_bodies_are_400_never_500(raw, bob):
 
 
 def test_json_nested_too_deep_to_parse_is_400_and_reserves_no_key(bob):
-    from portal.models import IdempotentRequest
+    from portal.core.models import IdempotentRequest
 
     # given a body nested deeper than the JSON parser can follow
     raw = b"[" * 50_000 + b"]" * 50_000
@@ -399,12 +399,12 @@ def test_json_whatever_the_accept_header(bob):
 
 
 def test_a_crash_is_500_with_a_request_id_and_no_traceback(bob, monkeypatch, caplog):
-    import portal.apis
+    import portal.site.apis
 
     def boom(*args, **kwargs):
         raise RuntimeError("secret detail from deep inside")
 
-    monkeypatch.setattr(portal.apis, "memberships_for_user", boom)
+    monkeypatch.setattr(portal.site.apis, "memberships_for_user", boom)
 
     with caplog.at_level(logging.ERROR, logger="portal.api"):
         response = bob.get("/api/v1/teams/")

@@ -10,13 +10,14 @@ from django.db import connections
 from django.utils import timezone
 
 from billing.models import Hold, Transfer
-from portal.models import IdempotentRequest, Role
-from portal.rest.idempotency import (
+from portal.core.models import IdempotentRequest
+from portal.core.rest.idempotency import (
     body_fingerprint,
     derived_key,
     idempotency_purge_expired,
     launch_token_for,
 )
+from portal.teams.models import Role
 from runs import services as run_services
 from runs.models import Run
 from tests.api_world import LAUNCH_BODY
@@ -75,7 +76,7 @@ def test_same_key_other_body_is_422_and_changes_nothing(member, api_client_for):
 @pytest.mark.django_db
 def test_same_key_on_another_endpoint_is_422(member, billing_admin, api_client_for):
     # given a billing admin who is also a member, and a launch made with key K
-    from portal.models import Membership
+    from portal.teams.models import Membership
 
     Membership.objects.create(team=member.memberships.get().team, user=billing_admin, role="member")
     client = api_client_for(billing_admin)
@@ -268,16 +269,18 @@ def test_same_top_up_after_expiry_adds_the_money_again(purge, team, billing_admi
 
 @pytest.mark.django_db
 def test_purge_job_is_scheduled_once():
+    from django.core.management.sql import emit_post_migrate_signal
     from django_q.models import Schedule
 
-    from portal.schedules import ensure_schedules
-    from portal.tasks import PURGE_SCHEDULE_NAME, purge_idempotency_keys
+    from portal.core.tasks import purge_idempotency_keys
 
-    ensure_schedules()
-    ensure_schedules()
+    # when migrate finishes twice more (the test database was migrated once already)
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
 
-    schedule = Schedule.objects.get(name=PURGE_SCHEDULE_NAME)
-    assert schedule.func == "portal.tasks.purge_idempotency_keys"
+    # then there is one purge job, and it runs
+    schedule = Schedule.objects.get(name="api: purge expired idempotency keys")
+    assert schedule.func == "portal.core.tasks.purge_idempotency_keys"
     assert purge_idempotency_keys() == "Purged 0 expired idempotency key(s)."
 
 

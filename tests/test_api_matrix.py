@@ -4,8 +4,8 @@ that a refused call changes nothing."""
 import pytest
 
 from billing.models import Hold, Transfer
-from portal.models import IdempotentRequest
-from portal.services import api_token_create, api_token_revoke
+from portal.core.models import IdempotentRequest
+from portal.core.services import api_token_create, api_token_revoke
 from runs.models import Run
 from tests.api_world import LAUNCH_BODY, make_world
 

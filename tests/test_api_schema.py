@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from portal.models import Membership, Role
-from portal.services import api_token_create
+from portal.core.services import api_token_create
+from portal.teams.models import Membership, Role
 from portal.wsgi import application
 from runs.models import Run, RunEvent, RunStatus
 from tests.api_world import awaiting_human, launch, make_world

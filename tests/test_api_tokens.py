@@ -8,8 +8,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from portal.models import ApiToken, Role
-from portal.services import api_token_create, api_token_revoke
+from portal.core.models import ApiToken
+from portal.core.services import api_token_create, api_token_revoke
+from portal.teams.models import Role
 
 pytestmark = pytest.mark.django_db
 
@@ -205,15 +206,15 @@ def test_admin_lists_tokens_without_their_hash(team, make_member, admin_client):
     bob = make_member(team, username="bob")
     row, token = api_token_create(user=bob, name="laptop")
 
-    listing = admin_client.get("/admin/portal/apitoken/").content.decode()
-    detail = admin_client.get(f"/admin/portal/apitoken/{row.pk}/change/").content.decode()
+    listing = admin_client.get("/admin/core/apitoken/").content.decode()
+    detail = admin_client.get(f"/admin/core/apitoken/{row.pk}/change/").content.decode()
 
     assert row.prefix in listing
     for page in (listing, detail):
         assert row.secret_sha256 not in page
         assert token not in page
     response = admin_client.post(
-        "/admin/portal/apitoken/", {"action": "revoke", "_selected_action": [row.pk]}
+        "/admin/core/apitoken/", {"action": "revoke", "_selected_action": [row.pk]}
     )
     assert response.status_code == 302
     assert ApiToken.objects.get(pk=row.pk).revoked_at is not None

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing import services as billing
 from billing.models import Transfer
-from portal.models import Role
+from portal.teams.models import Role
 from runs import services
 from runs.models import Run, RunEvent, RunStatus
 from runs.services import IncomingEvent, LaunchRequest

@@ -15,7 +15,7 @@ from django.db import transaction
 from billing import services
 from billing.invariants import ledger_problems
 from billing.models import Account, AccountKind, Hold, Transfer, TransferKind
-from portal.models import Team
+from portal.teams.models import Team
 from tests.factories import place_hold, top_up
 
 pytestmark = pytest.mark.django_db

@@ -20,7 +20,7 @@ from billing.errors import (
 from billing.models import Account, AccountKind, Hold, Reconciliation, Transfer, TransferKind
 from billing.prices import UnknownCuaVersion, step_price_cents
 from billing.selectors import wallet_summary
-from portal.models import Role
+from portal.teams.models import Role
 from tests.factories import TeamFactory, place_hold, top_up
 
 pytestmark = pytest.mark.django_db

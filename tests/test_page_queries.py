@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing import services as billing
-from portal.models import Role
+from portal.teams.models import Role
 from runs.models import Run, RunEvent, RunStatus
 from tests.factories import place_hold, top_up
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from billing.errors import InsufficientFunds
+from portal.core.crypto import decrypt_secret
 from runs import services
 from runs.coasty import CoastyServerError, CoastyValidationError
-from runs.crypto import decrypt_secret
 from runs.models import Run, RunEvent, RunStatus
 from runs.services import IncomingEvent, LaunchRequest
 from tests.factories import top_up as fund_team

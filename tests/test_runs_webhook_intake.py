@@ -9,9 +9,9 @@ import uuid
 import pytest
 from django.urls import reverse
 
+from portal.core.crypto import encrypt_secret
 from runs import services
 from runs.coasty import signature_header
-from runs.crypto import encrypt_secret
 from runs.models import Run, RunStatus, WebhookDelivery
 from tests.factories import TeamFactory
 

@@ -7,9 +7,9 @@ import pytest
 from django.urls import reverse
 
 from billing.selectors import wallet_summary
+from portal.core.crypto import encrypt_secret
 from runs import services
 from runs.coasty import signature_header
-from runs.crypto import encrypt_secret
 from runs.models import Run, RunStatus, WebhookDelivery
 from runs.services import LaunchRequest
 from tests.factories import top_up

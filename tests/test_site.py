@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.urls import reverse
 
-from portal.models import Membership, MembershipChange, Team
+from portal.teams.models import Membership, MembershipChange, Team
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +82,7 @@ def test_healthz_is_503_when_the_broker_is_down(client, monkeypatch):
 
 
 def test_healthz_is_503_when_the_database_is_down(client, monkeypatch):
-    from portal import views
+    from portal.site import views
 
     def broken_cursor():
         raise OSError("db down")

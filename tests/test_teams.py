@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from portal.models import Membership, MembershipChange, Role, Team
+from portal.teams.models import Membership, MembershipChange, Role, Team
 from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -219,7 +219,7 @@ def _routes(patterns, prefix=""):
 def test_every_literal_address_under_teams_is_reserved():
     from django.urls import get_resolver
 
-    from portal.forms import RESERVED_TEAM_SLUGS
+    from portal.teams.forms import RESERVED_TEAM_SLUGS
 
     # given the pages whose address is a fixed word right under /teams/ (like /teams/new/)
     literals = {
@@ -325,7 +325,7 @@ def test_adding_someone_another_manager_adds_at_that_moment_is_refused_not_a_cra
     from django.db import transaction
     from django.db.models import QuerySet
 
-    from portal import services
+    from portal.teams import services
 
     # given another manager's add of alice, committed just after bob's "is she a member yet?"
     # check looked (so the check did not see it)

@@ -155,7 +155,7 @@ class Demo:
         return get_user_model().objects.get(username=username)
 
     def team(self, slug: str):
-        from portal.models import Team
+        from portal.teams.models import Team
 
         return Team.objects.get(slug=slug)
 

@@ -1,0 +1,35 @@
+"""Everything under /api/: the v1 endpoints, the OpenAPI schema and its docs page, and a
+NOT_FOUND envelope for any other path (unknown endpoints, malformed run ids and team slugs)."""
+
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.negotiation import DefaultContentNegotiation
+
+from billing.apis import LedgerApi, TopUpApi, WalletApi
+from portal.core.rest.errors import api_not_found
+from portal.site.apis import TeamListApi
+from runs.apis import RunCancelApi, RunDetailApi, RunEventsApi, RunResumeApi, TeamRunsApi
+
+v1 = [
+    path("teams/", TeamListApi.as_view(), name="api_teams"),
+    path("teams/<slug:slug>/runs/", TeamRunsApi.as_view(), name="api_team_runs"),
+    path("teams/<slug:slug>/wallet/", WalletApi.as_view(), name="api_wallet"),
+    path("teams/<slug:slug>/ledger/", LedgerApi.as_view(), name="api_ledger"),
+    path("teams/<slug:slug>/topups/", TopUpApi.as_view(), name="api_topups"),
+    path("runs/<uuid:run_id>/", RunDetailApi.as_view(), name="api_run"),
+    path("runs/<uuid:run_id>/cancel/", RunCancelApi.as_view(), name="api_run_cancel"),
+    path("runs/<uuid:run_id>/resume/", RunResumeApi.as_view(), name="api_run_resume"),
+    path("runs/<uuid:run_id>/events/", RunEventsApi.as_view(), name="api_run_events"),
+]
+
+urlpatterns = [
+    path("v1/", include(v1)),
+    # YAML by default, JSON with ?format=json (the API's own endpoints always answer JSON).
+    path(
+        "schema/",
+        SpectacularAPIView.as_view(content_negotiation_class=DefaultContentNegotiation),
+        name="api_schema",
+    ),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    re_path(r"^", api_not_found),
+]

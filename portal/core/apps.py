@@ -1,0 +1,29 @@
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    """What every app shares: REST plumbing, tokens, queueing, schedules, admin bases.
+
+    It imports no other app of the portal (import-linter checks it).
+    """
+
+    name = "portal.core"
+    label = "core"
+    verbose_name = "API access"
+
+    def ready(self) -> None:
+        # The OpenAPI extension (bearer scheme) registers itself when its module is imported.
+        import portal.core.rest.schema  # noqa: F401
+        from portal.core import tasks
+        from portal.core.schedules import Periodic, register_periodic
+
+        register_periodic(
+            self,
+            [
+                Periodic(
+                    name="api: purge expired idempotency keys",
+                    task=tasks.purge_idempotency_keys,
+                    minutes=60,
+                )
+            ],
+        )

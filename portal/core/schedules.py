@@ -1,0 +1,53 @@
+"""The portal's periodic jobs: each app states its own, this module creates them, once.
+
+A job is a django-q2 `Schedule` row, created after every migrate if no row of that name exists.
+Only created, never overwritten: an operator who changed a schedule in the admin (another
+interval, paused it) keeps the change across deploys.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from django.apps import AppConfig
+from django.db import connections
+from django.db.models.signals import post_migrate
+
+from portal.core.queue import task_path
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A job that runs every `minutes`: `task` is a `tasks.py` entry point taking no argument."""
+
+    name: str
+    task: Callable[[], object]
+    minutes: int
+
+
+def register_periodic(app_config: AppConfig, jobs: Iterable[Periodic]) -> None:
+    """Create `jobs` after each migrate of `app_config` (call from its `ready()`)."""
+    post_migrate.connect(
+        partial(ensure_periodic, jobs=tuple(jobs)),
+        sender=app_config,
+        weak=False,
+        dispatch_uid=f"periodic jobs of {app_config.label}",
+    )
+
+
+def ensure_periodic(*, jobs: Iterable[Periodic], using: str = "default", **kwargs: Any) -> None:
+    from django_q.models import Schedule
+
+    if Schedule._meta.db_table not in connections[using].introspection.table_names():
+        return  # a partial migrate (`migrate billing`) before django_q's tables exist
+    for job in jobs:
+        Schedule.objects.using(using).get_or_create(
+            name=job.name,
+            defaults={
+                "func": task_path(job.task),
+                "schedule_type": Schedule.MINUTES,
+                "minutes": job.minutes,
+                "repeats": -1,
+            },
+        )

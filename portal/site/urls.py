@@ -1,0 +1,20 @@
+from django.conf import settings
+from django.urls import path
+
+from portal.site import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("account/", views.account, name="account"),
+    path(
+        "account/tokens/<int:token_id>/revoke/",
+        views.api_token_revoke,
+        name="api_token_revoke",
+    ),
+    path("teams/<slug:slug>/", views.team_dashboard, name="team_dashboard"),
+    path("healthz", views.healthz, name="healthz"),
+]
+
+if settings.BENCH_ENDPOINTS:
+    # `make bench` only: the bare endpoint the webhook intake is measured against.
+    urlpatterns.insert(0, path("bench/ok", views.bench_ok, name="bench_ok"))

@@ -1,0 +1,140 @@
+import logging
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from portal.core import services
+from portal.core.forms import ApiTokenForm
+from portal.core.selectors import api_tokens_for_user
+from portal.site.dashboard import team_dashboard_context
+from portal.teams.access import team_view
+from portal.teams.selectors import memberships_for_user
+
+logger = logging.getLogger(__name__)
+
+NEW_TOKEN_SESSION_KEY = "portal:new-api-token"  # noqa: S105 — a session key's name
+User = get_user_model()
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    first = memberships_for_user(request.user).first()
+    if first is not None:
+        return redirect("team_dashboard", slug=first.team.slug)
+    return redirect("team_list")
+
+
+@team_view()
+def team_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    context = team_dashboard_context(team=request.team, membership=request.membership)
+    return render(request, "portal/team_dashboard.html", context)
+
+
+# --- Account and API tokens -----------------------------------------------------------------------
+
+
+@never_cache  # the page that shows a new token must not be kept by any cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def account(request: HttpRequest) -> HttpResponse:
+    """The person's account: their teams and their API tokens.
+
+    POST makes a token and redirects (so a refresh cannot make a second one); the token rides
+    the session to the next page view, which shows it once and forgets it. Only its hash is kept.
+    """
+    form = ApiTokenForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                row, secret = services.api_token_create(
+                    user=request.user, name=form.cleaned_data["name"]
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
+                status = 400
+            else:
+                logger.info("API token %s made by %s", row.prefix, request.user)
+                request.session[NEW_TOKEN_SESSION_KEY] = secret
+                return redirect("account")
+        else:
+            status = 400
+    return render(
+        request,
+        "portal/account.html",
+        {
+            "form": form,
+            "new_token": request.session.pop(NEW_TOKEN_SESSION_KEY, None),
+            "tokens": api_tokens_for_user(request.user),
+            "memberships": memberships_for_user(request.user),
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_POST
+def api_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = get_object_or_404(api_tokens_for_user(request.user), pk=token_id)
+    services.api_token_revoke(token=token)
+    messages.success(request, f"Revoked “{token.name}” ({token.prefix}…). It no longer works.")
+    return redirect("account")
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness of what the portal cannot work without: its database and its task broker."""
+    checks = {"database": _check_database(), "broker": _check_broker()}
+    healthy = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        status=200 if healthy else 503,
+    )
+
+
+def _check_database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        logger.warning("healthz: database check failed: %s", exc)
+        return {"ok": False, "error": exc.__class__.__name__}
+    return {"ok": True, "vendor": connection.vendor}
+
+
+def _check_broker() -> dict:
+    from django_q.brokers import get_broker
+
+    try:
+        broker = get_broker()
+        broker.ping()
+        queued = broker.queue_size()  # a real round trip: the ORM broker's ping is a no-op
+    except Exception as exc:
+        logger.warning("healthz: broker check failed: %s", exc)
+        return {"ok": False, "error": exc.__class__.__name__}
+    return {
+        "ok": True,
+        "kind": "redis" if "redis" in broker.info().lower() else "orm",
+        "queued": queued,
+    }
+
+
+@csrf_exempt
+def bench_ok(request: HttpRequest) -> JsonResponse:
+    """`make bench` only (settings.BENCH_ENDPOINTS): the floor of any view in this deployment.
+
+    It goes through the same middleware as the webhook view, reads the body as that view does,
+    answers the same shape, and touches no database.
+    """
+    _ = request.body
+    return JsonResponse({"ok": True, "message": "ok"})
