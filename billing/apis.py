@@ -151,7 +151,7 @@ class TopUpApi(APIView):
             # even a retry that finds no stored response (after a crash) adds the money once.
             key = f"api:{derived}" if derived else f"api:{uuid.uuid4().hex}"
             try:
-                transfer = services.wallet_top_up(
+                transfer, _created = services.wallet_top_up(
                     team=team,
                     amount_cents=data.validated_data["amount_cents"],
                     reference=data.validated_data["reference"],

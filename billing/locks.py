@@ -35,6 +35,7 @@ from uuid import UUID
 from django.db import connection
 from django.db.models import Model, QuerySet
 
+from billing.keys import capture_key
 from billing.models import Account, Hold, Transfer, TransferKind
 
 M = TypeVar("M", bound=Model)
@@ -155,7 +156,7 @@ def capture_steps(
         "count": len(steps),
         "amount": amount_cents,
         "steps": list(steps),
-        "keys": [f"capture:{reference}:{step}" for step in steps],
+        "keys": [capture_key(reference, step) for step in steps],
         "user_id": caused_by_user_id,
         "caused_by": caused_by,
         "created_at": created_at,

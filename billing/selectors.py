@@ -19,6 +19,7 @@ from billing.models import (
     TEAM_ACCOUNT_KINDS,
     Account,
     AccountKind,
+    Hold,
     Reconciliation,
     Transfer,
     TransferKind,
@@ -396,3 +397,12 @@ def _month_start() -> datetime:
 
 def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min), timezone.get_current_timezone())
+
+
+def hold_captured_cents(reference: str) -> int:
+    """What the ledger has captured from the hold `reference` (0 when there is no such hold):
+    the truth a run's charged_cents mirrors."""
+    captured = (
+        Hold.objects.filter(reference=reference).values_list("captured_cents", flat=True).first()
+    )
+    return int(captured or 0)

@@ -1,4 +1,8 @@
-"""django-q2 entry points: take ids, load rows, call a service."""
+"""django-q2 entry points: take ids, load rows, call a service.
+
+Services enqueue these by function, so the services are imported inside the functions here (a
+module-level import would be a cycle: services -> tasks -> services).
+"""
 
 import logging
 
@@ -8,17 +12,16 @@ from django.contrib.auth.models import Permission
 from django.core.mail import send_mail
 from django.db.models import Q
 
-from billing.services import reconcile_finished_holds
 from portal.core.money import format_cents
 from portal.teams.models import Membership, Role, Team
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_SCHEDULE_NAME = "billing: reconcile finished holds"
-
 
 def reconcile_billing() -> str:
     """The every-15-minutes job: re-check finished holds against Coasty's figures."""
+    from billing.services import reconcile_finished_holds
+
     summary = reconcile_finished_holds(caused_by="job:reconcile_billing")
     message = (
         f"Reconciled {summary.checked} hold(s): {summary.matched} matched, "

@@ -29,7 +29,7 @@ from billing.forms import (
     TopUpForm,
     fresh_key,
 )
-from billing.models import Reconciliation, Transfer
+from billing.models import Reconciliation
 from portal.core.money import format_cents
 from portal.teams.access import BILLING_ADMIN_PERMISSION, is_billing_admin
 from portal.teams.models import Membership, Team
@@ -228,9 +228,8 @@ def top_up(request: HttpRequest, slug: str) -> HttpResponse:
             "billing/top_up_review.html",
             {"team": team, "form": form, "summary": selectors.wallet_summary(team)},
         )
-    already = Transfer.objects.filter(idempotency_key=f"topup:{key}").exists()
     try:
-        services.wallet_top_up(
+        _transfer, created = services.wallet_top_up(
             team=team,
             amount_cents=amount,
             reference=reference,
@@ -240,7 +239,7 @@ def top_up(request: HttpRequest, slug: str) -> HttpResponse:
     except BillingError as exc:
         form.add_error(None, str(exc))
         return _render_team_admin(request, team, form, status=400)
-    if already:
+    if not created:
         messages.info(request, "This top-up was already recorded; nothing was added twice.")
     else:
         messages.success(
@@ -289,9 +288,8 @@ def adjust(request: HttpRequest, slug: str) -> HttpResponse:
                 "available_after": summary.available_cents + change,
             },
         )
-    already = Transfer.objects.filter(idempotency_key=f"adjust:{key}").exists()
     try:
-        services.wallet_adjust(
+        _transfer, created = services.wallet_adjust(
             team=team,
             amount_cents=amount,
             direction=direction,
@@ -305,7 +303,7 @@ def adjust(request: HttpRequest, slug: str) -> HttpResponse:
     except BillingError as exc:
         form.add_error(None, str(exc))
         return _render_adjust(request, team, form, status=400)
-    if already:
+    if not created:
         messages.info(request, "This adjustment was already recorded; nothing was moved twice.")
     elif direction == "credit":
         messages.success(
@@ -429,12 +427,8 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
         if action == "adjust":
             adjust_form = AdjustmentForm(request.POST)
             if adjust_form.is_valid():
-                already = services.reconciliation_adjustment_made(
-                    reconciliation=reconciliation,
-                    idempotency_key=adjust_form.cleaned_data["idempotency_key"],
-                )
                 try:
-                    services.reconciliation_resolve_with_adjustment(
+                    _resolved, created = services.reconciliation_resolve_with_adjustment(
                         reconciliation=reconciliation,
                         amount_cents=adjust_form.cleaned_data["amount"],
                         direction=adjust_form.cleaned_data["direction"],
@@ -448,7 +442,7 @@ def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
                 except BillingError as exc:
                     adjust_form.add_error(None, str(exc))
                 else:
-                    if already:
+                    if not created:
                         messages.info(
                             request,
                             "This adjustment was already recorded; nothing was moved twice.",

@@ -222,7 +222,7 @@ BILLING_TOP_UP_MAX_CENTS = env.int("BILLING_TOP_UP_MAX_CENTS", default=1_000_000
 BILLING_ACCOUNT_SHARDS = env.int("BILLING_ACCOUNT_SHARDS", default=64)
 # A new team's low-balance alert level; billing admins change it per team.
 BILLING_LOW_BALANCE_THRESHOLD_CENTS = env.int("BILLING_LOW_BALANCE_THRESHOLD_CENTS", default=500)
-# Dotted path of a function(hold) -> billing.reconciliation.UpstreamReport | None giving fresh
+# Dotted path of a function(hold) -> billing.verdicts.UpstreamReport | None giving fresh
 # figures from Coasty; the runs app provides it. Unset: reconcile the figures stored at settle.
 BILLING_UPSTREAM_REPORTER = (
     env.str("BILLING_UPSTREAM_REPORTER", default="runs.reconciliation.upstream_report") or None

@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
 class RunsConfig(AppConfig):
@@ -7,6 +6,9 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        from runs.schedules import ensure_schedules
+        from portal.core.schedules import Periodic, register_periodic
+        from runs import tasks
 
-        post_migrate.connect(ensure_schedules, sender=self)
+        register_periodic(
+            self, [Periodic(name="runs: housekeeping", task=tasks.housekeeping, minutes=1)]
+        )

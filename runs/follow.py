@@ -31,6 +31,8 @@ from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
+from portal.core.queue import enqueue_on_commit
+from runs import tasks
 from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound, follow_events
 from runs.models import LIVE_STATUSES, FollowerSlot, Run
 from runs.services import events_ingest
@@ -262,9 +264,7 @@ class Follower:
                 self._count_error(type(error).__name__)
                 runs_snooze(self.owner, [pk], until=timezone.now() + GONE_SNOOZE)
                 # The stream is gone for good: ask Coasty for the run's final record instead.
-                from django_q.tasks import async_task
-
-                async_task("runs.tasks.settle_run", str(pk))
+                enqueue_on_commit(tasks.settle_run, str(pk))
             else:
                 runs_release(self.owner, [pk])
                 if error is not None:

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from billing.keys import run_hold_reference
 from portal.teams.models import Team
 
 
@@ -176,7 +177,7 @@ class Run(models.Model):
 
     @property
     def hold_reference(self) -> str:
-        return f"run:{self.id}"
+        return run_hold_reference(self.id)
 
     @property
     def is_terminal(self) -> bool:

@@ -6,7 +6,7 @@ and calls it for each finished hold it re-checks.
 
 import logging
 
-from billing.reconciliation import UpstreamReport
+from billing.verdicts import UpstreamReport
 from runs.coasty import CoastyNotFound
 from runs.models import Run
 from runs.upstream import coasty_quick, upstream_is_test_mode

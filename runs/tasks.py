@@ -1,16 +1,22 @@
-"""django-q2 entry points: take ids, call a service. Every one is safe to run twice."""
+"""django-q2 entry points: take ids, call a service. Every one is safe to run twice.
 
-from django_q.tasks import async_task
+Services enqueue these by function (`enqueue_on_commit(tasks.settle_run, run_id)`), so this
+module imports the services inside each function: a module-level import would be a cycle
+(services -> tasks -> services).
+"""
 
-from runs import services
-from runs.follow import follow_runs_once, runs_needing_follower
+from portal.core.queue import enqueue_on_commit
 
 
 def submit_run(run_id: str) -> None:
-    services.run_submit(run_id=run_id)
+    from runs.services import run_submit
+
+    run_submit(run_id=run_id)
 
 
 def follow_runs() -> str:
+    from runs.follow import follow_runs_once, runs_needing_follower
+
     report = follow_runs_once()
     if report is None:
         # The followers running now claim new runs every second; nothing to do here.
@@ -19,21 +25,29 @@ def follow_runs() -> str:
     # accepted while it was finishing is not left behind: the next follower resumes each
     # stream after its last stored seq.
     if runs_needing_follower():
-        async_task("runs.tasks.follow_runs")
+        enqueue_on_commit(follow_runs)
     return f"followed {report.runs_followed} runs, {report.events} events"
 
 
 def settle_run(run_id: str) -> None:
-    services.run_settle(run_id=run_id)
+    from runs.services import run_settle
+
+    run_settle(run_id=run_id)
 
 
 def cancel_run_upstream(run_id: str) -> None:
-    services.run_cancel_upstream(run_id=run_id)
+    from runs.services import run_cancel_upstream
+
+    run_cancel_upstream(run_id=run_id)
 
 
 def resume_run_upstream(run_id: str) -> None:
-    services.run_resume_upstream(run_id=run_id)
+    from runs.services import run_resume_upstream
+
+    run_resume_upstream(run_id=run_id)
 
 
-def housekeeping() -> dict:
-    return services.runs_housekeeping()
+def housekeeping() -> dict[str, int]:
+    from runs.services import runs_housekeeping
+
+    return runs_housekeeping()

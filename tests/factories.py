@@ -64,13 +64,14 @@ class BillingAdminFactory(UserFactory):
 def top_up(team, cents, *, key=None, reference="test top-up"):
     from billing.services import wallet_top_up
 
-    return wallet_top_up(
+    transfer, _created = wallet_top_up(
         team=team,
         amount_cents=cents,
         reference=reference,
         actor="command:tests",
         idempotency_key=key or f"test:{uuid.uuid4()}",
     )
+    return transfer
 
 
 def place_hold(team, cents, *, run_id=None):

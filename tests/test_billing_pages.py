@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing import services
 from billing.models import Account, AccountKind, Reconciliation, Transfer, TransferKind
-from billing.reconciliation import UpstreamReport
+from billing.verdicts import UpstreamReport
 from portal.teams.models import Role
 from tests.factories import BillingAdminFactory, UserFactory, place_hold, top_up
 

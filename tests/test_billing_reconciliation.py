@@ -9,11 +9,10 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from billing import services
-from billing.apps import ensure_reconcile_schedule
 from billing.errors import DiscrepancyNotOpen
 from billing.models import Hold, Reconciliation, Transfer, TransferKind
-from billing.reconciliation import UpstreamReport, compare
-from billing.tasks import RECONCILE_SCHEDULE_NAME, reconcile_billing
+from billing.tasks import reconcile_billing
+from billing.verdicts import UpstreamReport, compare
 from tests.factories import place_hold, top_up
 
 pytestmark = pytest.mark.django_db
@@ -266,7 +265,7 @@ def test_a_reopened_discrepancy_counts_the_adjustment_already_made(team, billing
 def test_an_adjustment_made_before_adjustments_carried_their_hold_still_counts(team, billing_admin):
     # given a discrepancy resolved by a credit recorded only on the reconciliation (older rows)
     hold = settled_hold(team, steps=3, charged=10)
-    credit = services.wallet_adjust(
+    credit, _created = services.wallet_adjust(
         team=team,
         amount_cents=5,
         direction="credit",
@@ -331,11 +330,13 @@ def test_the_reconcile_billing_command_prints_its_summary(team):
 
 
 def test_the_job_is_scheduled_every_15_minutes_once():
-    # given migrate has run (post_migrate created the schedule) / when it runs again
-    ensure_reconcile_schedule()
-    ensure_reconcile_schedule()
+    from django.core.management.sql import emit_post_migrate_signal
+
+    # given migrate has run (post_migrate created the schedule) / when it runs again, twice
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
     # then there is one schedule, every 15 minutes, calling the task
-    schedule = Schedule.objects.get(name=RECONCILE_SCHEDULE_NAME)
+    schedule = Schedule.objects.get(name="billing: reconcile finished holds")
     assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
         "billing.tasks.reconcile_billing",
         Schedule.MINUTES,

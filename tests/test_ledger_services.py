@@ -60,7 +60,7 @@ def test_an_unknown_cua_version_has_no_price():
 
 def test_top_up_moves_money_from_funding_to_the_team(team, billing_admin):
     # when a billing admin tops up the team
-    transfer = services.wallet_top_up(
+    transfer, created = services.wallet_top_up(
         team=team,
         amount_cents=5000,
         reference="PO-1",
@@ -77,15 +77,26 @@ def test_top_up_moves_money_from_funding_to_the_team(team, billing_admin):
     )
     assert transfer.caused_by_user == billing_admin
     assert transfer.caused_by == "user:treasurer"
+    assert created is True
 
 
 def test_the_same_top_up_twice_moves_money_once(team):
+    def top_up_once_more():
+        return services.wallet_top_up(
+            team=team,
+            amount_cents=5000,
+            reference="test top-up",
+            actor="command:tests",
+            idempotency_key="double-click",
+        )
+
     # given a top-up
-    first = top_up(team, 5000, key="double-click")
+    first, first_created = top_up_once_more()
     # when it is submitted again with the same key
-    again = top_up(team, 5000, key="double-click")
-    # then it is the same transfer and the team got the money once
+    again, again_created = top_up_once_more()
+    # then it is the same transfer, the service says so, and the team got the money once
     assert again.pk == first.pk
+    assert (first_created, again_created) == (True, False)
     assert balances(team)[AccountKind.AVAILABLE] == 5000
     assert Transfer.objects.count() == 1
 
@@ -471,7 +482,7 @@ def test_settle_of_an_unknown_hold_says_so():
 
 def test_an_adjustment_credits_the_team_against_the_adjustments_account(team, billing_admin):
     # when a billing admin credits the team 50 cents
-    transfer = services.wallet_adjust(
+    transfer, _created = services.wallet_adjust(
         team=team,
         amount_cents=50,
         direction="credit",
@@ -533,7 +544,12 @@ def test_the_same_adjustment_twice_moves_money_once(team, billing_admin):
         actor=billing_admin,
         idempotency_key="same",
     )
-    assert services.wallet_adjust(**kwargs).pk == services.wallet_adjust(**kwargs).pk
+    (first, first_created), (again, again_created) = (
+        services.wallet_adjust(**kwargs),
+        services.wallet_adjust(**kwargs),
+    )
+    assert first.pk == again.pk
+    assert (first_created, again_created) == (True, False)
     assert balances(team)["available"] == 10
 
 

@@ -140,7 +140,7 @@ def test_a_gone_stream_is_settled_and_not_claimed_again_at_once(
     Run.objects.filter(pk=run_id).update(upstream_id="run_gone_for_good")
     settles = []
     monkeypatch.setattr(
-        "django_q.tasks.async_task", lambda name, *args, **kw: settles.append((name, args))
+        "portal.core.queue.async_task", lambda name, *args, **kw: settles.append((name, args))
     )
 
     # when a follower runs for a few seconds (it claims every second)

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from billing.errors import InsufficientFunds
+from portal.core import queue
 from portal.core.crypto import decrypt_secret
-from runs import services
+from runs import services, upstream
 from runs.coasty import CoastyServerError, CoastyValidationError
 from runs.models import Run, RunEvent, RunStatus
 from runs.services import IncomingEvent, LaunchRequest
@@ -63,7 +64,7 @@ class FakeCoasty:
 @pytest.fixture
 def coasty(monkeypatch):
     fake = FakeCoasty()
-    monkeypatch.setattr(services, "coasty", lambda: fake)
+    monkeypatch.setattr(upstream, "coasty", lambda: fake)
     return fake
 
 
@@ -409,14 +410,14 @@ def test_reconciliation_checks_settled_runs_against_coastys_current_figures(
 
 
 def test_housekeeping_picks_up_what_a_crash_left_behind(
-    funded_team, make_member, coasty, monkeypatch
+    funded_team, make_member, coasty, monkeypatch, django_capture_on_commit_callbacks
 ):
     import datetime as dt
 
     from django.utils import timezone
 
     enqueued = []
-    monkeypatch.setattr(services, "async_task", lambda func, *args: enqueued.append((func, *args)))
+    monkeypatch.setattr(queue, "async_task", lambda func, *args: enqueued.append((func, *args)))
     user = make_member(funded_team)
     long_ago = timezone.now() - dt.timedelta(hours=1)
 
@@ -433,7 +434,8 @@ def test_housekeeping_picks_up_what_a_crash_left_behind(
     fresh = _accepted_run(funded_team, user, coasty, deadline_seconds=3600)
     Run.objects.filter(pk=fresh.pk).update(last_event_at=timezone.now())
 
-    counts = services.runs_housekeeping()
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = services.runs_housekeeping()
 
     assert ("runs.tasks.submit_run", str(stuck.pk)) in enqueued
     assert ("runs.tasks.settle_run", str(overdue.pk)) in enqueued

@@ -9,10 +9,11 @@ import uuid
 import pytest
 from django.urls import reverse
 
+from portal.core import queue
 from portal.core.crypto import encrypt_secret
-from runs import services
 from runs.coasty import signature_header
 from runs.models import Run, RunStatus, WebhookDelivery
+from runs.services import webhooks
 from tests.factories import TeamFactory
 
 pytestmark = pytest.mark.django_db
@@ -160,7 +161,7 @@ def test_a_terminal_delivery_enqueues_the_settle_after_commit(
     client, run, django_capture_on_commit_callbacks, monkeypatch
 ):
     enqueued = []
-    monkeypatch.setattr(services, "async_task", lambda *args: enqueued.append(args))
+    monkeypatch.setattr(queue, "async_task", lambda *args: enqueued.append(args))
     with django_capture_on_commit_callbacks(execute=True):
         response = deliver(client, run, body_for(run, "run.succeeded"))
     assert response.status_code == 200
@@ -171,12 +172,12 @@ def test_a_terminal_delivery_enqueues_the_settle_after_commit(
 
 def test_a_failure_while_applying_is_recorded_and_a_redelivery_is_applied(client, run, monkeypatch):
     # given applying fails once
-    real = services._webhook_apply
+    real = webhooks._webhook_apply
 
     def broken(*args, **kwargs):
         raise RuntimeError("database hiccup")
 
-    monkeypatch.setattr(services, "_webhook_apply", broken)
+    monkeypatch.setattr(webhooks, "_webhook_apply", broken)
     response = deliver(client, run, body_for(run))
     # then Coasty is asked to redeliver, the failure is on record, and nothing was applied
     assert response.status_code == 500
@@ -184,7 +185,7 @@ def test_a_failure_while_applying_is_recorded_and_a_redelivery_is_applied(client
     run.refresh_from_db()
     assert run.status == "running"
     # when Coasty redelivers the same body
-    monkeypatch.setattr(services, "_webhook_apply", real)
+    monkeypatch.setattr(webhooks, "_webhook_apply", real)
     response = deliver(client, run, body_for(run))
     # then it is applied (the failed attempt did not take the body's dedupe key)
     assert response.status_code == 200

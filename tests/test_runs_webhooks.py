@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from billing.selectors import wallet_summary
+from portal.core import queue
 from portal.core.crypto import encrypt_secret
 from runs import services
 from runs.coasty import signature_header
@@ -120,7 +121,7 @@ def test_a_good_delivery_applies_once_and_duplicates_change_nothing(
 ):
     body = body_for(run)
     enqueued = []
-    monkeypatch.setattr(services, "async_task", lambda *args: enqueued.append(args))
+    monkeypatch.setattr(queue, "async_task", lambda *args: enqueued.append(args))
 
     with django_capture_on_commit_callbacks(execute=True):
         first = deliver(client, run, body)

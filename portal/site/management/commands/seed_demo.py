@@ -70,7 +70,6 @@ class Command(BaseCommand):
         """
         from django.contrib.auth.models import Group, Permission
 
-        from billing.models import Transfer
         from billing.services import wallet_top_up
 
         created = []
@@ -82,15 +81,13 @@ class Command(BaseCommand):
             group.permissions.add(permission)
             created.append("group Billing admins")
         for slug in ("research", "ops"):
-            key = f"seed_demo:{slug}"
-            if Transfer.objects.filter(idempotency_key=f"topup:{key}").exists():
-                continue
-            wallet_top_up(
+            _transfer, topped_up = wallet_top_up(
                 team=teams[slug],
                 amount_cents=5000,
                 reference="Demo credit",
                 actor="command:seed_demo",
-                idempotency_key=key,
+                idempotency_key=f"seed_demo:{slug}",
             )
-            created.append(f"5000 cents for {slug}")
+            if topped_up:
+                created.append(f"5000 cents for {slug}")
         return created

@@ -1,0 +1,56 @@
+"""Every write to the ledger, one module per kind of change.
+
+- wallets: top-ups and corrections by billing admins, and a wallet's low-balance level;
+- holds: a run's reserved money, captured per step and released when it ends;
+- reconciliation: checking settled holds against Coasty's figures, and resolving discrepancies;
+- posting: what they share (accounts, balance changes, argument checks).
+
+Each service owns its transaction (`transaction.atomic`, a savepoint when the caller already has
+one), is idempotent under its key (`billing.keys`), and either moves the money completely or not
+at all. A retried call inserts the same key, the database refuses it (IntegrityError), the
+transaction rolls back, and the service returns what the first call wrote; when the first call
+is still in flight on another connection, the duplicate waits on the unique index (or the hold
+row) until it commits. Locks follow the one order in `billing.locks`; docs/architecture.md tells
+the flow of a cent.
+"""
+
+from billing.services.holds import (
+    hold_capture,
+    hold_capture_steps,
+    hold_place,
+    hold_release,
+    hold_settle,
+)
+from billing.services.posting import CausedBy, account_shard
+from billing.services.reconciliation import (
+    QUESTION_FIELDS,
+    ReconcileSummary,
+    reconcile_finished_holds,
+    reconcile_hold,
+    reconciliation_mark_explained,
+    reconciliation_resolve_with_adjustment,
+)
+from billing.services.wallets import (
+    wallet_adjust,
+    wallet_set_low_balance_threshold,
+    wallet_top_up,
+)
+
+__all__ = [
+    "QUESTION_FIELDS",
+    "CausedBy",
+    "ReconcileSummary",
+    "account_shard",
+    "hold_capture",
+    "hold_capture_steps",
+    "hold_place",
+    "hold_release",
+    "hold_settle",
+    "reconcile_finished_holds",
+    "reconcile_hold",
+    "reconciliation_mark_explained",
+    "reconciliation_resolve_with_adjustment",
+    "wallet_adjust",
+    "wallet_set_low_balance_threshold",
+    "wallet_top_up",
+]

@@ -1,0 +1,49 @@
+"""Every write to runs, one module per kind of change (as Zulip's `zerver/actions/`).
+
+- launch: the run and its wallet hold, in one transaction;
+- submit: POST /v1/runs under the run's own idempotency key, until Coasty has it;
+- ingest: stream events, stored and applied once per (run, seq);
+- webhooks: Coasty's signed deliveries, verified, stored and applied once;
+- actions: cancel and resume, asked for by people and carried to Coasty;
+- settle: the money of an ended run, from Coasty's own record;
+- housekeeping: the every-minute safety net for whatever a crash left behind.
+
+Each is idempotent: a retry, a duplicate event, a second worker or a crash in the middle repeats
+it without a second upstream run or a second charge. `status` holds the one rule by which a
+run's status moves; `upstream_data` makes what Coasty sends safe to store; the SQL of the hot
+paths is in `runs.sql`. docs/architecture.md tells the whole flow.
+"""
+
+from runs.services.actions import (
+    RunActionRefused,
+    run_cancel_upstream,
+    run_request_cancel,
+    run_request_resume,
+    run_resume_upstream,
+)
+from runs.services.housekeeping import runs_housekeeping
+from runs.services.ingest import IncomingEvent, events_ingest
+from runs.services.launch import LaunchRequest, run_launch, upstream_request_body
+from runs.services.settle import run_settle
+from runs.services.submit import run_mark_accepted, run_mark_submit_failed, run_submit
+from runs.services.webhooks import WebhookAnswer, webhook_receive
+
+__all__ = [
+    "IncomingEvent",
+    "LaunchRequest",
+    "RunActionRefused",
+    "WebhookAnswer",
+    "events_ingest",
+    "run_cancel_upstream",
+    "run_launch",
+    "run_mark_accepted",
+    "run_mark_submit_failed",
+    "run_request_cancel",
+    "run_request_resume",
+    "run_resume_upstream",
+    "run_settle",
+    "run_submit",
+    "runs_housekeeping",
+    "upstream_request_body",
+    "webhook_receive",
+]

@@ -1,0 +1,117 @@
+"""What people ask of a run (cancel, resume), and carrying it to Coasty."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import transaction
+
+from portal.core.queue import enqueue_on_commit
+from runs import tasks, upstream
+from runs.coasty import CoastyError, CoastyInvalidState
+from runs.models import PendingAction, Run, RunStatus
+from runs.services.status import apply_status
+
+logger = logging.getLogger(__name__)
+
+
+class RunActionRefused(Exception):
+    """The run's state does not allow this action; the message says why."""
+
+
+def run_request_cancel(*, run: Run, user) -> Run:
+    """Ask for a cancel; the worker carries it to Coasty with its own retries."""
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.is_terminal:
+            raise RunActionRefused(
+                f"This run has already ended ({locked.get_status_display().lower()})."
+            )
+        if locked.pending_action == PendingAction.CANCEL:
+            return locked  # asked twice: one cancel
+        locked.pending_action = PendingAction.CANCEL
+        locked.save(update_fields=["pending_action"])
+        if locked.upstream_id:
+            enqueue_on_commit(tasks.cancel_run_upstream, str(locked.pk))
+        # A pending run is cancelled as soon as Coasty accepts it (run_mark_accepted).
+    logger.info("run %s: cancel requested by %s", run.pk, user)
+    return locked
+
+
+def run_request_resume(*, run: Run, user, note: str = "") -> Run:
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.AWAITING_HUMAN:
+            raise RunActionRefused(
+                f"Only a run that is waiting for a human can be resumed; this one is "
+                f"{locked.get_status_display().lower()}."
+            )
+        if locked.pending_action == PendingAction.CANCEL:
+            raise RunActionRefused("A cancel is already requested for this run.")
+        if locked.pending_action:
+            return locked  # asked twice: one resume
+        locked.pending_action = PendingAction.RESUME
+        locked.resume_note = note
+        locked.save(update_fields=["pending_action", "resume_note"])
+        enqueue_on_commit(tasks.resume_run_upstream, str(locked.pk))
+    logger.info("run %s: resume requested by %s", run.pk, user)
+    return locked
+
+
+def run_cancel_upstream(*, run_id) -> Run:
+    run = Run.objects.get(pk=run_id)
+    if run.pending_action != PendingAction.CANCEL or not run.upstream_id or run.is_terminal:
+        return run
+    try:
+        answer = _retrying(lambda: upstream.coasty().cancel_run(run.upstream_id))
+    except CoastyInvalidState:
+        # Already ended upstream (or the cancel went through and its answer was lost):
+        # settle from Coasty's own record.
+        _clear_pending(run.pk, PendingAction.CANCEL)
+        enqueue_on_commit(tasks.settle_run, str(run.pk))
+        return run
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        apply_status(locked, str(answer.get("status") or ""), at=None)
+        locked.save()
+        if locked.is_terminal and locked.settled_at is None:
+            enqueue_on_commit(tasks.settle_run, str(locked.pk))
+    return locked
+
+
+def run_resume_upstream(*, run_id) -> Run:
+    run = Run.objects.get(pk=run_id)
+    if run.pending_action != PendingAction.RESUME or not run.upstream_id:
+        logger.info("run %s: no resume to send (pending %r)", run.pk, run.pending_action)
+        return run
+    try:
+        _retrying(
+            lambda: upstream.coasty().resume_run(run.upstream_id, note=run.resume_note or None)
+        )
+    except CoastyInvalidState as exc:
+        # Not waiting any more: resumed already (a lost answer) or ended meanwhile.
+        logger.info("run %s: resume refused as %s; nothing to resume", run.pk, exc.code)
+        _clear_pending(run.pk, PendingAction.RESUME)
+        return run
+    logger.info("run %s: resumed on Coasty", run.pk)
+    # The stream's `resumed` event moves the status; until then the page says "Resume requested".
+    return run
+
+
+def _retrying(call, *, attempts: int = 3, sleep=time.sleep):
+    """Cancel and resume carry no idempotency key, so the client does not retry them; they are
+    safe to repeat all the same (a repeat answers INVALID_STATE, handled above). A few quick
+    tries here, and the housekeeping sweep keeps asking while the request stays pending."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except CoastyError as exc:
+            if not exc.retryable or attempt == attempts:
+                raise
+            sleep(min(exc.retry_after or 2 ** (attempt - 1), 10))
+    raise AssertionError("unreachable")
+
+
+def _clear_pending(run_id, action: str) -> None:
+    Run.objects.filter(pk=run_id, pending_action=action).update(pending_action=PendingAction.NONE)

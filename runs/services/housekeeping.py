@@ -1,0 +1,80 @@
+"""The safety net, run every minute: whatever a crash or a lost task left behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Q
+from django.utils import timezone
+
+from portal.core.queue import enqueue_on_commit
+from runs import tasks
+from runs.models import (
+    LIVE_STATUSES,
+    TERMINAL_STATUSES,
+    UPSTREAM_TERMINAL_STATUSES,
+    PendingAction,
+    Run,
+    RunStatus,
+)
+
+# After its deadline, a run that has not ended is polled once this much later.
+DEADLINE_GRACE = dt.timedelta(seconds=60)
+# A live run whose stream has been silent this long is polled.
+SILENCE_LIMIT = dt.timedelta(minutes=10)
+
+
+def runs_housekeeping() -> dict[str, int]:
+    """The safety net, run every minute: whatever a crash or a lost task left behind.
+
+    - pending runs due for another submit attempt are submitted again (same key);
+    - live runs nobody follows get a follower;
+    - ended runs that are not settled, and live runs past their deadline (plus grace) or
+      silent for long, are polled and settled;
+    - cancel and resume requests that did not reach Coasty are sent again.
+    """
+    now = timezone.now()
+    counts = {"submit": 0, "settle": 0, "cancel": 0, "resume": 0, "follow": 0}
+    due = Run.objects.filter(status=RunStatus.PENDING).filter(
+        Q(submit_next_at__lte=now)
+        | Q(submit_next_at__isnull=True, created_at__lte=now - dt.timedelta(seconds=30))
+    )
+    for run_id in due.values_list("pk", flat=True)[:500]:
+        enqueue_on_commit(tasks.submit_run, str(run_id))
+        counts["submit"] += 1
+    unsettled = Run.objects.filter(
+        status__in=UPSTREAM_TERMINAL_STATUSES, settled_at__isnull=True
+    ).values_list("pk", flat=True)
+    overdue = []
+    for run in Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False).only(
+        "pk", "accepted_at", "deadline_seconds", "last_event_at"
+    )[:2000]:
+        deadline = (
+            run.accepted_at + dt.timedelta(seconds=run.deadline_seconds) + DEADLINE_GRACE
+            if run.accepted_at and run.deadline_seconds
+            else None
+        )
+        silent_since = run.last_event_at or run.accepted_at
+        if (deadline and now > deadline) or (silent_since and now - silent_since > SILENCE_LIMIT):
+            overdue.append(run.pk)
+    for run_id in [*unsettled[:500], *overdue]:
+        enqueue_on_commit(tasks.settle_run, str(run_id))
+        counts["settle"] += 1
+    stale_actions = Run.objects.filter(
+        pending_action__in=[PendingAction.CANCEL, PendingAction.RESUME], upstream_id__isnull=False
+    ).exclude(status__in=TERMINAL_STATUSES)
+    for run_id, action in stale_actions.values_list("pk", "pending_action")[:500]:
+        task = (
+            tasks.cancel_run_upstream
+            if action == PendingAction.CANCEL
+            else tasks.resume_run_upstream
+        )
+        enqueue_on_commit(task, str(run_id))
+        counts[action] += 1
+    unfollowed = Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False).filter(
+        Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=now)
+    )
+    if unfollowed.exists():
+        enqueue_on_commit(tasks.follow_runs)
+        counts["follow"] = 1
+    return counts

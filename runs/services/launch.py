@@ -1,0 +1,108 @@
+"""Launching a run: the run row and its wallet hold in one transaction, submitted on commit."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from billing import services as billing
+from billing.prices import step_price_cents
+from portal.core.queue import enqueue_on_commit
+from portal.teams.models import Team
+from runs import tasks
+from runs.models import Run
+from runs.upstream import webhook_url_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    machine_id: str
+    task: str
+    cua_version: str = "v5"
+    max_steps: int = 50
+    deadline_seconds: int | None = None
+    on_awaiting_human: str = "pause"
+    system_prompt: str = ""
+    instructions: str = ""
+
+
+def run_launch(
+    *, team: Team, user, request: LaunchRequest, launch_token: uuid.UUID | None = None
+) -> tuple[Run, bool]:
+    """Create a run and hold its maximum cost, in one transaction; submit after commit.
+
+    Returns (run, created). A launch token already used by this person returns their earlier
+    run instead (a double click, a resent form). Raises billing.errors.InsufficientFunds, and
+    then nothing is created.
+    """
+    if launch_token is not None:
+        existing = Run.objects.filter(created_by=user, launch_token=launch_token).first()
+        if existing is not None:
+            return existing, False
+    price = step_price_cents(request.cua_version)
+    run_id = uuid.uuid4()
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                id=run_id,
+                team=team,
+                created_by=user,
+                launch_token=launch_token,
+                machine_id=request.machine_id,
+                task=request.task,
+                cua_version=request.cua_version,
+                max_steps=request.max_steps,
+                deadline_seconds=request.deadline_seconds,
+                on_awaiting_human=request.on_awaiting_human,
+                system_prompt=request.system_prompt,
+                instructions=request.instructions,
+                webhook_url=webhook_url_for(run_id),
+                price_cents=price,
+                held_cents=request.max_steps * price,
+                # The key is stored with the run and never changes: every submit attempt, by
+                # any worker, after any crash, sends this key with the same body.
+                idempotency_key=f"portal-run-{run_id}",
+            )
+            billing.hold_place(
+                team=team,
+                amount_cents=run.held_cents,
+                reference=run.hold_reference,
+                run_id=run.id,
+                caused_by=user,
+            )
+            enqueue_on_commit(tasks.submit_run, str(run.id))
+    except IntegrityError:
+        # Two submits of one form raced; the other one created the run.
+        existing = Run.objects.filter(created_by=user, launch_token=launch_token).first()
+        if launch_token is None or existing is None:
+            raise
+        return existing, False
+    logger.info("run %s launched by %s in %s", run.id, user, team.slug)
+    return run, True
+
+
+def upstream_request_body(run: Run) -> dict[str, Any]:
+    """The body of POST /v1/runs, rebuilt from the stored run: the same on every retry."""
+    body: dict[str, Any] = {
+        "machine_id": run.machine_id,
+        "task": run.task,
+        "cua_version": run.cua_version,
+        "max_steps": run.max_steps,
+        "on_awaiting_human": run.on_awaiting_human,
+        "metadata": {"portal_run_id": str(run.id), "portal_team": run.team.slug},
+    }
+    if run.deadline_seconds:
+        body["deadline_seconds"] = run.deadline_seconds
+    if run.system_prompt:
+        body["system_prompt"] = run.system_prompt
+    if run.instructions:
+        body["instructions"] = run.instructions
+    if run.webhook_url:
+        body["webhook_url"] = run.webhook_url
+    return body
