@@ -7,7 +7,6 @@ is told so (403), anyone else gets 404.
 
 import uuid
 
-from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -36,18 +35,13 @@ from portal.core.rest.schema import (
     WRITE_ERRORS,
     error_responses,
 )
-from portal.teams.access import is_billing_admin
-from portal.teams.models import Membership, Team
+from portal.teams.access import is_billing_admin, team_access
+from portal.teams.models import Team
 
 
 def _wallet_team(user, slug: str) -> Team:
-    """The team whose wallet `user` may read, or 404."""
-    team = Team.objects.filter(slug=slug).first()
-    if team is None:
-        raise Http404("No such team.")
-    if is_billing_admin(user) or Membership.objects.filter(team=team, user=user).exists():
-        return team
-    raise Http404("No such team.")
+    """The team whose wallet `user` may read (members and billing admins), or 404."""
+    return team_access(user, slug, billing_admins_read=True).team
 
 
 class WalletApi(APIView):
@@ -130,19 +124,11 @@ class TopUpApi(APIView):
         tags=["wallets"],
     )
     def post(self, request, slug):
-        team = Team.objects.filter(slug=slug).first()
+        team = _wallet_team(request.user, slug)  # 404 to anyone who may not see the wallet
         if not is_billing_admin(request.user):
-            if (
-                team is not None
-                and Membership.objects.filter(team=team, user=request.user).exists()
-            ):
-                raise exceptions.PermissionDenied(
-                    "Only billing admins top up wallets. Ask one to add money to "
-                    f"{team.name}'s wallet."
-                )
-            raise Http404("No such team.")
-        if team is None:
-            raise Http404("No such team.")
+            raise exceptions.PermissionDenied(
+                f"Only billing admins top up wallets. Ask one to add money to {team.name}'s wallet."
+            )
 
         def top_up(derived: str | None) -> Response:
             data = TopUpInputSerializer(data=request.data)

@@ -5,14 +5,12 @@ bounded whatever the size of the ledger (keyset pages, one-query summaries).
 """
 
 import csv
-from collections.abc import Callable, Iterator
-from functools import wraps
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.db.models import OuterRef, Subquery
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -31,43 +29,14 @@ from billing.forms import (
 )
 from billing.models import Reconciliation
 from portal.core.money import format_cents
-from portal.teams.access import BILLING_ADMIN_PERMISSION, is_billing_admin
-from portal.teams.models import Membership, Team
+from portal.teams.access import BILLING_ADMIN_PERMISSION, is_billing_admin, team_view
+from portal.teams.models import Team
 
 billing_admin_required = permission_required(BILLING_ADMIN_PERMISSION, raise_exception=True)
 
 
-def wallet_access(view: Callable) -> Callable:
-    """A team's wallet is for its members (any role) and for billing admins; others get 404.
-
-    Sets request.wallet_team, and request.team / request.membership for members (the team
-    navigation and banner follow those).
-    """
-
-    @login_required
-    @wraps(view)
-    def wrapped(request: HttpRequest, slug: str, *args, **kwargs):
-        # The team and the person's membership of it in one query (a page budget of 10).
-        mine = Membership.objects.filter(team=OuterRef("pk"), user=request.user)
-        team = (
-            Team.objects.filter(slug=slug)
-            .annotate(
-                membership_pk=Subquery(mine.values("pk")[:1]),
-                membership_role=Subquery(mine.values("role")[:1]),
-            )
-            .first()
-        )
-        if team is not None and team.membership_pk is not None:
-            request.team = team
-            request.membership = Membership(
-                pk=team.membership_pk, team=team, user_id=request.user.pk, role=team.membership_role
-            )
-        elif team is None or not is_billing_admin(request.user):
-            raise Http404("No such team.")
-        request.wallet_team = team
-        return view(request, slug, *args, **kwargs)
-
-    return wrapped
+# A team's wallet is for its members (any role) and for billing admins; others get 404.
+wallet_access = team_view(billing_admins_read=True)
 
 
 # --- A team's wallet ------------------------------------------------------------------------------
@@ -76,7 +45,7 @@ def wallet_access(view: Callable) -> Callable:
 @wallet_access
 @require_GET
 def wallet(request: HttpRequest, slug: str) -> HttpResponse:
-    team = request.wallet_team
+    team = request.team
     filter_form = LedgerFilterForm(request.GET or None)
     page = selectors.ledger_page(
         selectors.ledger_for_team(team, filter_form.filters()),
@@ -89,7 +58,7 @@ def wallet(request: HttpRequest, slug: str) -> HttpResponse:
         "billing/wallet.html",
         {
             "team": team,
-            "membership": getattr(request, "membership", None),
+            "membership": request.membership,
             "summary": summary,
             "chart": spend_chart(spend),
             "filter_form": filter_form,
@@ -111,7 +80,7 @@ def ledger_csv(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttpR
     the error beside the ledger, a download that left the filter out would look like the
     filtered ledger and hold every transfer.
     """
-    team = request.wallet_team
+    team = request.team
     filter_form = LedgerFilterForm(request.GET or None)
     if filter_form.is_bound and not filter_form.is_valid():
         lines = [

@@ -110,22 +110,11 @@ class TeamRunsApi(APIView):
         def launch(derived: str | None) -> Response:
             data = RunLaunchInputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
-            fields = data.validated_data
-            launch_request = services.LaunchRequest(
-                machine_id=fields["machine_id"],
-                task=fields["task"],
-                cua_version=fields["cua_version"],
-                max_steps=fields["max_steps"],
-                deadline_seconds=fields["deadline_seconds"],
-                on_awaiting_human=fields["on_awaiting_human"],
-                system_prompt=fields["system_prompt"] or "",
-                instructions=fields["instructions"] or "",
-            )
             try:
                 run, _ = services.run_launch(
                     team=membership.team,
                     user=request.user,
-                    request=launch_request,
+                    request=services.LaunchRequest.from_fields(data.validated_data),
                     launch_token=launch_token_for(derived) if derived else None,
                 )
             except InsufficientFunds as exc:

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 import uuid
 from datetime import timedelta
@@ -72,20 +73,12 @@ def run_launch(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         form = LaunchForm(request.POST)
         if form.is_valid():
-            data = form.cleaned_data
-            launch = services.LaunchRequest(
-                machine_id=data["machine_id"],
-                task=data["task"],
-                cua_version=data["cua_version"],
-                max_steps=data["max_steps"],
-                deadline_seconds=data["deadline_seconds"],
-                on_awaiting_human=data["on_awaiting_human"],
-                system_prompt=data["system_prompt"],
-                instructions=data["instructions"],
-            )
             try:
                 run, created = services.run_launch(
-                    team=team, user=request.user, request=launch, launch_token=data["launch_token"]
+                    team=team,
+                    user=request.user,
+                    request=services.LaunchRequest.from_fields(form.cleaned_data),
+                    launch_token=form.cleaned_data["launch_token"],
                 )
             except InsufficientFunds as exc:
                 form.add_error(None, _insufficient_funds_message(exc))
@@ -128,16 +121,7 @@ def _initial_from(request: HttpRequest) -> dict:
         source = Run.objects.get(pk=source_id, team=request.team)
     except (Run.DoesNotExist, ValueError, ValidationError):  # unknown, or not a run id at all
         return {}
-    return {
-        "machine_id": source.machine_id,
-        "task": source.task,
-        "cua_version": source.cua_version,
-        "max_steps": source.max_steps,
-        "deadline_seconds": source.deadline_seconds,
-        "on_awaiting_human": source.on_awaiting_human,
-        "system_prompt": source.system_prompt,
-        "instructions": source.instructions,
-    }
+    return dataclasses.asdict(services.LaunchRequest.from_run(source))
 
 
 def _insufficient_funds_message(exc: InsufficientFunds) -> str:

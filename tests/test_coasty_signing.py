@@ -27,7 +27,7 @@ OTHER_BODY = b'{"event":"run.awaiting_human","run_id":"run_456","reason":"captch
 OTHER_HEX = "844504f42b7498094a83cedd7e050fc2f7fa32593b0814cc514c4be52a932e63"
 
 
-# --- the vectors in DESIGN.md ------------------------------------------------------------------
+# --- the published test vectors (docs/architecture.md, "Webhook signing") ---------------
 
 
 def test_vector_one():

@@ -1,23 +1,69 @@
-"""Who may see and do what in a team.
+"""Who may see and do what in a team: the one place the portal decides it.
 
-Every team-scoped page goes through here: a person who is not a member gets 404 (the team's
-existence is not theirs to learn), a member whose role is too low gets 403 with a message that
-says which role the action needs.
+A person who may not see a team gets 404, on every page and endpoint: the team's existence is
+not theirs to learn. A member whose role is too low for an action gets 403 with a message that
+says which role it needs. Billing admins (the `billing.manage_wallets` permission) may read any
+team's wallet without being a member (`billing_admins_read=True`).
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest
+from django.db.models import OuterRef, Subquery
+from django.http import Http404, HttpRequest, HttpResponse
 
 from portal.teams.models import Membership, Role, Team
 
 BILLING_ADMIN_PERMISSION = "billing.manage_wallets"
 
 
-def membership_or_404(user, team: Team | int | str) -> Membership:
+def is_billing_admin(user: Any) -> bool:
+    return bool(user.is_authenticated and user.has_perm(BILLING_ADMIN_PERMISSION))
+
+
+@dataclass(frozen=True)
+class TeamAccess:
+    """A team someone may see, and their membership of it (None for a billing admin who reads
+    a team they do not belong to)."""
+
+    team: Team
+    membership: Membership | None
+
+
+def team_access(user: Any, slug: str, *, billing_admins_read: bool = False) -> TeamAccess:
+    """The team with this slug as `user` may see it, or Http404.
+
+    One query: the team and the person's membership of it, side by side (pages keep a budget
+    of ten queries).
+    """
+    if not user.is_authenticated:
+        raise Http404("No such team.")
+    mine = Membership.objects.filter(team=OuterRef("pk"), user=user)
+    team = (
+        Team.objects.filter(slug=slug)
+        .annotate(
+            membership_pk=Subquery(mine.values("pk")[:1]),
+            membership_role=Subquery(mine.values("role")[:1]),
+        )
+        .first()
+    )
+    if team is None:
+        raise Http404("No such team.")
+    if team.membership_pk is not None:
+        membership = Membership(
+            pk=team.membership_pk, team=team, user_id=user.pk, role=team.membership_role
+        )
+        return TeamAccess(team=team, membership=membership)
+    if billing_admins_read and is_billing_admin(user):
+        return TeamAccess(team=team, membership=None)
+    raise Http404("No such team.")
+
+
+def membership_or_404(user: Any, team: Team | int | str) -> Membership:
     """The user's membership of a team (given as object, id or slug), or 404."""
     if not user.is_authenticated:
         raise Http404
@@ -41,21 +87,24 @@ def require_role(membership: Membership, role: str, *, action: str) -> None:
         )
 
 
-def is_billing_admin(user) -> bool:
-    return bool(user.is_authenticated and user.has_perm(BILLING_ADMIN_PERMISSION))
+def team_view(
+    role: str = Role.VIEWER, *, action: str = "do that", billing_admins_read: bool = False
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Decorate a view taking `slug`: sets request.team and request.membership (None for a
+    billing admin reading as such), or answers 404/403."""
 
+    if billing_admins_read and role != Role.VIEWER:
+        raise ValueError("Billing admins who are not members may only read: use Role.VIEWER.")
 
-def team_view(role: str = Role.VIEWER, *, action: str = "do that") -> Callable:
-    """Decorate a view taking `slug`: sets request.team and request.membership, or 404/403."""
-
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @login_required
         @wraps(view)
-        def wrapped(request: HttpRequest, slug: str, *args, **kwargs):
-            membership = membership_or_404(request.user, slug)
-            require_role(membership, role, action=action)
-            request.team = membership.team
-            request.membership = membership
+        def wrapped(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+            access = team_access(request.user, slug, billing_admins_read=billing_admins_read)
+            if access.membership is not None:
+                require_role(access.membership, role, action=action)
+            request.team = access.team  # type: ignore[attr-defined]
+            request.membership = access.membership  # type: ignore[attr-defined]
             return view(request, slug, *args, **kwargs)
 
         return wrapped

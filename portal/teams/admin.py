@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.forms.models import BaseInlineFormSet
 
 from portal.core.admin import ReadOnlyAdmin
+from portal.teams import services
 from portal.teams.forms import TeamAdminForm
 from portal.teams.models import Membership, MembershipChange, Role, Team
 from portal.teams.services import refuse_losing_last_manager
@@ -67,41 +68,36 @@ class TeamAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def save_formset(self, request, form, formset, change):
-        """Membership edits made here land in the team's audit trail like those made in the UI."""
-        instances = formset.save(commit=False)  # fills formset.deleted_objects, writes nothing
-        changes = [
-            (membership, MembershipChange.Action.REMOVED, membership.role, "")
-            for membership in formset.deleted_objects
-        ]
-        for membership in instances:
-            if membership.pk is None:
-                changes.append((membership, MembershipChange.Action.ADDED, "", membership.role))
-            else:
-                old_role = (
-                    Membership.objects.filter(pk=membership.pk)
-                    .values_list("role", flat=True)
-                    .first()
-                )
-                if old_role != membership.role:
-                    changes.append(
-                        (
-                            membership,
-                            MembershipChange.Action.ROLE_CHANGED,
-                            old_role or "",
-                            membership.role,
-                        )
-                    )
-        formset.save()
-        for membership, action, old_role, new_role in changes:
-            MembershipChange.objects.create(
-                team=form.instance,
-                actor=request.user,
-                member=membership.user,
-                member_username=membership.user.get_username(),
-                action=action,
-                old_role=old_role,
-                new_role=new_role,
+        """Membership edits made here go through the same services as the team pages, so they
+        land in the team's audit trail and obey the same rules. The formset's clean() checked
+        the whole edit already; promotions and additions are applied before anyone steps down
+        or leaves, as there."""
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        formset.save(commit=False)  # sorts the forms into new, changed and deleted; writes nothing
+        team, actor = form.instance, request.user
+        for membership in formset.new_objects:
+            services.membership_add(
+                team=team, user=membership.user, role=membership.role, actor=actor
             )
+        changed = sorted(
+            formset.changed_objects, key=lambda pair: pair[0].role != Role.MANAGER
+        )  # promotions first
+        for membership, fields in changed:
+            if "user" in fields:
+                # Another person in this row: the first leaves, the second joins.
+                before = Membership.objects.select_related("user").get(pk=membership.pk)
+                services.membership_add(
+                    team=team, user=membership.user, role=membership.role, actor=actor
+                )
+                services.membership_remove(membership=before, actor=actor)
+            elif "role" in fields:
+                services.membership_change_role(
+                    membership=membership, role=membership.role, actor=actor
+                )
+        for membership in formset.deleted_objects:
+            services.membership_remove(membership=membership, actor=actor)
+        return None
 
 
 @admin.register(Membership)

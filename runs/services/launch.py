@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LaunchRequest:
+    """What a person asks for when they launch a run: the run's launch fields, validated."""
+
     machine_id: str
     task: str
     cua_version: str = "v5"
@@ -30,6 +33,21 @@ class LaunchRequest:
     on_awaiting_human: str = "pause"
     system_prompt: str = ""
     instructions: str = ""
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> LaunchRequest:
+        """From validated input (a form's cleaned_data, a serializer's validated_data): the
+        launch fields it has, the defaults for the rest; an empty optional text is ""."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        for name in ("system_prompt", "instructions"):
+            if values.get(name) is None:
+                values.pop(name, None)
+        return cls(**values)
+
+    @classmethod
+    def from_run(cls, run: Run) -> LaunchRequest:
+        """The launch fields of an earlier run ("Run again")."""
+        return cls(**{f.name: getattr(run, f.name) for f in fields(cls)})
 
 
 def run_launch(
