@@ -63,7 +63,9 @@ def spend_chart(days: list[DaySpend]) -> SpendChart:
         )
     busiest = max(days, key=lambda d: d.cents) if days else None
     description = f"Spend per day over the last {len(days)} days: {format_cents(total)} in all" + (
-        f", most on {busiest.day:%-d %B} ({format_cents(busiest.cents)})." if peak else "."
+        f", most on {busiest.day:%-d %B} ({format_cents(busiest.cents)})."
+        if peak and busiest is not None
+        else "."
     )
     return SpendChart(
         width=WIDTH,

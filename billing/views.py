@@ -28,8 +28,14 @@ from billing.forms import (
     fresh_key,
 )
 from billing.models import Reconciliation
+from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
-from portal.teams.access import BILLING_ADMIN_PERMISSION, is_billing_admin, team_view
+from portal.teams.access import (
+    BILLING_ADMIN_PERMISSION,
+    TeamReadRequest,
+    is_billing_admin,
+    team_view,
+)
 from portal.teams.models import Team
 
 billing_admin_required = permission_required(BILLING_ADMIN_PERMISSION, raise_exception=True)
@@ -44,7 +50,7 @@ wallet_access = team_view(billing_admins_read=True)
 
 @wallet_access
 @require_GET
-def wallet(request: HttpRequest, slug: str) -> HttpResponse:
+def wallet(request: TeamReadRequest, slug: str) -> HttpResponse:
     team = request.team
     filter_form = LedgerFilterForm(request.GET or None)
     page = selectors.ledger_page(
@@ -73,7 +79,7 @@ def wallet(request: HttpRequest, slug: str) -> HttpResponse:
 
 @wallet_access
 @require_GET
-def ledger_csv(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
+def ledger_csv(request: TeamReadRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
     """The team's ledger (with the page's filters) as CSV, streamed row by row.
 
     A filter that is not valid is refused (400, in plain text): unlike the page, which shows
@@ -159,7 +165,7 @@ def _spreadsheet_safe(text: str) -> str:
 @login_required
 @billing_admin_required
 @require_GET
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request,
         "billing/overview.html",
@@ -173,7 +179,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 @login_required
 @billing_admin_required
 @require_http_methods(["GET", "POST"])
-def top_up(request: HttpRequest, slug: str) -> HttpResponse:
+def top_up(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     """Top up a team: form, then a review page, then confirm. The form's key makes a double
     submit of the confirmation land once."""
     team = get_object_or_404(Team, slug=slug)
@@ -220,7 +226,7 @@ def top_up(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @billing_admin_required
 @require_http_methods(["GET", "POST"])
-def adjust(request: HttpRequest, slug: str) -> HttpResponse:
+def adjust(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     """Correct a team's available balance, with a reason: form, then a review page, then
     confirm, like a top-up. The form's key makes a double submit of the confirmation land once;
     a debit can take at most what the team has available."""
@@ -309,7 +315,7 @@ def _render_adjust(request, team, form, *, status=200):
 @login_required
 @billing_admin_required
 @require_GET
-def team_admin(request: HttpRequest, slug: str) -> HttpResponse:
+def team_admin(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = get_object_or_404(Team, slug=slug)
     return _render_team_admin(request, team, TopUpForm(initial={"idempotency_key": fresh_key()}))
 
@@ -317,7 +323,7 @@ def team_admin(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @billing_admin_required
 @require_POST
-def threshold(request: HttpRequest, slug: str) -> HttpResponse:
+def threshold(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     team = get_object_or_404(Team, slug=slug)
     form = ThresholdForm(request.POST)
     if not form.is_valid():
@@ -362,7 +368,7 @@ def _render_team_admin(request, team, top_up_form, *, threshold_form=None, statu
 @login_required
 @billing_admin_required
 @require_GET
-def discrepancies(request: HttpRequest) -> HttpResponse:
+def discrepancies(request: AuthenticatedRequest) -> HttpResponse:
     return render(
         request,
         "billing/discrepancies.html",
@@ -377,7 +383,7 @@ def discrepancies(request: HttpRequest) -> HttpResponse:
 @login_required
 @billing_admin_required
 @require_http_methods(["GET", "POST"])
-def discrepancy(request: HttpRequest, pk: int) -> HttpResponse:
+def discrepancy(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     reconciliation = get_object_or_404(
         Reconciliation.objects.select_related("team", "hold", "resolved_by", "adjustment"), pk=pk
     )

@@ -6,7 +6,7 @@ from runs.models import FollowerSlot, Run, RunEvent, WebhookDelivery
 
 class RunEventInline(admin.TabularInline):
     model = RunEvent
-    fields = ["seq", "type", "data", "created_at"]
+    fields = ("seq", "type", "data", "created_at")
     readonly_fields = fields
     extra = 0
     max_num = 0

@@ -26,6 +26,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import httpx
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Q
@@ -167,7 +168,7 @@ class Follower:
         self.report = FollowReport()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="follow")
-        self._http = None
+        self._http: httpx.AsyncClient | None = None
 
     def run(self, *, on_tick=None) -> FollowReport:
         # Two threads share this process's GIL: the event loop parsing hundreds of streams, and
@@ -303,6 +304,7 @@ class Follower:
 
     async def _follow_one(self, pk, upstream_id: str, after: int, budget: float) -> None:
         error = None
+        assert self._http is not None, "opened in run() before any stream is followed"
         try:
             async for event in follow_events(
                 self._http, upstream_id, after=after, budget_seconds=budget

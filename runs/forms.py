@@ -115,13 +115,14 @@ class RunFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         from runs.models import RunStatus
 
-        self.fields["status"].choices = self.STATUS_CHOICES + list(RunStatus.choices)
-        self.fields["creator"].choices = [("", "Anyone")] + [
-            (str(pk), name) for pk, name in creators
-        ]
+        status_field, creator_field = self.fields["status"], self.fields["creator"]
+        assert isinstance(status_field, forms.ChoiceField)
+        assert isinstance(creator_field, forms.ChoiceField)
+        status_field.choices = self.STATUS_CHOICES + list(RunStatus.choices)
+        creator_field.choices = [("", "Anyone")] + [(str(pk), name) for pk, name in creators]
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or self.cleaned_data
         if cleaned.get("since") and cleaned.get("until") and cleaned["since"] > cleaned["until"]:
             self.add_error("until", "The end date is before the start date.")
         return cleaned

@@ -60,7 +60,7 @@ class RunEventSerializer(serializers.Serializer):
 
     seq = serializers.IntegerField(help_text="The run's event sequence number, from 1.")
     type = serializers.CharField(help_text="status, text, reasoning, tool_call, … done.")
-    data = serializers.JSONField(help_text="The event's data, as Coasty sent it.")
+    data = serializers.JSONField(help_text="The event's data, as Coasty sent it.")  # type: ignore[assignment]  # a field named like Serializer.data
     created_at = serializers.DateTimeField(help_text="When the portal stored it.")
 
 

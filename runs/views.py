@@ -15,8 +15,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from billing.errors import InsufficientFunds
 from billing.prices import step_price_cents
 from billing.selectors import wallet_summary
+from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
-from portal.teams.access import require_role, team_view
+from portal.teams.access import TeamRequest, require_role, team_view
 from portal.teams.models import Role
 from runs import selectors, services
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
@@ -30,7 +31,7 @@ WEBHOOK_MAX_BYTES = 256 * 1024
 
 @team_view()
 @require_GET
-def run_list(request: HttpRequest, slug: str) -> HttpResponse:
+def run_list(request: TeamRequest, slug: str) -> HttpResponse:
     team = request.team
     form = RunFilterForm(request.GET or None, creators=selectors.team_creators(team))
     filters = selectors.RunFilters()
@@ -68,7 +69,7 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @team_view(Role.MEMBER, action="launch runs")
 @require_http_methods(["GET", "POST"])
-def run_launch(request: HttpRequest, slug: str) -> HttpResponse:
+def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
     team = request.team
     if request.method == "POST":
         form = LaunchForm(request.POST)
@@ -112,7 +113,7 @@ def run_launch(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-def _initial_from(request: HttpRequest) -> dict:
+def _initial_from(request: TeamRequest) -> dict:
     """ "Run again": the launch fields of an earlier run of this team."""
     source_id = request.GET.get("from")
     if not source_id:
@@ -134,15 +135,16 @@ def _insufficient_funds_message(exc: InsufficientFunds) -> str:
 
 @login_required
 @require_GET
-def run_detail(request: HttpRequest, run_id) -> HttpResponse:
+def run_detail(request: TeamRequest, run_id) -> HttpResponse:
     run, membership = selectors.run_for_member(request.user, run_id)
-    request.team = run.team
+    # The team navigation and the wallet banner follow request.team, as on the team's pages.
+    request.team, request.membership = run.team, membership
     return render(request, "runs/run_detail.html", _detail_context(run, membership))
 
 
 @login_required
 @require_GET
-def run_live(request: HttpRequest, run_id) -> HttpResponse:
+def run_live(request: AuthenticatedRequest, run_id) -> HttpResponse:
     """The live part of the run page, fetched every couple of seconds while the run is live."""
     run, membership = selectors.run_for_member(request.user, run_id)
     return render(request, "runs/_run_live.html", _detail_context(run, membership))
@@ -183,7 +185,7 @@ def _live_final(run: Run, events: list[RunEvent]) -> bool:
 
 @login_required
 @require_POST
-def run_cancel(request: HttpRequest, run_id) -> HttpResponse:
+def run_cancel(request: AuthenticatedRequest, run_id) -> HttpResponse:
     run, membership = selectors.run_for_member(request.user, run_id)
     require_role(membership, Role.MEMBER, action="cancel runs")
     try:
@@ -200,7 +202,7 @@ def run_cancel(request: HttpRequest, run_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def run_resume(request: HttpRequest, run_id) -> HttpResponse:
+def run_resume(request: AuthenticatedRequest, run_id) -> HttpResponse:
     run, membership = selectors.run_for_member(request.user, run_id)
     require_role(membership, Role.MEMBER, action="resume runs")
     form = ResumeForm(request.POST)

@@ -31,7 +31,7 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["user__username", "name", "prefix"]
     list_select_related = ["user"]
-    fields = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields  # never the hash: nothing here helps anyone rebuild a token
     actions = ["revoke"]
 

@@ -13,9 +13,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from portal.core import services
 from portal.core.forms import ApiTokenForm
+from portal.core.http import AuthenticatedRequest
 from portal.core.selectors import api_tokens_for_user
 from portal.site.dashboard import team_dashboard_context
-from portal.teams.access import team_view
+from portal.teams.access import TeamRequest, team_view
 from portal.teams.selectors import memberships_for_user
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ User = get_user_model()
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthenticatedRequest) -> HttpResponse:
     first = memberships_for_user(request.user).first()
     if first is not None:
         return redirect("team_dashboard", slug=first.team.slug)
@@ -33,7 +34,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @team_view()
-def team_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+def team_dashboard(request: TeamRequest, slug: str) -> HttpResponse:
     context = team_dashboard_context(team=request.team, membership=request.membership)
     return render(request, "portal/team_dashboard.html", context)
 
@@ -44,7 +45,7 @@ def team_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
 @never_cache  # the page that shows a new token must not be kept by any cache
 @login_required
 @require_http_methods(["GET", "POST"])
-def account(request: HttpRequest) -> HttpResponse:
+def account(request: AuthenticatedRequest) -> HttpResponse:
     """The person's account: their teams and their API tokens.
 
     POST makes a token and redirects (so a refresh cannot make a second one); the token rides
@@ -82,7 +83,7 @@ def account(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def api_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+def api_token_revoke(request: AuthenticatedRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(api_tokens_for_user(request.user), pk=token_id)
     services.api_token_revoke(token=token)
     messages.success(request, f"Revoked “{token.name}” ({token.prefix}…). It no longer works.")

@@ -14,8 +14,10 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 
+from portal.core.http import AuthenticatedRequest
 from portal.teams.models import Membership, Role, Team
 
 BILLING_ADMIN_PERMISSION = "billing.manage_wallets"
@@ -23,6 +25,21 @@ BILLING_ADMIN_PERMISSION = "billing.manage_wallets"
 
 def is_billing_admin(user: Any) -> bool:
     return bool(user.is_authenticated and user.has_perm(BILLING_ADMIN_PERMISSION))
+
+
+class TeamRequest(AuthenticatedRequest):
+    """The request of a `team_view`: the team and the person's membership of it."""
+
+    team: Team
+    membership: Membership
+
+
+class TeamReadRequest(AuthenticatedRequest):
+    """The request of a `team_view(billing_admins_read=True)`: `membership` is None for a
+    billing admin who reads the team without belonging to it."""
+
+    team: Team
+    membership: Membership | None
 
 
 @dataclass(frozen=True)
@@ -89,17 +106,17 @@ def require_role(membership: Membership, role: str, *, action: str) -> None:
 
 def team_view(
     role: str = Role.VIEWER, *, action: str = "do that", billing_admins_read: bool = False
-) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view taking `slug`: sets request.team and request.membership (None for a
     billing admin reading as such), or answers 404/403."""
 
     if billing_admins_read and role != Role.VIEWER:
         raise ValueError("Billing admins who are not members may only read: use Role.VIEWER.")
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @login_required
         @wraps(view)
-        def wrapped(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, slug: str, *args: Any, **kwargs: Any) -> HttpResponseBase:
             access = team_access(request.user, slug, billing_admins_read=billing_admins_read)
             if access.membership is not None:
                 require_role(access.membership, role, action=action)

@@ -27,7 +27,7 @@ class MembershipInlineFormSet(BaseInlineFormSet):
             if not form.has_changed():
                 continue
             current = before.get(form.instance.pk)
-            deleted = self._should_delete_form(form)
+            deleted = bool(form.cleaned_data.get("DELETE"))
             if current is None:  # a new membership
                 if not deleted:
                     staying.append(Membership(role=form.cleaned_data["role"]))

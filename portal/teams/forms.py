@@ -40,7 +40,7 @@ class TeamCreateForm(forms.Form):
     )
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or self.cleaned_data
         slug = cleaned.get("slug") or team_slug_from_name(cleaned.get("name") or "")
         if not slug:
             self.add_error("slug", "Give the team an address of letters, digits or dashes.")

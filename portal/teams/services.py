@@ -1,13 +1,13 @@
 """Writes to teams and memberships. Each service owns its transaction."""
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from portal.teams.models import Membership, MembershipChange, Role, Team
 
 
-def team_create(*, name: str, slug: str, created_by: AbstractBaseUser | None) -> Team:
+def team_create(*, name: str, slug: str, created_by: User | None) -> Team:
     """Create a team; its creator, when given, becomes its first manager."""
     with transaction.atomic():
         if Team.objects.filter(slug=slug).exists():

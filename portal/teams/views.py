@@ -3,19 +3,20 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from portal.core.http import AuthenticatedRequest
 from portal.teams import services
-from portal.teams.access import team_view
+from portal.teams.access import TeamRequest, team_view
 from portal.teams.forms import MemberAddForm, RoleChangeForm, TeamCreateForm
 from portal.teams.models import ROLE_DESCRIPTIONS, Role
 from portal.teams.selectors import memberships_for_user, team_members, team_membership_changes
 
 
 @login_required
-def team_list(request: HttpRequest) -> HttpResponse:
+def team_list(request: AuthenticatedRequest) -> HttpResponse:
     memberships = memberships_for_user(request.user)
     # The team switcher in the top bar sends ?team=<slug> here (its Go button without script).
     chosen = request.GET.get("team", "")
@@ -27,7 +28,7 @@ def team_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @permission_required("portal.add_team", raise_exception=True)
 @require_http_methods(["GET", "POST"])
-def team_create(request: HttpRequest) -> HttpResponse:
+def team_create(request: AuthenticatedRequest) -> HttpResponse:
     form = TeamCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -46,11 +47,11 @@ def team_create(request: HttpRequest) -> HttpResponse:
 
 @team_view()
 @require_GET
-def team_members_page(request: HttpRequest, slug: str) -> HttpResponse:
+def team_members_page(request: TeamRequest, slug: str) -> HttpResponse:
     return _render_members(request, MemberAddForm(team=request.team))
 
 
-def _render_members(request: HttpRequest, add_form: MemberAddForm, status: int = 200):
+def _render_members(request: TeamRequest, add_form: MemberAddForm, status: int = 200):
     return render(
         request,
         "portal/team_members.html",
@@ -68,7 +69,7 @@ def _render_members(request: HttpRequest, add_form: MemberAddForm, status: int =
 
 @team_view(Role.MANAGER, action="add members")
 @require_POST
-def team_member_add(request: HttpRequest, slug: str) -> HttpResponse:
+def team_member_add(request: TeamRequest, slug: str) -> HttpResponse:
     form = MemberAddForm(request.POST, team=request.team)
     if form.is_valid():
         try:
@@ -91,7 +92,7 @@ def team_member_add(request: HttpRequest, slug: str) -> HttpResponse:
 
 @team_view(Role.MANAGER, action="change roles")
 @require_POST
-def team_member_role(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+def team_member_role(request: TeamRequest, slug: str, membership_id: int) -> HttpResponse:
     membership = get_object_or_404(request.team.memberships, pk=membership_id)
     form = RoleChangeForm(request.POST)
     if not form.is_valid():
@@ -113,7 +114,7 @@ def team_member_role(request: HttpRequest, slug: str, membership_id: int) -> Htt
 
 @team_view(Role.MANAGER, action="remove members")
 @require_POST
-def team_member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+def team_member_remove(request: TeamRequest, slug: str, membership_id: int) -> HttpResponse:
     membership = get_object_or_404(request.team.memberships, pk=membership_id)
     try:
         services.membership_remove(membership=membership, actor=request.user)

@@ -156,12 +156,12 @@ def create_app(config: SimConfig | None = None) -> Starlette:
                 return _error_response(error, request, kind_headers(kind) if kind else None)
             except Exception:
                 logger.exception("simulator bug in %s", operation)
-                error = ApiError(
+                bug = ApiError(
                     "INTERNAL_ERROR",
                     "Unexpected simulator error.",
                     retry_with_same_idempotency_key=carried_key,
                 )
-                return _error_response(error, request)
+                return _error_response(bug, request)
             if (
                 operation in MUTATING
                 and isinstance(response, Response)

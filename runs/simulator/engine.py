@@ -22,6 +22,7 @@ import itertools
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +42,7 @@ MACHINES = (
     ("vm-windows-1", "Windows desktop 1", "windows", 4, 8.0, 64),
 )
 
-_TOOLS = (
+_TOOLS: tuple[tuple[str, Callable[[int], dict[str, Any]], Callable[[int], str]], ...] = (
     ("screenshot", lambda n: {}, lambda n: "captured 1280x800 screenshot"),
     ("click", lambda n: {"x": 200 + 37 * n % 900, "y": 120 + 53 * n % 600}, lambda n: "clicked"),
     ("type", lambda n: {"text": f"search term {n}"}, lambda n: "typed 13 characters"),
@@ -463,7 +464,7 @@ class Simulator:
         }
         raw = canonical_json(body)
         self.webhooks.enqueue(
-            run_id=run.id, url=url, secret=run.webhook_secret, event=body["event"], body=raw
+            run_id=run.id, url=url, secret=run.webhook_secret, event=f"run.{status}", body=raw
         )
 
     # -- machines -----------------------------------------------------------------------------

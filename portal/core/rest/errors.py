@@ -29,7 +29,7 @@ API_PREFIX = "/api/"
 class ApiError(exceptions.APIException):
     """A refusal the API states with its own code; subclasses fix the status and the code."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     error_code = "VALIDATION_ERROR"
 
     def __init__(self, message: str, *, fields: dict | None = None, retry_after: int | None = None):
@@ -92,8 +92,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         return _internal_error(exc, request)
 
     headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
     wait = getattr(exc, "wait", None) or getattr(exc, "retry_after", None)
     if wait:
         headers["Retry-After"] = str(max(1, int(-(-wait // 1))))  # whole seconds, rounded up

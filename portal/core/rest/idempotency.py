@@ -1,7 +1,7 @@
 """`Idempotency-Key` for the API's creating POSTs (launch a run, top up a wallet).
 
-The contract (README, "REST API"; docs/architecture.md): keys are per user and kept 24 h. The same key with the same body gets
-the first response again, marked `Idempotent-Replayed: true`; with another body, 422
+The contract (README, "REST API"): keys are per user and kept 24 h. The same key with the same
+body gets the first response again, marked `Idempotent-Replayed: true`; with another body, 422
 IDEMPOTENCY_KEY_REUSED; while the first is still being carried out, 409 IDEMPOTENCY_IN_FLIGHT.
 
 How two requests with one key are kept from both executing: before executing, a request INSERTs
