@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run run-scaled test screenshots lint bench chaos clean
+.PHONY: install run run-scaled test test-fast screenshots lint bench chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ run-scaled: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The inner loop while developing: everything but the real browser, the chaos suite and the
+# other end-to-end tests with live processes (marked slow). `make test` stays the whole suite.
+test-fast: install
+	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
 # Re-take docs/screenshots/*.png (the README's) from a fortnight of demo use in Chromium.
 screenshots: install
 	SCREENSHOTS=1 $(PY) -m pytest -q tests/browser/test_screenshots.py
@@ -37,10 +42,13 @@ chaos: install
 	$(PY) -m tests.chaos --runs 300 --kills 4 --json var/chaos-sqlite.json
 	$(PY) -m tests.chaos --runs 300 --kills 4 --postgres --redis --json var/chaos-postgres.json
 
+# What CI checks besides the tests (and what .pre-commit-config.yaml runs before a commit).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) manage.py makemigrations --check --dry-run
 
 # The benchmarks of issue 8 (README "Benchmarks"): PostgreSQL on 127.0.0.1:5432 and Redis on
 # 127.0.0.1:6379 (database 5); prints a table and writes bench/results.json.

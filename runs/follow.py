@@ -37,6 +37,7 @@ from runs import tasks
 from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound, follow_events
 from runs.models import LIVE_STATUSES, FollowerSlot, Run
 from runs.services import events_ingest
+from runs.upstream import client_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class Follower:
         self.owner = owner or new_owner()
         self.budget = budget_seconds
         self.capacity = capacity
-        self.client = client or CoastyClient.from_settings()
+        self.client = client or client_from_settings()
         self.inbox: queue.Queue = queue.Queue()
         self.active: dict = {}  # run pk -> concurrent future of its stream
         # Runs whose batch failed to store: their stream is cancelled and whatever it still

@@ -3,6 +3,7 @@
 import ipaddress
 import logging
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -11,6 +12,16 @@ from django.urls import reverse
 from runs.coasty import CoastyClient, RetryPolicy
 
 logger = logging.getLogger(__name__)
+
+
+def client_from_settings(**overrides: Any) -> CoastyClient:
+    """A client configured from settings (COASTY_BASE_URL, COASTY_API_KEY, the timeouts)."""
+    options: dict[str, Any] = {
+        "connect_timeout": settings.COASTY_CONNECT_TIMEOUT,
+        "read_timeout": settings.COASTY_READ_TIMEOUT,
+    }
+    options.update(overrides)
+    return CoastyClient(settings.COASTY_BASE_URL, settings.COASTY_API_KEY, **options)
 
 
 def coasty() -> CoastyClient:
@@ -30,10 +41,10 @@ def _client(base_url: str, api_key: str, *, quick: bool) -> CoastyClient:
     # One client per process keeps connections alive between calls. Worker processes are forked
     # before their first task, so no pool is shared across a fork.
     if quick:
-        return CoastyClient.from_settings(
+        return client_from_settings(
             connect_timeout=2.0, read_timeout=4.0, retry=RetryPolicy(max_attempts=1)
         )
-    return CoastyClient.from_settings()
+    return client_from_settings()
 
 
 def upstream_is_test_mode() -> bool:

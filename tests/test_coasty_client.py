@@ -844,7 +844,9 @@ def test_reads_and_writes_go_where_the_api_says():
         client.get_run("")
 
 
-def test_from_settings_reads_the_django_settings(settings):
+def test_the_portal_configures_its_client_from_the_django_settings(settings):
+    from runs.upstream import client_from_settings
+
     # given
     settings.COASTY_BASE_URL = "https://coasty.example"
     settings.COASTY_API_KEY = "sk-coasty-test-from-settings"
@@ -853,7 +855,7 @@ def test_from_settings_reads_the_django_settings(settings):
     upstream = Upstream(ok({"status": "ok"}))
 
     # when
-    client = CoastyClient.from_settings(transport=httpx.MockTransport(upstream))
+    client = client_from_settings(transport=httpx.MockTransport(upstream))
     client.health()
 
     # then

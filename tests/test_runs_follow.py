@@ -7,11 +7,11 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from runs import follow
-from runs.coasty import CoastyClient
 from runs.follow import Follower, runs_claim, runs_needing_follower, runs_release
 from runs.models import Run, RunEvent, RunStatus
 from runs.services import LaunchRequest, run_launch, run_submit
 from runs.simulator.testing import run_simulator
+from runs.upstream import client_from_settings
 from tests.factories import top_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -45,7 +45,7 @@ def test_one_process_follows_200_live_runs_at_once(sim, team, make_member):
     assert Run.objects.filter(pk__in=runs, upstream_id__isnull=False).count() == 200
 
     # when one follower follows them for a few seconds
-    report = Follower(budget_seconds=12, capacity=500, client=CoastyClient.from_settings()).run()
+    report = Follower(budget_seconds=12, capacity=500, client=client_from_settings()).run()
 
     # then it held all 200 streams at once and stored events for every run, none twice
     assert report.max_concurrent == 200 and report.runs_followed == 200

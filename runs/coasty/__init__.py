@@ -1,7 +1,7 @@
 """The portal's side of the Coasty API: HTTP client, event-stream follower, webhook signing.
 
-No Django models here, and nothing that needs Django settings at import time, so the package
-can be used and tested on its own. `CoastyClient.from_settings()` is the only bridge.
+Nothing of Django here (import-linter checks it), so the package can be used and tested on its
+own; `runs.upstream.client_from_settings()` is the one bridge from the portal's settings.
 """
 
 from .client import (

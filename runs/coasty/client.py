@@ -4,7 +4,7 @@ One `CoastyClient` per process is enough: it holds an `httpx.Client` (a connecti
 is safe to share between threads. Every request goes through the retry loop in
 `runs.coasty.retry`; every failure comes out as a `runs.coasty.errors.CoastyError` subclass.
 
-Importing this module needs no Django settings; only `CoastyClient.from_settings()` reads them.
+It knows nothing of Django: `runs.upstream.client_from_settings()` configures one from settings.
 """
 
 from __future__ import annotations
@@ -185,18 +185,6 @@ class CoastyClient:
             ),
             transport=transport,
         )
-
-    @classmethod
-    def from_settings(cls, **overrides: Any) -> CoastyClient:
-        """A client configured from Django settings (COASTY_BASE_URL, COASTY_API_KEY, ...)."""
-        from django.conf import settings
-
-        options: dict[str, Any] = {
-            "connect_timeout": settings.COASTY_CONNECT_TIMEOUT,
-            "read_timeout": settings.COASTY_READ_TIMEOUT,
-        }
-        options.update(overrides)
-        return cls(settings.COASTY_BASE_URL, settings.COASTY_API_KEY, **options)
 
     def __repr__(self) -> str:
         return f"CoastyClient({self.base_url!r})"  # never the key
