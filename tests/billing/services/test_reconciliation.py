@@ -143,7 +143,7 @@ def fake_reporter(hold):
 
 def test_a_recheck_asks_the_configured_reporter_for_fresh_figures(team, settings):
     # given a hold that matched at settle, and Coasty now reporting a lower charge
-    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.fake_reporter"
+    settings.BILLING_UPSTREAM_REPORTER = "tests.billing.services.test_reconciliation.fake_reporter"
     hold = settled_hold(team, steps=3)
     REPORTS[hold.reference] = UpstreamReport(steps_completed=3, credits_charged=10, test_mode=False)
     # when it is re-checked
@@ -155,7 +155,7 @@ def test_a_recheck_asks_the_configured_reporter_for_fresh_figures(team, settings
 
 
 def test_a_reporter_that_knows_nothing_falls_back_to_the_recorded_figures(team, settings):
-    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.fake_reporter"
+    settings.BILLING_UPSTREAM_REPORTER = "tests.billing.services.test_reconciliation.fake_reporter"
     hold = settled_hold(team, steps=2)
     result = services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing")
     assert result.status == Reconciliation.Status.MATCHED
@@ -184,7 +184,7 @@ def test_a_resolved_discrepancy_stays_resolved_while_the_figures_stay(
     # then it stays resolved
     assert again.resolution == Reconciliation.Resolution.EXPLAINED
     # when Coasty later reports different figures that still disagree
-    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.fake_reporter"
+    settings.BILLING_UPSTREAM_REPORTER = "tests.billing.services.test_reconciliation.fake_reporter"
     REPORTS[hold.reference] = UpstreamReport(steps_completed=3, credits_charged=5, test_mode=False)
     reopened = services.reconcile_hold(hold=hold, caused_by="job:reconcile_billing")
     # then it is open again, saying why
@@ -352,7 +352,9 @@ def test_one_hold_the_reporter_fails_on_does_not_stop_the_job(team, settings):
     # given two recent holds and a reporter that fails
     settled_hold(team, steps=1)
     settled_hold(team, steps=2)
-    settings.BILLING_UPSTREAM_REPORTER = "tests.test_billing_reconciliation.broken_reporter"
+    settings.BILLING_UPSTREAM_REPORTER = (
+        "tests.billing.services.test_reconciliation.broken_reporter"
+    )
     # when the job runs / then it reports the failures instead of crashing
     message = reconcile_billing()
     assert "2 failed (see the log)" in message
