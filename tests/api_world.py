@@ -10,6 +10,7 @@ from tests.factories import BillingAdminFactory, MembershipFactory, TeamFactory,
 from tests.factories import top_up as fund
 
 LAUNCH_BODY = {"machine_id": "vm-linux-1", "task": "Export last week's leads", "max_steps": 10}
+RUNS_URL = "/api/v1/teams/research/runs/"
 
 
 @dataclass
@@ -64,3 +65,11 @@ def awaiting_human(run: Run) -> Run:
     )
     run.refresh_from_db()
     return run
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    return body["error"]

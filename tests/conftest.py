@@ -5,6 +5,7 @@ from django.db import connection
 from hypothesis import settings as hypothesis_settings
 
 from portal.teams.models import Role
+from tests.api_world import make_world
 from tests.factories import BillingAdminFactory, MembershipFactory, TeamFactory, UserFactory
 
 # Hypothesis: a failure prints a @reproduce_failure blob, so a CI failure can be replayed from its
@@ -175,3 +176,15 @@ def api_client_for(api_token_for):
         return client
 
     return make
+
+
+# The API tests' organisation (tests/api_world.py), and a client for its research team's member.
+@pytest.fixture
+def world():
+    return make_world()
+
+
+@pytest.fixture
+def bob(world, api_client_for):
+    """A client for the research team's member."""
+    return api_client_for(world.member)

@@ -2,7 +2,7 @@
 the bearer scheme, the error envelope on every refusal, and the idempotency headers.
 
 schemathesis checks every response of the test suite's fuzzing against this description
-(tests/test_api_schema.py), so what is documented here is what the endpoints really answer.
+(tests/core/rest/test_schema.py), so what is documented here is what the endpoints really answer.
 """
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension

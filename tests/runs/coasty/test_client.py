@@ -41,7 +41,7 @@ API_KEY = "sk-coasty-test-0123456789abcdef"
 KEY = "run:7f9c2ba4-e88f-4c5b-9a4e-0d1e2f3a4b5c"
 BODY = {"task": "Book a table for två", "machine_id": "m_1", "cua_version": "v5", "max_steps": 20}
 RUN = {"id": "run_1", "object": "agent.run", "status": "queued", "webhook_secret": "whsec_abc"}
-REFERENCE = Path(__file__).parent / "reference" / "coasty"  # vendored copies of the upstream
+REFERENCE = Path(__file__).parents[2] / "reference" / "coasty"  # vendored copies of the upstream
 
 
 # --- a fake network and fake time ---------------------------------------------------------------
@@ -890,7 +890,7 @@ def test_the_package_imports_without_django_settings():
         "assert c.CoastyClient and c.follow_events and c.verify; "
         "print(any(m == 'django' or m.startswith('django.') for m in sys.modules))"
     )
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
 
     # when
     out = subprocess.run(

@@ -4,8 +4,12 @@ token and seeded data, must never answer 5xx and must answer only what the schem
 
 Bounded to stay fast in `make test`: a fixed number of examples per operation, derandomised so
 CI sees the same cases every run.
+
+At the end, what the description itself says: the bearer scheme, idempotency and the error
+envelope, every path, and the docs page served without a CDN.
 """
 
+import json
 import zlib
 
 import pytest
@@ -25,6 +29,8 @@ from portal.teams.models import Membership, Role
 from portal.wsgi import application
 from runs.models import Run, RunEvent, RunStatus
 from tests.api_world import awaiting_human, launch, make_world
+
+pytestmark = pytest.mark.django_db
 
 EXAMPLES_PER_OPERATION = 100
 
@@ -90,3 +96,46 @@ def test_api_answers_what_its_schema_says(case, seeded):
         if name in (case.path_parameters or {}):
             case.path_parameters[name] = _aim(case.path_parameters[name], seeded[name])
     case.call_and_validate(headers={"Authorization": f"Bearer {seeded['token']}"}, checks=CHECKS)
+
+
+# --- The description ----------------------------------------------------------------------------
+
+
+def test_schema_documents_auth_idempotency_and_errors(client):
+    response = client.get("/api/schema/?format=json")
+
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    assert schema["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "cpt_…",
+        "description": schema["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    launch_op = schema["paths"]["/api/v1/teams/{slug}/runs/"]["post"]
+    assert "Idempotency-Key" in {p["name"] for p in launch_op["parameters"]}
+    assert "Idempotent-Replayed" in launch_op["responses"]["201"]["headers"]
+    assert {"400", "401", "402", "403", "404", "409", "415", "422", "429"} <= set(
+        launch_op["responses"]
+    )
+    envelope = schema["components"]["schemas"]["ErrorEnvelope"]
+    assert envelope["required"] == ["error"]
+    assert set(schema["paths"]) == {
+        "/api/v1/teams/",
+        "/api/v1/teams/{slug}/runs/",
+        "/api/v1/teams/{slug}/wallet/",
+        "/api/v1/teams/{slug}/ledger/",
+        "/api/v1/teams/{slug}/topups/",
+        "/api/v1/runs/{run_id}/",
+        "/api/v1/runs/{run_id}/cancel/",
+        "/api/v1/runs/{run_id}/resume/",
+        "/api/v1/runs/{run_id}/events/",
+    }
+
+
+def test_docs_page_is_served_locally(client):
+    page = client.get("/api/docs/").content.decode()
+
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
+    assert "cdn." not in page and "jsdelivr" not in page
+    assert "/api/schema/" in page

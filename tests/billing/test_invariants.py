@@ -8,14 +8,12 @@ from contextlib import contextmanager
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.db import transaction
 
 from billing import services
 from billing.invariants import ledger_problems
 from billing.models import Account, AccountKind, Hold, Transfer, TransferKind
-from portal.teams.models import Team
 from tests.factories import place_hold, top_up
 
 pytestmark = pytest.mark.django_db
@@ -115,22 +113,3 @@ def test_every_broken_invariant_is_named_not_just_the_first(team):
     assert code == 1
     assert "stores a balance" in err and "completed steps" in err
     assert "broken invariant(s)" in err
-
-
-# --- seed_demo ------------------------------------------------------------------------------
-
-
-def test_seed_demo_tops_up_the_demo_teams_once():
-    # when seed_demo runs twice
-    call_command("seed_demo", stdout=StringIO())
-    call_command("seed_demo", stdout=StringIO())
-    # then research and ops have 5000 cents each, from one top-up each by the command
-    for slug in ("research", "ops"):
-        team = Team.objects.get(slug=slug)
-        assert Account.objects.get(team=team, kind=AccountKind.AVAILABLE).balance_cents == 5000
-    top_ups = Transfer.objects.filter(kind=TransferKind.TOP_UP)
-    assert top_ups.count() == 2
-    assert set(top_ups.values_list("caused_by", flat=True)) == {"command:seed_demo"}
-    # and a Billing admins group carries the permission
-    group = Group.objects.get(name="Billing admins")
-    assert group.permissions.filter(codename="manage_wallets").exists()

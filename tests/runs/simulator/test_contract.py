@@ -21,7 +21,7 @@ from tests.sim_support import LIVE_KEY, TEST_KEY, WebhookReceiver, follow, read_
 
 pytestmark = pytest.mark.timeout(60)
 
-REFERENCE = Path(__file__).parent / "reference" / "coasty"
+REFERENCE = Path(__file__).parents[2] / "reference" / "coasty"
 SPEC = json.loads((REFERENCE / "coasty-openapi-subset.json").read_text())
 RUNS_SPEC = yaml.safe_load((REFERENCE / "coasty-runs-api-openapi.yml").read_text())
 SPEC_URI = "urn:coasty:openapi-subset"

@@ -18,7 +18,7 @@ from runs.simulator.cli import add_arguments, config_from_options
 from runs.simulator.testing import SimulatorProcess, run_simulator, split_options
 from tests.sim_support import LIVE_KEY, run_body
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_subprocess_simulator_serves_and_exits_0_on_sigterm():

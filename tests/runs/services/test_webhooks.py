@@ -90,7 +90,8 @@ def test_bad_deliveries_are_refused_recorded_and_change_nothing(
     if case == "another secret":
         kwargs = {"secret": "whsec_forged"}
     # Well past the 300 s tolerance: the exact boundary is tested with a fixed clock in
-    # test_coasty_signing; here the server reads the real clock a moment after signing.
+    # tests/runs/coasty/test_signing.py; here the server reads the real clock a moment after
+    # signing.
     elif case == "stale by 330 s":
         kwargs = {"t": now - 330}
     elif case == "from the future by 330 s":

@@ -1,0 +1,98 @@
+"""Runs driven through the services against a fake Coasty (the `coasty` fixture in
+tests/runs/conftest.py): launched, accepted, fed step events and webhooks, and the wallet read."""
+
+from dataclasses import dataclass, field
+
+from runs import services
+from runs.services import IncomingEvent, LaunchRequest
+
+
+@dataclass
+class CreateResult:
+    run: dict
+    replayed: bool = False
+    test_mode: bool = False
+
+
+@dataclass
+class FakeCoasty:
+    """Just enough of CoastyClient: records calls, answers from a script."""
+
+    runs: dict = field(default_factory=dict)
+    creates_by_key: dict = field(default_factory=dict)
+    fail_create_with: Exception | None = None
+    calls: list = field(default_factory=list)
+
+    def create_run_or_recover(self, body, *, idempotency_key):
+        self.calls.append(("create", idempotency_key, body))
+        if self.fail_create_with:
+            raise self.fail_create_with
+        if idempotency_key not in self.creates_by_key:
+            upstream_id = f"run_{len(self.runs) + 1}"
+            self.runs[upstream_id] = {
+                "id": upstream_id,
+                "object": "agent.run",
+                "status": "queued",
+                "steps_completed": 0,
+                "credits_charged": 0,
+                "webhook_secret": f"whsec_{upstream_id}",
+            }
+            self.creates_by_key[idempotency_key] = upstream_id
+            return CreateResult(dict(self.runs[upstream_id]))
+        return CreateResult(dict(self.runs[self.creates_by_key[idempotency_key]]), replayed=True)
+
+    def get_run(self, upstream_id):
+        self.calls.append(("get", upstream_id))
+        return {k: v for k, v in self.runs[upstream_id].items() if k != "webhook_secret"}
+
+    def finish(self, upstream_id, status, steps, price=5):
+        self.runs[upstream_id].update(
+            status=status, steps_completed=steps, credits_charged=steps * price
+        )
+
+
+def _launch(team, user, **overrides):
+    request = LaunchRequest(
+        **{"machine_id": "vm-linux-1", "task": "Export leads", "max_steps": 10, **overrides}
+    )
+    return services.run_launch(
+        team=team, user=user, request=request, launch_token=overrides.pop("token", None)
+    )
+
+
+def _wallet(team):
+    from billing.selectors import wallet_summary
+
+    summary = wallet_summary(team)
+    return summary.available_cents, summary.held_cents, summary.spent_cents
+
+
+def _accepted_run(team, user, coasty, **overrides):
+    run, _ = _launch(team, user, **overrides)
+    services.run_submit(run_id=run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def _step_events(first_seq, step):
+    return [
+        IncomingEvent(first_seq, "reasoning", {"step": step, "text": "look"}),
+        IncomingEvent(first_seq + 1, "tool_call", {"step": step, "tool": "click", "input": {}}),
+        IncomingEvent(
+            first_seq + 2, "tool_result", {"step": step, "tool": "click", "ok": True, "output": ""}
+        ),
+        IncomingEvent(first_seq + 3, "step", {"step": step, "steps_completed": step}),
+        IncomingEvent(first_seq + 4, "billing", {"step": step, "credits_charged": 5}),
+    ]
+
+
+def _webhook(run, payload):
+    """Deliver `payload` as Coasty would: signed with the run's own secret (FakeCoasty's)."""
+    import json
+    import time
+
+    from runs.coasty import signature_header
+
+    body = json.dumps(payload).encode()
+    header = signature_header(f"whsec_{run.upstream_id}", int(time.time()), body)
+    return services.webhook_receive(run_id=run.pk, body=body, headers={"Coasty-Signature": header})

@@ -1,0 +1,39 @@
+"""Production settings: refused without a secret key, clean under check --deploy."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def _run_settings(env_overrides, code="import django; django.setup(); print('ok')"):
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL")}
+    env.update({"DJANGO_SETTINGS_MODULE": "portal.settings", **env_overrides})
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_production_refuses_to_start_without_secret_key():
+    result = _run_settings({"DEBUG": "false"})
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_settings_pass_check_deploy():
+    result = _run_settings(
+        {
+            "DEBUG": "false",
+            "SECRET_KEY": "x7" * 30 + "q9Zk",
+            "ALLOWED_HOSTS": "portal.example.com",
+            "PORTAL_PUBLIC_URL": "https://portal.example.com",
+        },
+        code=(
+            "import django, sys; django.setup(); from django.core.management import call_command;"
+            "call_command('check', deploy=True, fail_level='WARNING')"
+        ),
+    )
+    assert result.returncode == 0, result.stderr
