@@ -59,7 +59,7 @@ def wait_for_steps(page: Page, at_least: int) -> int:
 class SameDocument:
     """Proves a page never reloads: a marker on `window` that a navigation would wipe, and a
     count of the main frame's navigations. Also records the status badge after every live
-    update (app.js fires `live:updated` each time it swaps the live region in)."""
+    update (htmx fires `htmx:afterSwap` on the live region each time it swaps a fresh one in)."""
 
     def __init__(self, page: Page):
         self.page = page
@@ -68,7 +68,8 @@ class SameDocument:
             """() => {
                  window.__sameDocument = 'still here';
                  window.__statuses = [];
-                 document.addEventListener('live:updated', () => {
+                 document.addEventListener('htmx:afterSwap', (event) => {
+                   if (event.target.id !== 'run-live') return;
                    const badge = document.querySelector('#run-live .badge');
                    window.__statuses.push(badge ? badge.textContent.trim() : '');
                  });

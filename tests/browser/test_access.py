@@ -4,6 +4,8 @@ cannot launch."""
 import pytest
 from playwright.sync_api import expect
 
+from portal.teams.models import Membership
+from portal.teams.services import membership_remove
 from runs import services
 from runs.services import LaunchRequest
 from tests.browser.pages import SameDocument, status_badge
@@ -87,4 +89,26 @@ def test_a_run_page_whose_session_ends_says_so_instead_of_going_blank(demo, bobs
     expect(page.locator("#live-announcer")).to_have_text(logged_out)
     expect(status_badge(page)).to_have_text("Pending")
     expect(page.get_by_role("heading", level=1)).to_have_text(bobs_run.task)
+    watch.statuses_seen()
+
+
+def test_a_run_page_whose_run_is_no_longer_the_viewers_says_so(demo, bobs_run, open_page):
+    # given bob watching his run live
+    page = open_page("bob")
+    page.goto(f"/runs/{bobs_run.pk}/")
+    watch = SameDocument(page)
+    region = page.get_by_role("region", name="Live progress")
+    expect(status_badge(page)).to_have_text("Pending")
+
+    # when alice, research's manager, removes him from the team
+    research, bob = demo.team("research"), demo.user("bob")
+    membership_remove(
+        membership=Membership.objects.get(team=research, user=bob), actor=demo.user("alice")
+    )
+
+    # then the next update is not found: the run stays on screen and the page says why it stops
+    gone = "This page no longer updates: what it shows is no longer available to you."
+    expect(region.locator(".live-note")).to_have_text(gone)
+    expect(page.locator("#live-announcer")).to_have_text(gone)
+    expect(status_badge(page)).to_have_text("Pending")
     watch.statuses_seen()

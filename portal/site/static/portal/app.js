@@ -1,5 +1,5 @@
-// Coasty Portal: the little script the pages need. No framework; everything works without it,
-// it only makes pages live and forms harder to double-submit.
+// Coasty Portal: the little script the pages need, beside htmx (which fetches the live regions).
+// Everything works without either; they only make pages live and forms harder to double-submit.
 (function () {
   "use strict";
 
@@ -45,89 +45,85 @@
     });
   });
 
-  // Live regions: an element with data-live-url is replaced by a fresh fragment from that URL
-  // every data-live-interval ms, until a fragment says it is final (data-live-final).
+  // Live regions: htmx swaps an element (hx-get, hx-trigger="every …", hx-swap="outerHTML") for
+  // a fresh fragment from the server, until a fragment comes without a trigger (it is final).
   // The swapped element is not an aria-live region itself (a screen reader would read the whole
   // fragment or nothing): when a fragment's data-live-announce differs from the last one, that
-  // sentence goes to one polite status region that stays in the page.
+  // sentence goes to the page's one polite status region outside it (#live-announcer).
   var OFFLINE = "Live updates paused: the portal cannot be reached. Retrying…";
   var LOGGED_OUT = "You have been logged out, so this page no longer updates. Reload it to log in again.";
   var GONE = "This page no longer updates: what it shows is no longer available to you.";
-  function LiveError(message) { this.message = message; }
-  var announcer = null;
   function announce(text) {
-    if (!announcer) {
-      announcer = document.createElement("div");
-      announcer.id = "live-announcer";
-      announcer.className = "visually-hidden";
-      announcer.setAttribute("role", "status");
-      announcer.setAttribute("aria-live", "polite");
-      announcer.setAttribute("aria-atomic", "true");
-      document.body.appendChild(announcer);
-    }
-    announcer.textContent = text;
+    var announcer = document.getElementById("live-announcer");
+    if (announcer) { announcer.textContent = text; }
   }
+  var followed = {}; // by region id: what it said last, failures in a row, no request before when
   function follow(region) {
-    var said = region.getAttribute("data-live-announce") || "";
-    var url = region.getAttribute("data-live-url");
-    var interval = parseInt(region.getAttribute("data-live-interval") || "2000", 10);
-    var failures = 0;
-    function busy() {
-      // Someone typing in the region (a resume note) keeps it until they are done.
-      var active = document.activeElement;
-      if (active && region.contains(active) && /^(TEXTAREA|INPUT|SELECT)$/.test(active.tagName)) { return true; }
-      return Array.prototype.some.call(region.querySelectorAll("textarea, input[type=text]"), function (f) { return f.value; });
-    }
-    function tick() {
-      if (document.hidden || busy()) { return schedule(); }
-      fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
-        .then(function (response) {
-          // A redirect is the login page: the session ended (logged out, or in another tab).
-          if (response.redirected) { throw new LiveError(LOGGED_OUT); }
-          if (!response.ok) { throw new LiveError(response.status === 404 ? GONE : OFFLINE); }
-          return response.text();
-        })
-        .then(function (html) {
-          var holder = document.createElement("div");
-          holder.innerHTML = html.trim();
-          var fresh = holder.firstElementChild;
-          // Only the same region replaces the region: anything else would blank the page.
-          if (!fresh || fresh.id !== region.id) { throw new LiveError(OFFLINE); }
-          failures = 0;
-          var focused = document.activeElement && region.contains(document.activeElement)
-            ? document.activeElement.id : null;
-          region.replaceWith(fresh);
-          region = fresh;
-          if (focused && document.getElementById(focused)) { document.getElementById(focused).focus(); }
-          var say = region.getAttribute("data-live-announce") || "";
-          if (say && say !== said) { said = say; announce(say); }
-          document.dispatchEvent(new CustomEvent("live:updated", { detail: region }));
-          if (!region.hasAttribute("data-live-final")) { schedule(); }
-        })
-        .catch(function (error) {
-          failures += 1;
-          // One blip goes unsaid; after that the page says the figures may be out of date.
-          var message = error instanceof LiveError ? error.message : OFFLINE;
-          if (failures > 1 || message !== OFFLINE) { stale(message); }
-          schedule(Math.min(interval * Math.pow(2, failures), 30000));
-        });
-    }
-    function stale(message) {
-      var note = region.querySelector(".live-note");
+    if (!(region instanceof Element) || !region.hasAttribute("data-live-announce")) { return null; }
+    var it = followed[region.id] || (followed[region.id] = { said: region.getAttribute("data-live-announce"), failures: 0, retryAt: 0 });
+    it.region = region; // the one in the page (a swap puts a new one there)
+    return it;
+  }
+  function busy(region) {
+    // Someone typing in the region (a resume note) keeps it until they are done.
+    var active = document.activeElement;
+    if (active && region.contains(active) && /^(TEXTAREA|INPUT|SELECT)$/.test(active.tagName)) { return true; }
+    return Array.prototype.some.call(region.querySelectorAll("textarea, input[type=text]"), function (f) { return f.value; });
+  }
+  function failed(it, message) {
+    var note = it.region.querySelector(".live-note");
+    it.failures += 1;
+    // One blip goes unsaid; after that the page says the figures may be out of date.
+    if (it.failures > 1 || message !== OFFLINE) {
       if (!note) {
         note = document.createElement("p");
         note.className = "live-note banner warning small";
-        region.insertBefore(note, region.firstChild);
+        it.region.insertBefore(note, it.region.firstChild);
       }
       if (note.textContent !== message) { note.textContent = message; announce(message); }
     }
-    function schedule(delay) { window.setTimeout(tick, delay || interval); }
-    if (!region.hasAttribute("data-live-final")) { schedule(); }
+    // Back off while it fails: htmx still polls every `wait`; the first poll let through goes out
+    // 2, 4, 8… intervals after the failed one (30 s at most).
+    var every = /every\s+([\d.]+)(m?s)/.exec(it.region.getAttribute("hx-trigger"));
+    var wait = every ? every[1] * (every[2] === "s" ? 1000 : 1) : 2000;
+    it.retryAt = Date.now() + Math.min(wait * Math.pow(2, it.failures), 30000) - wait;
   }
-  var regions = document.querySelectorAll("[data-live-url]");
-  // The status region exists before anything is said in it, or the first sentence is not read.
-  if (regions.length) { announce(""); }
-  regions.forEach(follow);
+  var on = {
+    "htmx:beforeRequest": function (it, event) {
+      if (document.hidden || busy(it.region) || Date.now() < it.retryAt) { event.preventDefault(); }
+    },
+    "htmx:beforeSwap": function (it, event) {
+      var detail = event.detail;
+      if (detail.isError) { return; } // htmx:responseError says why
+      detail.shouldSwap = false;
+      // A redirect is the login page: the session ended (logged out, or in another tab).
+      var asked = new URL(detail.pathInfo.finalRequestPath, window.location.href);
+      if (new URL(detail.xhr.responseURL || asked).pathname !== asked.pathname) { return failed(it, LOGGED_OUT); }
+      // Only the same region replaces the region: anything else would blank the page.
+      var holder = document.createElement("template");
+      holder.innerHTML = detail.serverResponse;
+      var fresh = holder.content.firstElementChild;
+      if (!fresh || fresh.id !== it.region.id) { return failed(it, OFFLINE); }
+      it.failures = it.retryAt = 0;
+      detail.shouldSwap = !busy(it.region); // typing started while the request was out
+    },
+    "htmx:afterSwap": function (it) {
+      var say = it.region.getAttribute("data-live-announce") || "";
+      if (say && say !== it.said) { it.said = say; announce(say); }
+    },
+    "htmx:responseError": function (it, event) {
+      var status = event.detail.xhr.status;
+      failed(it, status === 401 ? LOGGED_OUT : status === 403 || status === 404 ? GONE : OFFLINE);
+    },
+    "htmx:sendError": function (it) { failed(it, OFFLINE); }
+  };
+  Object.keys(on).forEach(function (name) {
+    document.addEventListener(name, function (event) {
+      var it = follow(event.target);
+      if (it) { on[name](it, event); }
+    });
+  });
+  document.querySelectorAll("[data-live-announce]").forEach(follow);
 
   // The team switcher goes to the team picked with the mouse. Arrow keys change a closed select
   // one option at a time, so a keyboard choice waits for Enter (or the Go button, which shows
