@@ -7,7 +7,7 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         from billing import tasks
-        from portal.core.schedules import Periodic, register_periodic
+        from portal.core.periodic import Periodic, register_periodic
 
         register_periodic(
             self,

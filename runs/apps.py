@@ -6,7 +6,7 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        from portal.core.schedules import Periodic, register_periodic
+        from portal.core.periodic import Periodic, register_periodic
         from runs import tasks
 
         register_periodic(

@@ -15,7 +15,7 @@ class CoreConfig(AppConfig):
         # The OpenAPI extension (bearer scheme) registers itself when its module is imported.
         import portal.core.rest.schema  # noqa: F401
         from portal.core import tasks
-        from portal.core.schedules import Periodic, register_periodic
+        from portal.core.periodic import Periodic, register_periodic
 
         register_periodic(
             self,

@@ -1,6 +1,6 @@
 """The hourly purge job's function moved from `portal.tasks` to `portal.core.tasks`.
 
-Schedules are created once and then left to operators (portal.core.schedules), so an existing
+Schedules are created once and then left to operators (portal.core.periodic), so an existing
 database keeps the old path: point it at the new one. Only that path is rewritten; an operator's
 interval or pause stays as it is.
 """

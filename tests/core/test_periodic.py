@@ -1,4 +1,4 @@
-"""The periodic jobs every app registers (portal.core.schedules): created by migrate, once,
+"""The periodic jobs every app registers (portal.core.periodic): created by migrate, once,
 and left alone afterwards so an operator's change in the admin survives a deploy."""
 
 import pytest
