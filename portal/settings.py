@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     # Ours, lowest layer first (pyproject.toml's import-linter contract states the layers).
     "portal.core",
     "portal.teams",
+    "portal.notifications",
     "billing",
     "runs",
     "portal.site",

@@ -48,6 +48,10 @@ _WEBHOOK_RUN_FIELDS = (
     "finished_at",
     "error",
     "settled_at",
+    # What a pause or an end records in the notification outbox (runs.services.notify).
+    "team_id",
+    "task",
+    "created_by_id",
 )
 WEBHOOK_STATUS_FIELDS = [
     "status",

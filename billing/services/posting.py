@@ -5,6 +5,7 @@ import zlib
 from typing import TYPE_CHECKING, Union
 
 from django.conf import settings
+from django.utils import timezone
 
 from billing import tasks
 from billing.errors import (
@@ -22,6 +23,8 @@ from billing.models import (
     Transfer,
 )
 from portal.core.queue import enqueue_on_commit
+from portal.notifications.models import EventType
+from portal.notifications.services import event_record
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -67,7 +70,18 @@ def _low_balance_alert(available: int) -> None:
     if below == account.low_balance_alerted:
         return
     Account.objects.filter(pk=available).update(low_balance_alerted=below)
-    if below:
+    if below and account.team_id is not None:
+        event_record(
+            EventType.WALLET_LOW_BALANCE,
+            team_id=account.team_id,
+            subject=f"account:{available}",
+            # One per crossing: the caller holds the account's lock and the flag flips once.
+            key=f"{EventType.WALLET_LOW_BALANCE}:{available}:{timezone.now().isoformat()}",
+            data={
+                "available_cents": account.balance_cents,
+                "threshold_cents": account.low_balance_threshold_cents,
+            },
+        )
         enqueue_on_commit(
             tasks.send_low_balance_email,
             team_id=account.team_id,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, Sum
+from django.urls import reverse
 from django.utils import timezone
 
 from billing import keys
@@ -34,6 +35,8 @@ from billing.services.posting import (
 )
 from billing.services.wallets import wallet_adjust
 from billing.verdicts import UpstreamReport
+from portal.notifications.models import EventType
+from portal.notifications.services import event_record
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -259,7 +262,7 @@ def record_reconciliation(
     }
     now = timezone.now()
     if existing is None:
-        return Reconciliation.objects.create(
+        created = Reconciliation.objects.create(
             hold=hold,
             team_id=hold.team_id,
             run_id=hold.run_id,
@@ -268,6 +271,9 @@ def record_reconciliation(
             checked_at=now,
             **figures,
         )
+        _discrepancy_opened_notify(created, was_open=False)
+        return created
+    was_open = existing.is_open_discrepancy
     existing.checked_at = now
     existing.checked_by = checked_by
     existing.source = source
@@ -291,7 +297,32 @@ def record_reconciliation(
             existing.resolved_at = None
             existing.resolved_by = None
     existing.save()
+    _discrepancy_opened_notify(existing, was_open=was_open)
     return existing
+
+
+def _discrepancy_opened_notify(reconciliation: Reconciliation, *, was_open: bool) -> None:
+    """A discrepancy that is open now and was not before (new, or re-opened) is news for the
+    billing admins, once: the caller holds the hold's lock, and the key names this opening."""
+    if was_open or not reconciliation.is_open_discrepancy:
+        return
+    event_record(
+        EventType.BILLING_DISCREPANCY_OPENED,
+        team_id=reconciliation.team_id,
+        subject=f"reconciliation:{reconciliation.pk}",
+        key=(
+            f"{EventType.BILLING_DISCREPANCY_OPENED}:{reconciliation.pk}:"
+            f"{reconciliation.checked_at.isoformat()}"
+        ),
+        data={
+            "reconciliation_id": reconciliation.pk,
+            "run_id": str(reconciliation.run_id) if reconciliation.run_id else None,
+            "difference_cents": reconciliation.difference_cents,
+            "explanation": reconciliation.explanation,
+            "url": settings.PORTAL_PUBLIC_URL.rstrip("/")
+            + reverse("billing_discrepancy", args=[reconciliation.pk]),
+        },
+    )
 
 
 def _adjusted_for_hold(hold_id: int, *, latest: int | None) -> int:

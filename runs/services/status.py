@@ -16,6 +16,7 @@ from runs.models import (
     Run,
     RunStatus,
 )
+from runs.services.notify import run_status_notify
 
 
 def apply_status(
@@ -66,6 +67,9 @@ def apply_status(
     if status in TERMINAL_STATUSES:
         run.finished_at = at or now
         run.pending_action = PendingAction.NONE
+    # The callers save the run in the transaction they hold its lock in; the outbox row
+    # commits (or rolls back) with it.
+    run_status_notify(run)
     return True
 
 

@@ -24,6 +24,7 @@ from runs.coasty import (
 )
 from runs.models import UPSTREAM_STATUSES, PendingAction, Run, RunStatus
 from runs.services.launch import upstream_request_body
+from runs.services.notify import run_status_notify
 from runs.services.status import apply_status
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def run_mark_submit_failed(*, run_id, error: CoastyError) -> Run:
         run.pending_action = PendingAction.NONE
         run.submit_next_at = None
         run.save()
+        run_status_notify(run)
         billing.hold_release(reference=run.hold_reference, caused_by=f"run:{run.pk}")
     logger.warning("run %s: submit failed for good: %s", run.pk, error)
     return run

@@ -193,7 +193,8 @@ def test_a_failure_while_applying_is_recorded_and_a_redelivery_is_applied(client
 
 
 def test_an_accepted_delivery_is_one_short_transaction(client, run, django_assert_max_num_queries):
-    # lock the run, store the delivery, move the status (plus the test's savepoint pair)
-    with django_assert_max_num_queries(5):
+    # lock the run, store the delivery, move the status, record the pause in the notification
+    # outbox (plus the test's savepoint pair)
+    with django_assert_max_num_queries(6):
         response = deliver(client, run, body_for(run))
     assert response.status_code == 200
