@@ -5,10 +5,13 @@ and django-q2's ORM broker, against the bundled Coasty simulator. The variables 
 names (see README) switch it to PostgreSQL, Redis and real Coasty.
 """
 
+import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -19,16 +22,42 @@ env = environ.Env()
 
 # --- Core ---------------------------------------------------------------------------------------
 
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless asked for: `make run` (bin/run) and the tests turn it on; production leaves it off.
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _development_secret(name: str, make) -> str:
+    """A development-only secret kept in var/ (made once, shared by every local process)."""
+    path = VAR_DIR / name
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as handle:  # first process to get here writes it
+        handle.write(make())
+    return path.read_text().strip()
+
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        # A production process must never sign sessions or derive the webhook-secret encryption
-        # key from a value that ships in the source.
+        # A production process must never sign sessions with a value that ships in the source
+        # or that it made up by itself.
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = "dev-only-not-secret-3f9a1c8e7b2d4f60a5e9c1b7d3f8a2e6c4b0d9f1"  # noqa: S105
+    SECRET_KEY = _development_secret("dev-secret-key", lambda: secrets.token_urlsafe(50))
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+
+# Secrets at rest (portal/core/crypto.py): Fernet keys, newest first; the newest encrypts, all
+# decrypt (`manage.py rotate_encryption_keys` moves stored secrets to the newest). Development
+# makes one in var/; production without them falls back to a key derived from SECRET_KEY (the
+# pre-rotation scheme) and `check --deploy` warns.
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if not FIELD_ENCRYPTION_KEYS and DEBUG:
+    FIELD_ENCRYPTION_KEYS = [
+        _development_secret("dev-field-encryption-key", lambda: Fernet.generate_key().decode())
+    ]
+# Keep the SECRET_KEY-derived key of old deployments as a decrypt-only fallback (until rotated).
+FIELD_ENCRYPTION_SECRET_KEY_FALLBACK = env.bool("FIELD_ENCRYPTION_SECRET_KEY_FALLBACK", default=True)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 

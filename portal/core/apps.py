@@ -13,6 +13,7 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         # The OpenAPI extension (bearer scheme) registers itself when its module is imported.
+        import portal.core.checks  # noqa: F401 (registers the secrets-at-rest checks)
         import portal.core.rest.schema  # noqa: F401
         from portal.core import tasks
         from portal.core.periodic import Periodic, register_periodic

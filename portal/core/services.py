@@ -2,11 +2,13 @@
 
 import datetime as dt
 import secrets
+from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
 
+from portal.core import crypto
 from portal.core.models import ApiToken
 
 # A token is this marker and 43 URL-safe characters (256 random bits). The marker makes a leaked
@@ -55,3 +57,49 @@ def api_token_mark_used(*, token: ApiToken) -> None:
         Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale)
     ).update(last_used_at=now)
     token.last_used_at = now
+
+
+# --- Secrets at rest --------------------------------------------------------------------------
+
+
+@dataclass
+class KeyRotationReport:
+    """What rotate_encryption_keys did: per column, rows re-encrypted, already current, and
+    unreadable (encrypted under a key no longer configured: those secrets are lost)."""
+
+    rotated: int = 0
+    current: int = 0
+    unreadable: list[str] = field(default_factory=list)
+
+
+def encrypted_secrets_rotate(*, batch_size: int = 500) -> KeyRotationReport:
+    """Re-encrypt every stored secret (every register_encrypted_field column) with the newest
+    FIELD_ENCRYPTION_KEYS key.
+
+    Idempotent: a token already under the newest key is left as it is, so a second run (or a
+    run that was interrupted and started again) changes nothing it already did. Each row is
+    written with a conditional UPDATE on its old token, so a secret written meanwhile (a run
+    that just got its webhook secret) is never overwritten with a stale one.
+    """
+    report = KeyRotationReport()
+    for entry in crypto.encrypted_fields():
+        manager = entry.model._default_manager
+        rows = (
+            manager.exclude(**{entry.field: ""})
+            .order_by("pk")
+            .values_list("pk", entry.field)
+            .iterator(chunk_size=batch_size)
+        )
+        for pk, token in rows:
+            if crypto.is_under_newest_key(token):
+                report.current += 1
+                continue
+            try:
+                fresh = crypto.reencrypt_secret(token)
+            except crypto.SecretUnreadable:
+                report.unreadable.append(f"{entry.model._meta.label}.{entry.field} pk={pk}")
+                continue
+            report.rotated += manager.filter(pk=pk, **{entry.field: token}).update(
+                **{entry.field: fresh}
+            )
+    return report
