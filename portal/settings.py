@@ -57,7 +57,9 @@ if not FIELD_ENCRYPTION_KEYS and DEBUG:
         _development_secret("dev-field-encryption-key", lambda: Fernet.generate_key().decode())
     ]
 # Keep the SECRET_KEY-derived key of old deployments as a decrypt-only fallback (until rotated).
-FIELD_ENCRYPTION_SECRET_KEY_FALLBACK = env.bool("FIELD_ENCRYPTION_SECRET_KEY_FALLBACK", default=True)
+FIELD_ENCRYPTION_SECRET_KEY_FALLBACK = env.bool(
+    "FIELD_ENCRYPTION_SECRET_KEY_FALLBACK", default=True
+)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 

@@ -12,4 +12,4 @@ os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-6f1d2c9a8b7e4f3a2d1c0
 # A fixed Fernet key (32 bytes, url-safe base64), for tests only.
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "dGVzdHMtb25seS1maWVsZC1lbmNyeXB0aW9uLWtleSE=")
 
-from portal.settings import *  # noqa: E402, F403
+from portal.settings import *  # noqa: F403

@@ -12,8 +12,9 @@ class CoreConfig(AppConfig):
     verbose_name = "API access"
 
     def ready(self) -> None:
-        # The OpenAPI extension (bearer scheme) registers itself when its module is imported.
-        import portal.core.checks  # noqa: F401 (registers the secrets-at-rest checks)
+        # The secrets-at-rest checks and the OpenAPI extension (bearer scheme) register
+        # themselves when their modules are imported.
+        import portal.core.checks
         import portal.core.rest.schema  # noqa: F401
         from portal.core import tasks
         from portal.core.periodic import Periodic, register_periodic
