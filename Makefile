@@ -45,6 +45,8 @@ chaos: install
 	$(PY) -m tests.chaos --runs 300 --kills 4 --postgres --redis --json var/chaos-postgres.json
 
 # What CI checks besides the tests (and what .pre-commit-config.yaml runs before a commit).
+# manage.py needs development mode (or a SECRET_KEY) to load the settings at all.
+lint: export DEBUG ?= true
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",  # login lockout (portal/core/logins.py); before portal.core, whose admin tightens it
     "django_htmx",
     # Ours, lowest layer first (pyproject.toml's import-linter contract states the layers).
     "portal.core",
@@ -101,6 +102,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.core.middleware.UserTimezoneMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: answers locked-out logins
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -187,6 +189,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login lockout and back-off (portal/core/logins.py): per account and per address alike.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_COOL_OFF_MINUTES = env.int("LOGIN_COOL_OFF_MINUTES", default=5)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks
+AXES_COOLOFF_TIME = "portal.core.logins.lockout_cool_off"
+AXES_CLIENT_IP_CALLABLE = "portal.core.logins.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # one row per failure, listed in the admin
+AXES_RESET_ON_SUCCESS = False  # a success from one address must not clear another's failures
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -16,9 +16,12 @@ class CoreConfig(AppConfig):
         # themselves when their modules are imported.
         import portal.core.checks
         import portal.core.rest.schema  # noqa: F401
-        from portal.core import tasks
+        from django.contrib.auth import get_user_model
+
+        from portal.core import passwords, tasks
         from portal.core.periodic import Periodic, register_periodic
 
+        passwords.connect(get_user_model())
         register_periodic(
             self,
             [
