@@ -7,8 +7,8 @@ tasks (a schedule names any function to run, a task can be resubmitted) are for 
 and django-axes' "clean up" action needs the delete permission.
 """
 
-from django.contrib import admin
 from axes import models as axes_models
+from django.contrib import admin
 from django_q import models as q_models
 
 from portal.core.models import ApiToken, IdempotentRequest

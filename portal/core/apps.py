@@ -14,10 +14,10 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         # The secrets-at-rest checks and the OpenAPI extension (bearer scheme) register
         # themselves when their modules are imported.
-        import portal.core.checks
-        import portal.core.rest.schema  # noqa: F401
         from django.contrib.auth import get_user_model
 
+        import portal.core.checks
+        import portal.core.rest.schema  # noqa: F401
         from portal.core import passwords, tasks
         from portal.core.periodic import Periodic, register_periodic
 
