@@ -203,6 +203,9 @@ AXES_COOLOFF_TIME = "portal.core.logins.lockout_cool_off"
 AXES_CLIENT_IP_CALLABLE = "portal.core.logins.client_ip"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # one row per failure, listed in the admin
+# Failures are logged with the username and address tried (operators need them to see an
+# attack); the password is always masked.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
 AXES_RESET_ON_SUCCESS = False  # a success from one address must not clear another's failures
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
