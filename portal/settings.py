@@ -294,9 +294,13 @@ RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["w
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["portal.core.rest.authentication.BearerTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "portal.core.rest.scopes.TokenScopes",  # each view's scope_area (runs / billing)
+    ],
     "DEFAULT_THROTTLE_CLASSES": ["portal.core.rest.throttling.TokenRateThrottle"],
-    # Per API token. Counts live in the cache: per process until REDIS_URL makes it shared.
+    # Per person (all their tokens together). Counts live in the cache: per process until
+    # REDIS_URL makes it shared.
     "DEFAULT_THROTTLE_RATES": {
         "api_read": env.str("API_THROTTLE_READ", default="600/min"),
         "api_write": env.str("API_THROTTLE_WRITE", default="60/min"),
