@@ -191,7 +191,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Axes first: it refuses a locked-out login before any password is checked.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "portal.core.logins.LoginLockoutBackend",  # django-axes: refuses locked-out logins
     "django.contrib.auth.backends.ModelBackend",
 ]
 # Login lockout and back-off (portal/core/logins.py): per account and per address alike.

@@ -12,6 +12,7 @@ AccessFailureLog row; the admin lists them under "Axes".
 import datetime as dt
 import ipaddress
 
+from axes.backends import AxesStandaloneBackend
 from axes.models import AccessFailureLog
 from django.conf import settings
 from django.http import HttpRequest
@@ -54,3 +55,17 @@ def lockout_cool_off(request: HttpRequest | None = None) -> dt.timedelta:
     by_account = recent.filter(username=username).count() if username else 0
     lockouts = max(by_address, by_account) // max(1, settings.AXES_FAILURE_LIMIT)
     return min(base * (2 ** max(0, lockouts - 1)), BACK_OFF_CAP)
+
+
+class LoginLockoutBackend(AxesStandaloneBackend):
+    """Axes' lockout check, first in AUTHENTICATION_BACKENDS.
+
+    Every login over the web passes its request (the login page, the admin's, DRF); a call
+    without one (the test client's login(), a script) has no address to lock and is left to the
+    next backend instead of failing, as axes' own backend would.
+    """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)

@@ -225,3 +225,10 @@ def test_rehashing_the_same_password_revokes_nothing():
     erin.save()
     # then the token still works
     assert ApiToken.objects.get(pk=row.pk).revoked_at is None
+
+
+def test_a_login_without_a_request_is_left_to_the_password_check():
+    # the test client's login() (and scripts) pass no request: nothing to lock, no error
+    UserFactory(username="frank")
+    assert Client().login(username="frank", password=PASSWORD)
+    assert not Client().login(username="frank", password="wrong")
