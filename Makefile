@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Development mode is asked for explicitly (DEBUG defaults to off); keys are made in var/.
+run: export DEBUG ?= true
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
@@ -43,6 +45,8 @@ chaos: install
 	$(PY) -m tests.chaos --runs 300 --kills 4 --postgres --redis --json var/chaos-postgres.json
 
 # What CI checks besides the tests (and what .pre-commit-config.yaml runs before a commit).
+# manage.py needs development mode (or a SECRET_KEY) to load the settings at all.
+lint: export DEBUG ?= true
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

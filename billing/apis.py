@@ -45,6 +45,8 @@ def _wallet_team(user, slug: str) -> Team:
 
 
 class WalletApi(APIView):
+    scope_area = "billing"
+
     @extend_schema(
         operation_id="wallet_retrieve",
         summary="A team's wallet",
@@ -68,6 +70,8 @@ class WalletApi(APIView):
 
 
 class LedgerApi(APIView):
+    scope_area = "billing"
+
     @extend_schema(
         operation_id="ledger_list",
         summary="A team's ledger",
@@ -96,6 +100,8 @@ class LedgerApi(APIView):
 
 
 class TopUpApi(APIView):
+    scope_area = "billing"
+
     @extend_schema(
         operation_id="wallet_top_up",
         summary="Top up a team's wallet",

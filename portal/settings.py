@@ -5,10 +5,13 @@ and django-q2's ORM broker, against the bundled Coasty simulator. The variables 
 names (see README) switch it to PostgreSQL, Redis and real Coasty.
 """
 
+import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -19,16 +22,44 @@ env = environ.Env()
 
 # --- Core ---------------------------------------------------------------------------------------
 
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless asked for: `make run` (bin/run) and the tests turn it on; production leaves it off.
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _development_secret(name: str, make) -> str:
+    """A development-only secret kept in var/ (made once, shared by every local process)."""
+    path = VAR_DIR / name
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as handle:  # first process to get here writes it
+        handle.write(make())
+    return path.read_text().strip()
+
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        # A production process must never sign sessions or derive the webhook-secret encryption
-        # key from a value that ships in the source.
+        # A production process must never sign sessions with a value that ships in the source
+        # or that it made up by itself.
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = "dev-only-not-secret-3f9a1c8e7b2d4f60a5e9c1b7d3f8a2e6c4b0d9f1"  # noqa: S105
+    SECRET_KEY = _development_secret("dev-secret-key", lambda: secrets.token_urlsafe(50))
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+
+# Secrets at rest (portal/core/crypto.py): Fernet keys, newest first; the newest encrypts, all
+# decrypt (`manage.py rotate_encryption_keys` moves stored secrets to the newest). Development
+# makes one in var/; production without them falls back to a key derived from SECRET_KEY (the
+# pre-rotation scheme) and `check --deploy` warns.
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if not FIELD_ENCRYPTION_KEYS and DEBUG:
+    FIELD_ENCRYPTION_KEYS = [
+        _development_secret("dev-field-encryption-key", lambda: Fernet.generate_key().decode())
+    ]
+# Keep the SECRET_KEY-derived key of old deployments as a decrypt-only fallback (until rotated).
+FIELD_ENCRYPTION_SECRET_KEY_FALLBACK = env.bool(
+    "FIELD_ENCRYPTION_SECRET_KEY_FALLBACK", default=True
+)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 
@@ -50,6 +81,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",  # login lockout (portal/core/logins.py); before portal.core, whose admin tightens it
     "django_htmx",
     # Ours, lowest layer first (pyproject.toml's import-linter contract states the layers).
     "portal.core",
@@ -71,6 +103,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.core.middleware.UserTimezoneMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: answers locked-out logins
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -157,6 +190,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "portal.core.logins.LoginLockoutBackend",  # django-axes: refuses locked-out logins
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login lockout and back-off (portal/core/logins.py): per account and per address alike.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_COOL_OFF_MINUTES = env.int("LOGIN_COOL_OFF_MINUTES", default=5)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks
+AXES_COOLOFF_TIME = "portal.core.logins.lockout_cool_off"
+AXES_CLIENT_IP_CALLABLE = "portal.core.logins.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # one row per failure, listed in the admin
+# Failures are logged with the username and address tried (operators need them to see an
+# attack); the password is always masked.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
+AXES_RESET_ON_SUCCESS = False  # a success from one address must not clear another's failures
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -244,9 +295,13 @@ RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["w
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["portal.core.rest.authentication.BearerTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "portal.core.rest.scopes.TokenScopes",  # each view's scope_area (runs / billing)
+    ],
     "DEFAULT_THROTTLE_CLASSES": ["portal.core.rest.throttling.TokenRateThrottle"],
-    # Per API token. Counts live in the cache: per process until REDIS_URL makes it shared.
+    # Per person (all their tokens together). Counts live in the cache: per process until
+    # REDIS_URL makes it shared.
     "DEFAULT_THROTTLE_RATES": {
         "api_read": env.str("API_THROTTLE_READ", default="600/min"),
         "api_write": env.str("API_THROTTLE_WRITE", default="60/min"),

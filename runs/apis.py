@@ -52,6 +52,8 @@ RUN_ACTION_ERRORS = error_responses(
 class TeamRunsApi(APIView):
     """GET lists a team's runs, POST launches one: one path in the contract, two handlers."""
 
+    scope_area = "runs"
+
     @extend_schema(
         operation_id="runs_list",
         summary="A team's runs",
@@ -134,6 +136,8 @@ class TeamRunsApi(APIView):
 
 
 class RunDetailApi(APIView):
+    scope_area = "runs"
+
     @extend_schema(
         operation_id="runs_retrieve",
         summary="One run",
@@ -147,6 +151,8 @@ class RunDetailApi(APIView):
 
 
 class RunCancelApi(APIView):
+    scope_area = "runs"
+
     @extend_schema(
         operation_id="runs_cancel",
         summary="Cancel a run",
@@ -169,6 +175,8 @@ class RunCancelApi(APIView):
 
 
 class RunResumeApi(APIView):
+    scope_area = "runs"
+
     @extend_schema(
         operation_id="runs_resume",
         summary="Resume a run that waits for a human",
@@ -194,6 +202,8 @@ class RunResumeApi(APIView):
 
 
 class RunEventsApi(APIView):
+    scope_area = "runs"
+
     @extend_schema(
         operation_id="runs_events",
         summary="A run's stored events",

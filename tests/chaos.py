@@ -145,6 +145,7 @@ def environment(args, var_dir: Path, sim_url: str, web_url: str) -> dict:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": os.environ.get("DEBUG", "true"),  # development settings, as `make run`
         "PORTAL_VAR_DIR": str(var_dir),
         "COASTY_BASE_URL": sim_url,
         "PORTAL_PUBLIC_URL": web_url,

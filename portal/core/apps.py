@@ -12,11 +12,16 @@ class CoreConfig(AppConfig):
     verbose_name = "API access"
 
     def ready(self) -> None:
-        # The OpenAPI extension (bearer scheme) registers itself when its module is imported.
+        # The secrets-at-rest checks and the OpenAPI extension (bearer scheme) register
+        # themselves when their modules are imported.
+        from django.contrib.auth import get_user_model
+
+        import portal.core.checks
         import portal.core.rest.schema  # noqa: F401
-        from portal.core import tasks
+        from portal.core import passwords, tasks
         from portal.core.periodic import Periodic, register_periodic
 
+        passwords.connect(get_user_model())
         register_periodic(
             self,
             [

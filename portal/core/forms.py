@@ -6,6 +6,8 @@ from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.forms.renderers import TemplatesSetting
 
+from portal.core.models import TokenScope
+
 
 class PortalFormRenderer(TemplatesSetting):
     """Every field renders through templates/forms/field.html: label, input, help, inline errors."""
@@ -41,4 +43,24 @@ class ApiTokenForm(forms.Form):
         label="Token name",
         help_text="What will use it, e.g. “nightly export script”. Only you see it.",
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    scopes = forms.MultipleChoiceField(
+        choices=[(scope.value, f"{scope.value} — {scope.label}") for scope in TokenScope],
+        widget=forms.CheckboxSelectMultiple,
+        label="What it may do",
+        help_text="Give a script only what it needs. Your role in each team still applies.",
+        error_messages={"required": "Choose at least one scope."},
+    )
+    expires_in_days = forms.TypedChoiceField(
+        choices=[
+            ("", "Never (until revoked)"),
+            (7, "In 7 days"),
+            (30, "In 30 days"),
+            (90, "In 90 days"),
+            (365, "In a year"),
+        ],
+        coerce=int,
+        empty_value=None,
+        required=False,
+        label="Expires",
     )

@@ -10,6 +10,21 @@ import hashlib
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+
+class TokenScope(models.TextChoices):
+    """What an API token may do; each endpoint names the scope it needs (`scope_area` on the
+    view: reads need `<area>:read`, writes `<area>:write`). A scope only narrows a token: the
+    person's team roles still apply to every call."""
+
+    RUNS_READ = "runs:read", "Read runs and their events"
+    RUNS_WRITE = "runs:write", "Launch, cancel and resume runs"
+    BILLING_READ = "billing:read", "Read wallets and ledgers"
+    BILLING_WRITE = "billing:write", "Top up wallets (billing admins)"
+
+
+ALL_TOKEN_SCOPES = tuple(TokenScope.values)
 
 
 class ApiToken(models.Model):
@@ -31,6 +46,10 @@ class ApiToken(models.Model):
     # Written at most once a minute per token (see services.api_token_mark_used), not per call.
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # TokenScope values, chosen when the token is made (tokens made before scopes have all).
+    scopes = models.JSONField(default=list)
+    # None: until revoked.
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "portal_apitoken"
@@ -42,7 +61,14 @@ class ApiToken(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.is_expired
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or ())
 
     @staticmethod
     def digest(token: str) -> str:

@@ -1,6 +1,9 @@
 """Reads of the core's records that pages and the REST plumbing share."""
 
-from django.db.models import F, QuerySet
+import datetime as dt
+
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
 
 from portal.core.models import ApiToken
 
@@ -16,4 +19,12 @@ def api_token_for_secret(token: str) -> ApiToken | None:
     """The token row a presented token belongs to (revoked or not), by its hash; one query."""
     return (
         ApiToken.objects.select_related("user").filter(secret_sha256=ApiToken.digest(token)).first()
+    )
+
+
+def api_tokens_live(*, user, now: dt.datetime | None = None) -> QuerySet[ApiToken]:
+    """The person's tokens that still work: not revoked, not expired."""
+    now = now or timezone.now()
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
     )

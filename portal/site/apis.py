@@ -11,6 +11,8 @@ from portal.teams.selectors import memberships_for_user
 
 
 class TeamListApi(APIView):
+    scope_area = None  # any token: the caller's own teams
+
     @extend_schema(
         operation_id="teams_list",
         summary="Your teams",

@@ -1,3 +1,4 @@
+import datetime as dt
 import logging
 
 from django.contrib import messages
@@ -7,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -16,7 +18,7 @@ from portal.core.forms import ApiTokenForm
 from portal.core.http import AuthenticatedRequest
 from portal.core.selectors import api_tokens_for_user
 from portal.site.dashboard import team_dashboard_context
-from portal.teams.access import TeamRequest, team_view
+from portal.teams.access import TeamRequest, team_view, token_scopes_allowed
 from portal.teams.selectors import memberships_for_user
 
 logger = logging.getLogger(__name__)
@@ -51,13 +53,19 @@ def account(request: AuthenticatedRequest) -> HttpResponse:
     POST makes a token and redirects (so a refresh cannot make a second one); the token rides
     the session to the next page view, which shows it once and forgets it. Only its hash is kept.
     """
-    form = ApiTokenForm(request.POST or None)
+    form = ApiTokenForm(
+        request.POST or None, initial={"scopes": token_scopes_allowed(request.user)}
+    )
     status = 200
     if request.method == "POST":
         if form.is_valid():
+            days = form.cleaned_data["expires_in_days"]
             try:
                 row, secret = services.api_token_create(
-                    user=request.user, name=form.cleaned_data["name"]
+                    user=request.user,
+                    name=form.cleaned_data["name"],
+                    scopes=form.cleaned_data["scopes"],
+                    expires_at=timezone.now() + dt.timedelta(days=days) if days else None,
                 )
             except ValidationError as exc:
                 form.add_error(None, exc)

@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 
 from portal.core.http import AuthenticatedRequest
+from portal.core.models import TokenScope
 from portal.teams.models import Membership, Role, Team
 
 BILLING_ADMIN_PERMISSION = "billing.manage_wallets"
@@ -127,3 +128,20 @@ def team_view(
         return wrapped
 
     return decorator
+
+
+def token_scopes_allowed(user: Any) -> list[str]:
+    """The API token scopes this person's roles make useful today: the default for a new
+    token. Reading runs and wallets is open to every member; launching needs the member role in
+    some team, topping up the billing-admin permission. (A scope only narrows a token; the
+    roles are checked again on every call.)"""
+    scopes = [TokenScope.RUNS_READ, TokenScope.BILLING_READ]
+    launches = (
+        user.is_superuser
+        or Membership.objects.filter(user=user, role__in=[Role.MEMBER, Role.MANAGER]).exists()
+    )
+    if launches:
+        scopes.append(TokenScope.RUNS_WRITE)
+    if is_billing_admin(user):
+        scopes.append(TokenScope.BILLING_WRITE)
+    return [scope.value for scope in TokenScope if scope in scopes]

@@ -122,7 +122,9 @@ def test_account_page_makes_a_token_and_shows_it_once(team, make_member, client_
     bob = make_member(team, username="bob")
     browser = client_for(bob)
 
-    made = browser.post("/account/", {"name": "nightly export"}, follow=True)
+    made = browser.post(
+        "/account/", {"name": "nightly export", "scopes": ["runs:read"]}, follow=True
+    )
 
     # the POST redirects, so a refresh of the page cannot make a second token
     assert made.redirect_chain == [("/account/", 302)]

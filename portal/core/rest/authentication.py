@@ -13,7 +13,8 @@ TOKEN_SHAPE = re.compile(re.escape(API_TOKEN_MARKER) + r"[A-Za-z0-9_-]{43}")
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
     """A request with no Authorization header is anonymous (and refused by the views' permission
-    with 401); one with a malformed, unknown or revoked bearer token is refused here with 401."""
+    with 401); one with a malformed, unknown, revoked or expired bearer token is refused here
+    with 401. What the token may do is its scopes' business (portal.core.rest.scopes)."""
 
     keyword = "Bearer"
 
@@ -41,6 +42,10 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if token.revoked_at is not None:
             raise exceptions.AuthenticationFailed(
                 f"This API token was revoked on {token.revoked_at:%Y-%m-%d %H:%M} UTC."
+            )
+        if token.is_expired:
+            raise exceptions.AuthenticationFailed(
+                f"This API token expired on {token.expires_at:%Y-%m-%d %H:%M} UTC."
             )
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("The account this token belongs to is disabled.")

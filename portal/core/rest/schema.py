@@ -71,14 +71,17 @@ class ErrorEnvelopeSerializer(serializers.Serializer):
 
 ERROR_DESCRIPTIONS = {
     400: "VALIDATION_ERROR: the body, a query parameter or a header is not valid.",
-    401: "UNAUTHENTICATED: no token, or a malformed, unknown or revoked one.",
+    401: "UNAUTHENTICATED: no token, or a malformed, unknown, revoked or expired one.",
     402: "INSUFFICIENT_FUNDS: the team's wallet cannot hold the run's maximum cost.",
-    403: "PERMISSION_DENIED: your role in this team does not allow it.",
+    403: (
+        "PERMISSION_DENIED: your role in this team does not allow it, or your token lacks the "
+        "scope this endpoint needs (the message names it)."
+    ),
     404: "NOT_FOUND: no such object, or not one of your teams'.",
     409: "INVALID_STATE: the run's state does not allow it.",
     415: "UNSUPPORTED_MEDIA_TYPE: send the body as application/json.",
     422: "IDEMPOTENCY_KEY_REUSED: this Idempotency-Key came with another request.",
-    429: "THROTTLED: too many requests with this token; see Retry-After.",
+    429: "THROTTLED: too many requests from you (all your tokens together); see Retry-After.",
     500: "INTERNAL_ERROR: logged under the request_id given.",
 }
 IDEMPOTENT_409 = (
@@ -92,6 +95,9 @@ WRITE_ERRORS = (400, 401, 403, 404, 415, 429, 500)
 
 def error_responses(*statuses: int, descriptions: dict[int, str] | None = None) -> dict:
     descriptions = {**ERROR_DESCRIPTIONS, **(descriptions or {})}
+    if 401 in statuses and 403 not in statuses:
+        # Whatever is authenticated can be refused for a token scope (portal.core.rest.scopes).
+        statuses = tuple(sorted((*statuses, 403)))
     return {
         status: OpenApiResponse(ErrorEnvelopeSerializer, description=descriptions[status])
         for status in statuses

@@ -1,4 +1,5 @@
-"""Rate limits per API token: one budget for reads, a smaller one for writes.
+"""Rate limits per person: one budget for reads, a smaller one for writes, shared by all of a
+person's API tokens (so making more tokens buys no more requests).
 
 Rates are `REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["api_read" | "api_write"]` (from the
 environment, see settings), read on every request so a settings change applies at once. Counts
@@ -22,10 +23,9 @@ class TokenRateThrottle(SimpleRateThrottle):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "api_read")
 
     def get_cache_key(self, request, view):
-        token = request.auth
-        if token is None or not hasattr(token, "pk"):
+        if request.auth is None or not request.user.is_authenticated:
             return None  # not a token request (refused before throttling anyway)
-        return f"throttle:{self.scope}:token:{token.pk}"
+        return f"throttle:{self.scope}:user:{request.user.pk}"
 
     def wait(self):
         # Always a positive number, so every 429 carries Retry-After.

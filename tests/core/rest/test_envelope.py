@@ -77,7 +77,7 @@ def test_handler500_answers_json_under_api_and_html_elsewhere(db):
     assert page["Content-Type"].startswith("text/html")
 
 
-def test_throttled_per_token_with_retry_after(world, api_client_for, settings):
+def test_throttled_per_person_with_retry_after(world, api_client_for, settings):
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"api_read": "3/min", "api_write": "1/min"},
@@ -93,7 +93,9 @@ def test_throttled_per_token_with_retry_after(world, api_client_for, settings):
     error = error_of(second_write, 429)
     assert error["code"] == "THROTTLED"
     assert 1 <= int(second_write["Retry-After"]) <= 60
-    assert other.get("/api/v1/teams/").status_code == 200  # another token, another budget
+    # another token of the same person shares the budget; another person has their own
+    assert other.get("/api/v1/teams/").status_code == 429
+    assert api_client_for(world.viewer).get("/api/v1/teams/").status_code == 200
 
 
 def test_viewer_refusal_says_which_role_is_needed(world, api_client_for):
