@@ -239,6 +239,14 @@ RUNS_FOLLOW_BUDGET_SECONDS = env.float("RUNS_FOLLOW_BUDGET_SECONDS", default=50.
 RUNS_FOLLOW_CAPACITY = env.int("RUNS_FOLLOW_CAPACITY", default=500)
 RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["workers"] // 2))
 
+# Webhook intake (runs/services/webhooks.py): refused deliveries allowed per minute for one run
+# and from one client address before further ones are answered 429 unread. Coasty's own signed
+# deliveries never count. Counted in the cache: shared between processes once REDIS_URL is set.
+WEBHOOK_REFUSALS_PER_RUN_PER_MINUTE = env.int("WEBHOOK_REFUSALS_PER_RUN_PER_MINUTE", default=10)
+WEBHOOK_REFUSALS_PER_ADDRESS_PER_MINUTE = env.int(
+    "WEBHOOK_REFUSALS_PER_ADDRESS_PER_MINUTE", default=30
+)
+
 # --- REST API -----------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
