@@ -24,7 +24,7 @@ FORGED_SIZE = 256 * 1024 - 64  # just under the intake's cap, so each one is rea
 
 @pytest.fixture
 def run(team, make_member):
-    return accepted_run(team, make_member(team), signed_with=SECRET)
+    return accepted_run(team, make_member(team), secret=SECRET)
 
 
 def forged_body() -> bytes:
