@@ -162,3 +162,28 @@ def test_launching_a_run_is_still_fine(world, bob):
         RUNS_URL, data={"machine_id": "vm-linux-1", "task": "ok", "max_steps": 2}, format="json"
     )
     assert response.status_code == 201, response.content
+
+
+def test_another_teams_endpoints_answer_exactly_like_an_unknown_team(world, bob):
+    for suffix in ("runs/", "wallet/", "ledger/"):
+        theirs = bob.get(f"/api/v1/teams/ops/{suffix}")
+        unknown = bob.get(f"/api/v1/teams/no-such-team/{suffix}")
+        assert theirs.status_code == unknown.status_code == 404, suffix
+        assert theirs.json() == unknown.json(), suffix
+    theirs = bob.post("/api/v1/teams/ops/runs/", data={"task": "t"}, format="json")
+    unknown = bob.post("/api/v1/teams/no-such-team/runs/", data={"task": "t"}, format="json")
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json() == unknown.json()
+
+
+def test_another_teams_membership_answers_like_an_unknown_one(world, client_for):
+    # given a manager of research, and a membership of ops
+    ops_membership = world.other_team.memberships.get()
+    client = client_for(world.manager)
+    for action, data in (("role", {"role": "viewer"}), ("remove", {})):
+        theirs = client.post(f"/teams/research/members/{ops_membership.pk}/{action}/", data)
+        unknown = client.post(f"/teams/research/members/987654321/{action}/", data)
+        assert theirs.status_code == unknown.status_code == 404, action
+        assert same_page(theirs) == same_page(unknown), action
+    ops_membership.refresh_from_db()
+    assert ops_membership.role == "manager"

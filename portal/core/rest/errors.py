@@ -239,4 +239,4 @@ def bad_request(request: HttpRequest, exception: Exception | None = None, *args,
         return payload_too_large(request)
     if request.path.startswith(API_PREFIX):
         return JsonResponse(envelope("VALIDATION_ERROR", "Bad request."), status=400)
-    return django_bad_request(request, exception, *args, **kwargs)
+    return django_bad_request(request, exception or Exception("Bad request"), *args, **kwargs)
