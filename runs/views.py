@@ -3,6 +3,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -237,7 +238,7 @@ def coasty_webhook(request: HttpRequest, run_id) -> JsonResponse:
         body=lambda: request.body,
         size=size,
         headers=dict(request.headers),
-        client_address=request.META.get("REMOTE_ADDR", ""),
+        client_address=_client_address(request),
     )
     response = JsonResponse(
         {"ok": 200 <= answer.status < 300, "message": answer.message}, status=answer.status
@@ -249,3 +250,14 @@ def coasty_webhook(request: HttpRequest, run_id) -> JsonResponse:
         # ("Not Found: ...") would let a flood of forgeries write the log instead.
         response._has_been_logged = True  # type: ignore[attr-defined]
     return response
+
+
+def _client_address(request: HttpRequest) -> str:
+    """Who sent the request, for the webhook's per-address limit. Behind the TLS proxy
+    (BEHIND_TLS_PROXY) REMOTE_ADDR is the proxy itself, so the address the proxy appended to
+    X-Forwarded-For is used: the right-most one, the only one a client cannot forge."""
+    if settings.BEHIND_TLS_PROXY:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
+    return request.META.get("REMOTE_ADDR", "")

@@ -196,3 +196,25 @@ def test_a_stored_secret_still_verifies_after_the_flood(client, run):
     assert post(client, run.pk, body, signed_with=SECRET).status_code == 200
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
+
+
+def test_behind_the_proxy_the_limit_is_per_forwarded_address(client, settings):
+    # given the portal behind its TLS proxy: every request comes from the proxy's address
+    settings.BEHIND_TLS_PROXY = True
+    limit = settings.WEBHOOK_REFUSALS_PER_ADDRESS_PER_MINUTE
+
+    def probe(forwarded):
+        return client.post(
+            reverse("coasty_webhook", args=[uuid.uuid4()]),
+            data=b"{}",
+            content_type="application/json",
+            REMOTE_ADDR="10.0.0.2",
+            # a client may send its own X-Forwarded-For; the proxy appends the real address
+            HTTP_X_FORWARDED_FOR=f"1.2.3.4, {forwarded}",
+        ).status_code
+
+    # when one client exhausts its budget
+    statuses = [probe("203.0.113.50") for _ in range(limit + 1)]
+    # then it alone is throttled, not everyone behind the proxy
+    assert statuses[-1] == 429 and statuses[:-1] == [404] * limit
+    assert probe("198.51.100.60") == 404
