@@ -220,12 +220,15 @@ def _webhook_store_and_apply(
                 client_address=client_address,
             )
             if not first:
-                # This body was applied before: record the duplicate, apply nothing.
+                # This body was applied before: record the duplicate, apply nothing. Its bytes
+                # are the accepted row's (same hash), so only the hash and size are kept: a
+                # replayed delivery cannot grow the table by its size either.
                 sql.delivery_insert(
                     run_id,
                     headers,
-                    body,
+                    b"",
                     digest,
+                    body_size=len(body),
                     verdict=Verdict.DUPLICATE,
                     result="same body already applied",
                     event=event,

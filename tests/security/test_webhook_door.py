@@ -218,3 +218,25 @@ def test_behind_the_proxy_the_limit_is_per_forwarded_address(client, settings):
     # then it alone is throttled, not everyone behind the proxy
     assert statuses[-1] == 429 and statuses[:-1] == [404] * limit
     assert probe("198.51.100.60") == 404
+
+
+def test_a_replayed_genuine_delivery_stores_its_body_once(client, run):
+    # given a genuine delivery captured by someone, with 2 KB of result text
+    body = json.dumps(
+        {
+            "event": "run.succeeded",
+            "run_id": run.upstream_id,
+            "status": "succeeded",
+            "result": {"text": "r" * 2048},
+        }
+    ).encode()
+    before = webhook_bytes_stored()
+    # when it is replayed 20 times within the signature's five minutes
+    statuses = {post(client, run.pk, body, signed_with=SECRET).status_code for _ in range(21)}
+    # then it was applied once, and its bytes are stored once (duplicates keep hash and size)
+    assert statuses == {200}
+    stored = webhook_bytes_stored() - before
+    assert len(body) < stored < len(body) + 21 * 400
+    duplicates = WebhookDelivery.objects.filter(run=run, verdict="duplicate")
+    assert duplicates.count() == 20
+    assert all(bytes(d.body) == b"" and d.body_size == len(body) for d in duplicates)
