@@ -24,6 +24,7 @@ from billing.models import (
     Transfer,
     TransferKind,
 )
+from portal.core.query import bounded_int
 from portal.teams.models import Team
 
 LEDGER_PAGE_SIZE = 50
@@ -285,12 +286,9 @@ def ledger_page(
 
 def ledger_cursor(value: str) -> int | None:
     """The transfer id a page link carries (?before=, ?after=, the API's cursor), or None when
-    the text is not one. ASCII digits only: str.isdigit() also accepts "²", which int() refuses;
-    and within a bigint, which is what an id is."""
-    if not (value.isascii() and value.isdigit()):
-        return None
-    cursor = int(value)
-    return cursor if 0 < cursor < 2**63 else None
+    the text is not one: ASCII digits within a bigint, which is what an id is (and never a
+    5,000-digit number handed to int())."""
+    return bounded_int(value, lo=1)
 
 
 def team_deltas(transfer: Transfer) -> dict[str, int]:

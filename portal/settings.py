@@ -94,7 +94,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy (settings: Security)
+    "portal.core.middleware.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "portal.core.middleware.RequestSizeLimitMiddleware",  # 413 before anything reads the body
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -250,11 +253,35 @@ SECURE_HSTS_SECONDS = 31_536_000 if PORTAL_SERVED_OVER_HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = PORTAL_SERVED_OVER_HTTPS
 SECURE_HSTS_PRELOAD = PORTAL_SERVED_OVER_HTTPS
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain http
-if env.bool("BEHIND_TLS_PROXY", default=False):
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[PORTAL_PUBLIC_URL])
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+# No page runs inline script or eval: every script is one of our static files (htmx is configured
+# for this in base.html; /api/docs/ is Swagger UI's split view, its set-up script a URL too).
+# Inline styles stay allowed: templates set widths with style="" and the admin does too.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# Powerful browser features no page of the portal uses, switched off for every page.
+PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+    "microphone=(), payment=(), usb=(), browsing-topics=()"
+)
 
 # --- Coasty -------------------------------------------------------------------------------------
 
@@ -290,6 +317,14 @@ BILLING_RECONCILE_WINDOW_HOURS = env.int("BILLING_RECONCILE_WINDOW_HOURS", defau
 RUNS_FOLLOW_BUDGET_SECONDS = env.float("RUNS_FOLLOW_BUDGET_SECONDS", default=50.0)
 RUNS_FOLLOW_CAPACITY = env.int("RUNS_FOLLOW_CAPACITY", default=500)
 RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["workers"] // 2))
+
+# Webhook intake (runs/services/webhooks.py): refused deliveries allowed per minute for one run
+# and from one client address before further ones are answered 429 unread. Coasty's own signed
+# deliveries never count. Counted in the cache: shared between processes once REDIS_URL is set.
+WEBHOOK_REFUSALS_PER_RUN_PER_MINUTE = env.int("WEBHOOK_REFUSALS_PER_RUN_PER_MINUTE", default=10)
+WEBHOOK_REFUSALS_PER_ADDRESS_PER_MINUTE = env.int(
+    "WEBHOOK_REFUSALS_PER_ADDRESS_PER_MINUTE", default=30
+)
 
 # --- REST API -----------------------------------------------------------------------------------
 

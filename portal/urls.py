@@ -4,10 +4,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal.core.rest.errors import server_error
+from portal.core.rest.errors import bad_request, server_error
 
 # Under /api/ a server error answers the API's JSON envelope; elsewhere the 500 page.
 handler500 = server_error
+# A body found too large only while it was read answers 413, like the up-front check.
+handler400 = bad_request
 
 urlpatterns = [
     path(

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from portal.core.admin import ReadOnlyAdmin
-from runs.models import FollowerSlot, Run, RunEvent, WebhookDelivery
+from runs.models import FollowerSlot, Run, RunEvent, WebhookDelivery, WebhookRefusalCount
 
 
 class RunEventInline(admin.TabularInline):
@@ -15,8 +15,21 @@ class RunEventInline(admin.TabularInline):
     show_change_link = True
 
 
+class WebhookRefusalCountInline(admin.TabularInline):
+    """Refused deliveries to this run's webhook URL, counted per verdict."""
+
+    model = WebhookRefusalCount
+    fields = ("verdict", "count", "bytes_refused", "first_at", "last_at")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = "refused webhook deliveries (counted; samples under Webhook deliveries)"
+
+
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
+    inlines = [WebhookRefusalCountInline]
     list_display = [
         "id",
         "team",
@@ -86,7 +99,15 @@ class RunEventAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["received_at", "run", "event", "verdict", "result"]
+    list_display = [
+        "received_at",
+        "run",
+        "event",
+        "verdict",
+        "body_size",
+        "client_address",
+        "result",
+    ]
     list_filter = ["verdict", "event"]
     search_fields = ["=run__id", "=run__upstream_id", "=body_sha256"]
     raw_id_fields = ["run"]
@@ -100,12 +121,26 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         "event",
         "dedupe_key",
         "result",
+        "body_size",
+        "client_address",
     ]
     exclude = ["body"]
 
     @admin.display(description="Body")
     def body_text(self, obj):
         return bytes(obj.body).decode("utf-8", errors="replace")
+
+
+@admin.register(WebhookRefusalCount)
+class WebhookRefusalCountAdmin(ReadOnlyAdmin):
+    """Every refused delivery, counted per run and verdict (only a few are sampled as rows of
+    Webhook deliveries): where forgeries, stale replays or floods are aimed."""
+
+    list_display = ["run", "verdict", "count", "bytes_refused", "first_at", "last_at"]
+    list_filter = ["verdict"]
+    search_fields = ["=run__id", "=run__upstream_id"]
+    raw_id_fields = ["run"]
+    ordering = ["-last_at"]
 
 
 @admin.register(FollowerSlot)

@@ -234,10 +234,12 @@ class RunEvent(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One POST Coasty made to a run's webhook URL, kept verbatim with what we made of it.
+    """One POST to a run's webhook URL and what we made of it.
 
-    Stored before it is verified, so a refused delivery leaves a trace for operators; processed
-    in its own transaction, so a failure is recorded on the row instead of being lost.
+    A verified delivery is kept verbatim (its body is Coasty's, and bounded). A refused one is
+    only a sample: its hash, its size and its first bytes, and only some refusals are sampled at
+    all (runs.services.webhooks); WebhookRefusalCount counts every one. An unauthenticated
+    sender can therefore not fill the database.
     """
 
     class Verdict(models.TextChoices):
@@ -249,12 +251,16 @@ class WebhookDelivery(models.Model):
         BAD_SIGNATURE = "bad_signature", "Refused: bad signature"
         STALE = "stale", "Refused: stale timestamp"
         FAILED = "failed", "Failed while processing"
+        THROTTLED = "throttled", "Refused: too many refusals (rate limit)"
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="webhook_deliveries")
     received_at = models.DateTimeField(auto_now_add=True)
     headers = models.JSONField(default=dict)
-    body = models.BinaryField()
+    body = models.BinaryField(help_text="Verbatim when verified; the first bytes when refused.")
     body_sha256 = models.CharField(max_length=64)
+    # The whole body's size (a refused body is kept truncated) and who sent it.
+    body_size = models.PositiveIntegerField(null=True, blank=True)
+    client_address = models.GenericIPAddressField(null=True, blank=True)
     verdict = models.CharField(max_length=16, choices=Verdict.choices, default=Verdict.RECEIVED)
     event = models.CharField(max_length=64, blank=True)
     # Set only on the first accepted delivery of a body: a retry or a duplicate of the same
@@ -275,6 +281,31 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event or 'delivery'} for {self.run_id}: {self.verdict}"
+
+
+class WebhookRefusalCount(models.Model):
+    """How many deliveries to one run's webhook URL were refused with one verdict: every
+    refusal is counted here, while only a few are sampled as WebhookDelivery rows.
+
+    `throttled` counts are kept to within a factor of two (runs.services.webhooks): counting
+    each request refused by the rate limit exactly would cost the write it exists to spare.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="webhook_refusal_counts")
+    verdict = models.CharField(max_length=16, choices=WebhookDelivery.Verdict.choices)
+    count = models.PositiveBigIntegerField(default=0)
+    bytes_refused = models.PositiveBigIntegerField(default=0)
+    first_at = models.DateTimeField(auto_now_add=True)
+    last_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-last_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "verdict"], name="webhook_refusal_count_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.count} {self.verdict}"
 
 
 class FollowerSlot(models.Model):

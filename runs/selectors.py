@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
@@ -23,18 +24,23 @@ from runs.upstream import coasty_quick
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
+NO_SUCH_RUN = "No such run."
 MACHINES_CACHE_KEY = "coasty:machines"
 MACHINES_CACHE_SECONDS = 60
 MACHINES_UNAVAILABLE = "Coasty's machine list is unavailable right now; type the machine id."
 
 
 def run_for_member(user, run_id) -> tuple[Run, Membership]:
-    """The run and the caller's membership of its team; 404 for anyone outside that team."""
+    """The run and the caller's membership of its team; 404 for anyone outside that team.
+
+    The same 404, word for word, whether the run does not exist or is another team's: the
+    answer must not tell an outsider which run ids exist.
+    """
     try:
         run = Run.objects.select_related("team", "created_by").get(pk=run_id)
-    except (Run.DoesNotExist, ValueError, TypeError) as exc:
-        raise Http404("No such run.") from exc
-    return run, membership_or_404(user, run.team)
+        return run, membership_or_404(user, run.team)
+    except (Run.DoesNotExist, Http404, ValueError, TypeError, ValidationError) as exc:
+        raise Http404(NO_SUCH_RUN) from exc
 
 
 @dataclass(frozen=True)

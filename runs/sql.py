@@ -64,6 +64,29 @@ WEBHOOK_STATUS_FIELDS = [
 ]
 
 
+def run_webhook_secret(run_id) -> tuple[str, str] | None:
+    """(encrypted webhook secret, upstream id) of a run, read WITHOUT a lock; None if unknown.
+
+    The intake verifies a delivery with these before it takes any lock or writes anything, so
+    a forged delivery costs one indexed read. Both are set once, when Coasty accepts the run.
+    """
+    try:
+        pk = Run._meta.pk.get_db_prep_value(run_id, connection)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_webhook_secret_sql(), [pk])
+        row = cursor.fetchone()
+    return (row[0] or "", row[1] or "") if row else None
+
+
+@functools.cache
+def _webhook_secret_sql() -> str:
+    table = connection.ops.quote_name(Run._meta.db_table)
+    secret, upstream = _column(Run, "webhook_secret_encrypted"), _column(Run, "upstream_id")
+    return f"SELECT {secret}, {upstream} FROM {table} WHERE {_column(Run, 'id')} = %s"  # noqa: S608
+
+
 def run_locked_for_webhook(run_id) -> Run | None:
     """The run with the fields the webhook path needs, locked FOR UPDATE; None if unknown.
 
@@ -107,6 +130,8 @@ _DELIVERY_COLUMNS = (
     "event",
     "dedupe_key",
     "result",
+    "body_size",
+    "client_address",
 )
 
 
@@ -120,6 +145,8 @@ def delivery_insert(
     result: str,
     event: str = "",
     dedupe_key: str | None = None,
+    body_size: int | None = None,
+    client_address: str | None = None,
 ) -> bool:
     """Store one delivery; False when its dedupe key was taken (a duplicate), and then nothing
     is stored. One INSERT ... ON CONFLICT DO NOTHING RETURNING: no savepoint, no second query."""
@@ -133,6 +160,8 @@ def delivery_insert(
         event,
         dedupe_key,
         result[:2000],
+        len(body) if body_size is None else body_size,
+        client_address or None,
     )
     params = [
         _field(WebhookDelivery, name).get_db_prep_save(value, connection)

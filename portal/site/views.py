@@ -12,10 +12,12 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.exceptions import AuthenticationFailed
 
 from portal.core import services
 from portal.core.forms import ApiTokenForm
 from portal.core.http import AuthenticatedRequest
+from portal.core.rest.authentication import BearerTokenAuthentication
 from portal.core.selectors import api_tokens_for_user
 from portal.site.dashboard import team_dashboard_context
 from portal.teams.access import TeamRequest, team_view, token_scopes_allowed
@@ -101,13 +103,30 @@ def api_token_revoke(request: AuthenticatedRequest, token_id: int) -> HttpRespon
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness of what the portal cannot work without: its database and its task broker."""
+    """Liveness of what the portal cannot work without: its database and its task broker.
+
+    Anyone (a load balancer) gets `{"status": ...}` and the status code; the details (database
+    vendor, broker kind, queue size, what failed) only staff signed in, or a caller with a valid
+    API token: they tell an attacker what the portal runs on.
+    """
     checks = {"database": _check_database(), "broker": _check_broker()}
     healthy = all(check["ok"] for check in checks.values())
-    return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks},
-        status=200 if healthy else 503,
-    )
+    body: dict = {"status": "ok" if healthy else "unavailable"}
+    if _may_see_health_details(request):
+        body["checks"] = checks
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _may_see_health_details(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return True
+    if not request.META.get("HTTP_AUTHORIZATION"):
+        return False
+    try:
+        return BearerTokenAuthentication().authenticate(request) is not None  # type: ignore[arg-type]
+    except AuthenticationFailed:
+        return False
 
 
 def _check_database() -> dict:

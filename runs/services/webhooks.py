@@ -1,22 +1,50 @@
-"""Coasty's signed webhook deliveries: verified, stored and applied once."""
+"""Coasty's signed webhook deliveries: verified first, then stored and applied once.
+
+The webhook URL is public and unauthenticated until the signature is checked, so the order of
+things is what keeps it from being a free disk or a lock anyone can take:
+
+1. rate limit (cache only, no database): a run, and a client address, that caused too many
+   refusals this minute are answered 429 without the body being read;
+2. the run's secret is read WITHOUT a lock; an unknown run and a run without a secret answer the
+   same 404, so the URL tells nobody which runs exist;
+3. the signature is verified (constant time), then the JSON and its run id;
+4. only a verified delivery locks the run and is stored and applied, in one transaction.
+
+A refusal is counted (WebhookRefusalCount: per run and verdict, with the bytes refused) and only
+sampled: the first few of each verdict per run and then every power of two, each sample being the
+body's hash, size and first bytes, never the whole body. Refusals are logged at DEBUG; a WARNING is
+logged once per minute per run or address that hits the rate limit.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from portal.core.crypto import SecretUnreadable, decrypt_secret
 from portal.core.queue import enqueue_on_commit
 from runs import sql, tasks
 from runs.coasty import WebhookSignatureError, verify
 from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
-from runs.models import UPSTREAM_TERMINAL_STATUSES, Run, RunStatus, WebhookDelivery
+from runs.models import (
+    UPSTREAM_TERMINAL_STATUSES,
+    Run,
+    RunStatus,
+    WebhookDelivery,
+    WebhookRefusalCount,
+)
 from runs.services.status import apply_status, parse_at
 from runs.services.upstream_data import without_nul
 
@@ -29,6 +57,15 @@ WEBHOOK_KEPT_HEADERS = (
     "x-coasty-signature",
     "x-coasty-request-id",
 )
+
+# A delivery's body is at most this large (Coasty's are a few hundred bytes).
+WEBHOOK_MAX_BYTES = 256 * 1024
+# What a refusal sample keeps: the first bytes of the body, and of each kept header's value.
+WEBHOOK_SAMPLE_BYTES = 256
+WEBHOOK_SAMPLE_HEADER_CHARS = 200
+# Every refusal of a verdict for a run is sampled up to this count, then at powers of two.
+WEBHOOK_SAMPLES_FIRST = 5
+WINDOW_SECONDS = 60
 
 
 def _webhook_apply(run: Run, payload: dict[str, Any]) -> tuple[str, list[str]]:
@@ -60,88 +97,142 @@ def _webhook_apply(run: Run, payload: dict[str, Any]) -> tuple[str, list[str]]:
 
 @dataclass(frozen=True)
 class WebhookAnswer:
-    """What the webhook view answers Coasty: a status code and a short message."""
+    """What the webhook view answers: a status code, a short message, and for a 429 how many
+    seconds to wait."""
 
     status: int
     message: str
+    retry_after: int | None = None
+
+
+UNKNOWN_RUN = WebhookAnswer(404, "unknown run")
 
 
 def webhook_receive(
-    *, run_id, body: bytes, headers: dict[str, str], now: float | None = None
+    *,
+    run_id,
+    body: bytes | Callable[[], bytes],
+    headers: dict[str, str],
+    client_address: str = "",
+    size: int | None = None,
+    now: float | None = None,
 ) -> WebhookAnswer:
-    """Take one of Coasty's signed deliveries for a run: verify it, store it, apply it once.
+    """Take one delivery for a run: rate-limit, verify, and only then store and apply it once.
 
-    Every delivery for a known run is stored verbatim with its verdict, refused ones included.
+    `body` may be a callable that reads it, with `size` its declared length: a body that is
+    too large, or from a sender that is rate limited, is then never read at all.
+
     A verified delivery is stored and applied in ONE transaction, with the run locked: the row
     says "accepted" exactly when its effect is committed, and the unique (run, dedupe_key) lets
-    one delivery of a given body through, so a retry or a duplicate changes nothing. That one
-    transaction is also the fast path (one commit, four statements): Coasty's senders wait for
-    our answer, and the answer should only wait for the database once.
-
-    If applying fails, the transaction rolls back and the failure is recorded on a row of its
-    own, outside it; the delivery is answered 500, so Coasty redelivers it.
+    one delivery of a given body through, so a retry or a duplicate changes nothing. If applying
+    fails, the transaction rolls back and the failure is recorded on a row of its own, outside
+    it; the delivery is answered 500, so Coasty redelivers it.
     """
-    Verdict = WebhookDelivery.Verdict
-    kept = {k: v for k, v in headers.items() if k.lower() in WEBHOOK_KEPT_HEADERS}
-    digest = hashlib.sha256(body).hexdigest()
+    address = _ip_or_none(client_address)
+    limits = RefusalLimits(run_id=run_id, address=address or "")
+    if limits.exhausted():
+        limits.throttled()
+        return WebhookAnswer(429, "too many refused deliveries; slow down", WINDOW_SECONDS)
+
+    # No lock, no write: a forged delivery costs this one indexed read.
+    known = sql.run_webhook_secret(run_id)
+    if known is None or not known[0]:
+        # Also a run without a secret (launched without webhooks, or not yet accepted: Coasty
+        # retries a non-2xx, and by then the secret is stored): exactly like an unknown run.
+        limits.refused(run_known=False)
+        return UNKNOWN_RUN
+    secret_encrypted, upstream_id = known
     lower = {k.lower(): v for k, v in headers.items()}
+    Verdict = WebhookDelivery.Verdict
+
+    def refuse(
+        verdict: str, status: int, reason: str, raw: bytes = b"", length: int | None = None
+    ) -> WebhookAnswer:
+        limits.refused(run_known=True)
+        refusal_record(
+            run_id=run_id,
+            verdict=verdict,
+            reason=reason,
+            body=raw,
+            size=len(raw) if length is None else length,
+            headers=lower,
+            client_address=address,
+        )
+        return WebhookAnswer(status, reason)
+
+    if isinstance(body, bytes):
+        size = len(body)
+    if size is not None and size > WEBHOOK_MAX_BYTES:
+        return refuse(Verdict.MALFORMED, 413, "payload too large", length=size)
+    raw = body if isinstance(body, bytes) else body()
+    if len(raw) > WEBHOOK_MAX_BYTES:
+        return refuse(Verdict.MALFORMED, 413, "payload too large", length=len(raw))
     header = lower.get("coasty-signature") or lower.get("x-coasty-signature") or ""
-    found = False
+    try:
+        secret = decrypt_secret(secret_encrypted)
+        verify(header, raw, [secret], now=time.time() if now is None else now)
+    except WebhookSignatureMalformed as exc:
+        return refuse(Verdict.MALFORMED, 400, str(exc), raw)
+    except WebhookSignatureStale as exc:
+        return refuse(Verdict.STALE, 400, str(exc), raw)
+    except (WebhookSignatureError, SecretUnreadable) as exc:
+        return refuse(Verdict.BAD_SIGNATURE, 401, str(exc), raw)
+    # Signed by Coasty from here on: what follows is trusted to be bounded.
+    try:
+        payload = json.loads(raw)
+        if not isinstance(payload, dict):
+            raise ValueError("body is not a JSON object")
+    except ValueError as exc:
+        return refuse(Verdict.MALFORMED, 400, f"bad JSON: {exc}", raw)
+    if str(payload.get("run_id")) != upstream_id:
+        return refuse(Verdict.MALFORMED, 400, "run_id does not match this run", raw)
+    return _webhook_store_and_apply(
+        run_id=run_id,
+        payload=payload,
+        body=raw,
+        headers={k: v for k, v in headers.items() if k.lower() in WEBHOOK_KEPT_HEADERS},
+        client_address=address,
+    )
+
+
+def _webhook_store_and_apply(
+    *, run_id, payload: dict[str, Any], body: bytes, headers: dict[str, str], client_address
+) -> WebhookAnswer:
+    Verdict = WebhookDelivery.Verdict
+    digest = hashlib.sha256(body).hexdigest()
+    event = str(payload.get("event") or "")[:64]
     try:
         with transaction.atomic():
             # Lock the run: the stream's ingest and settle serialise with this delivery on it.
             run = sql.run_locked_for_webhook(run_id)
             if run is None:
-                return WebhookAnswer(404, "unknown run")
-            found = True
-
-            def refuse(verdict: str, status: int, reason: str) -> WebhookAnswer:
-                logger.warning("webhook for run %s refused (%s): %s", run_id, verdict, reason)
-                sql.delivery_insert(run_id, kept, body, digest, verdict=verdict, result=reason)
-                return WebhookAnswer(status, reason)
-
-            if not run.webhook_secret_encrypted:
-                # Coasty knows the run before we stored its answer (a lost response): retry later.
-                return refuse(Verdict.DEFERRED, 409, "run not yet accepted here")
-            try:
-                secret = decrypt_secret(run.webhook_secret_encrypted)
-                verify(header, body, [secret], now=time.time() if now is None else now)
-            except WebhookSignatureMalformed as exc:
-                return refuse(Verdict.MALFORMED, 400, str(exc))
-            except WebhookSignatureStale as exc:
-                return refuse(Verdict.STALE, 400, str(exc))
-            except (WebhookSignatureError, SecretUnreadable) as exc:
-                return refuse(Verdict.BAD_SIGNATURE, 401, str(exc))
-            try:
-                payload = json.loads(body)
-                if not isinstance(payload, dict):
-                    raise ValueError("body is not a JSON object")
-            except ValueError as exc:
-                return refuse(Verdict.MALFORMED, 400, f"bad JSON: {exc}")
-            if str(payload.get("run_id")) != run.upstream_id:
-                return refuse(Verdict.MALFORMED, 400, "run_id does not match this run")
-            event = str(payload.get("event") or "")[:64]
+                return UNKNOWN_RUN  # deleted since the lookup
             outcome, changed = _webhook_apply(run, payload)
-            stored = sql.delivery_insert(
+            first = sql.delivery_insert(
                 run_id,
-                kept,
+                headers,
                 body,
                 digest,
                 verdict=Verdict.ACCEPTED,
                 result=outcome,
                 event=event,
                 dedupe_key=digest,
+                client_address=client_address,
             )
-            if not stored:
-                # This body was applied before: record the duplicate, apply nothing.
+            if not first:
+                # This body was applied before: record the duplicate, apply nothing. Its bytes
+                # are the accepted row's (same hash), so only the hash and size are kept: a
+                # replayed delivery cannot grow the table by its size either.
                 sql.delivery_insert(
                     run_id,
-                    kept,
-                    body,
+                    headers,
+                    b"",
                     digest,
+                    body_size=len(body),
                     verdict=Verdict.DUPLICATE,
                     result="same body already applied",
                     event=event,
+                    client_address=client_address,
                 )
                 return WebhookAnswer(200, "duplicate")
             if changed:
@@ -150,15 +241,143 @@ def webhook_receive(
                 enqueue_on_commit(tasks.settle_run, str(run.pk))
             return WebhookAnswer(200, outcome)
     except Exception as exc:
-        if not found:
-            raise
         logger.exception("webhook for run %s failed", run_id)
         sql.delivery_insert(
             run_id,
-            kept,
+            headers,
             body,
             digest,
             verdict=Verdict.FAILED,
             result=f"{type(exc).__name__}: {exc}",
+            event=event,
+            client_address=client_address,
         )
         return WebhookAnswer(500, "processing failed; redeliver")
+
+
+# --- Refusals: counted, sampled, rate limited -----------------------------------------------------
+
+
+def refusal_record(
+    *,
+    run_id,
+    verdict: str,
+    reason: str,
+    body: bytes,
+    size: int,
+    headers: dict[str, str],
+    client_address: str | None,
+) -> None:
+    """Count one refused delivery for a known run, and keep a sample of it if its turn has come.
+
+    The sample is the body's SHA-256, its size, its first WEBHOOK_SAMPLE_BYTES bytes and the
+    kept headers, cut short: a few hundred bytes however large the body was.
+    """
+    count = _refusal_count_add(run_id, verdict, n=1, size=size)
+    logger.debug("webhook for run %s refused (%s, #%s): %s", run_id, verdict, count, reason[:200])
+    if not _sampled(count):
+        return
+    kept = {
+        k: str(v)[:WEBHOOK_SAMPLE_HEADER_CHARS]
+        for k, v in headers.items()
+        if k.lower() in WEBHOOK_KEPT_HEADERS
+    }
+    sql.delivery_insert(
+        run_id,
+        kept,
+        body[:WEBHOOK_SAMPLE_BYTES],
+        hashlib.sha256(body).hexdigest() if body else "",
+        verdict=verdict,
+        result=reason[:200],
+        body_size=size,
+        client_address=client_address,
+    )
+
+
+def _sampled(count: int) -> bool:
+    """The first few refusals of a kind, then the 8th, 16th, 32nd...: log(n) rows for n."""
+    return count <= WEBHOOK_SAMPLES_FIRST or count & (count - 1) == 0
+
+
+def _refusal_count_add(run_id, verdict: str, *, n: int, size: int) -> int:
+    """Add to the run's count of `verdict` refusals; the count after it. Its own short
+    statement, no lock on the run: a flood of forgeries never queues behind the run's work."""
+    counts = WebhookRefusalCount.objects.filter(run_id=run_id, verdict=verdict)
+    bump = dict(count=F("count") + n, bytes_refused=F("bytes_refused") + size)
+    if not counts.update(**bump, last_at=timezone.now()):
+        try:
+            with transaction.atomic():
+                WebhookRefusalCount.objects.create(
+                    run_id=run_id, verdict=verdict, count=n, bytes_refused=size
+                )
+            return n
+        except IntegrityError:  # another process created it first
+            counts.update(**bump, last_at=timezone.now())
+    return counts.values_list("count", flat=True).first() or n
+
+
+@dataclass
+class RefusalLimits:
+    """How many deliveries were refused this minute for a run and from a client address, in
+    Django's cache (shared by every process once REDIS_URL is set).
+
+    Only refusals use the budget: Coasty's own signed deliveries never do, so a busy Coasty
+    sender is never throttled, while a forger is after a few tries. Counts are per fixed
+    one-minute window.
+    """
+
+    run_id: Any
+    address: str
+
+    def __post_init__(self) -> None:
+        window = int(time.time() // WINDOW_SECONDS)
+        self.run_key = f"webhook-refusals:run:{self.run_id}:{window}"
+        self.address_key = f"webhook-refusals:addr:{self.address}:{window}"
+        self.throttled_key = f"webhook-throttled:run:{self.run_id}:{window}"
+
+    def exhausted(self) -> bool:
+        seen = cache.get_many([self.run_key, self.address_key])
+        return seen.get(self.run_key, 0) >= settings.WEBHOOK_REFUSALS_PER_RUN_PER_MINUTE or (
+            bool(self.address)
+            and seen.get(self.address_key, 0) >= settings.WEBHOOK_REFUSALS_PER_ADDRESS_PER_MINUTE
+        )
+
+    def refused(self, *, run_known: bool) -> None:
+        if run_known:
+            _cache_incr(self.run_key)
+        if self.address:
+            _cache_incr(self.address_key)
+
+    def throttled(self) -> None:
+        """Count a request refused by the rate limit: in the cache each time, in the database
+        only when the window's count reaches a power of two (1, 2, 4, 8...), adding what came
+        since: log(n) writes for n requests, and the stored count is within a factor of two."""
+        n = _cache_incr(self.throttled_key)
+        if n == 1:
+            logger.warning(
+                "webhook deliveries for run %s (from %s) rate limited: too many refusals",
+                self.run_id,
+                self.address or "?",
+            )
+        if n & (n - 1):
+            return
+        if Run.objects.filter(pk=self.run_id).exclude(webhook_secret_encrypted="").exists():
+            _refusal_count_add(
+                self.run_id, WebhookDelivery.Verdict.THROTTLED, n=max(1, n - n // 2), size=0
+            )
+
+
+def _cache_incr(key: str) -> int:
+    cache.add(key, 0, timeout=2 * WINDOW_SECONDS)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=2 * WINDOW_SECONDS)
+        return 1
+
+
+def _ip_or_none(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None

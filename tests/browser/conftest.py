@@ -103,8 +103,8 @@ class OpenedPage:
 def open_page(browser, live_server, request):
     """open_page(username=None, **context options) -> a Page in a fresh context, logged in.
 
-    Defaults: a 1280×860 window, British English, London time. Uncaught script errors on any
-    page fail the test.
+    Defaults: a 1280×860 window, British English, London time. Uncaught script errors, and
+    anything the Content-Security-Policy blocks, on any page fail the test.
     """
     opened: list[OpenedPage] = []
 
@@ -122,6 +122,16 @@ def open_page(browser, live_server, request):
         page = context.new_page()
         entry = OpenedPage(page=page, script_errors=[])
         page.on("pageerror", lambda exc: entry.script_errors.append(str(exc)))
+        # Anything the Content-Security-Policy blocked (an inline script, a javascript: URL)
+        # fails the test too: the page would be missing that behaviour.
+        page.on(
+            "console",
+            lambda msg: (
+                entry.script_errors.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text
+                else None
+            ),
+        )
         opened.append(entry)
         if username:
             log_in(page, username)

@@ -4,6 +4,8 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
+from tests.factories import UserFactory
+
 pytestmark = pytest.mark.django_db
 
 
@@ -24,15 +26,27 @@ def test_wrong_password_is_an_inline_error(client):
     assert "Please enter a correct username and password" in response.content.decode()
 
 
-def test_healthz_reports_database_and_broker(client):
-    response = client.get("/healthz")
+@pytest.fixture
+def staff_client(client):
+    client.force_login(UserFactory(is_staff=True))
+    return client
+
+
+def test_healthz_reports_database_and_broker_to_staff(staff_client):
+    response = staff_client.get("/healthz")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     assert body["checks"]["database"]["ok"] and body["checks"]["broker"]["ok"]
 
 
-def test_healthz_is_503_when_the_broker_is_down(client, monkeypatch):
+def test_healthz_tells_anonymous_callers_the_status_only(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_healthz_is_503_when_the_broker_is_down(staff_client, monkeypatch):
     from django_q import brokers
 
     class DeadBroker:
@@ -40,7 +54,7 @@ def test_healthz_is_503_when_the_broker_is_down(client, monkeypatch):
             raise ConnectionError("refused")
 
     monkeypatch.setattr(brokers, "get_broker", lambda *a, **k: DeadBroker())
-    response = client.get("/healthz")
+    response = staff_client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["broker"] == {"ok": False, "error": "ConnectionError"}
 
@@ -55,4 +69,4 @@ def test_healthz_is_503_when_the_database_is_down(client, monkeypatch):
         patched.setattr(views.connection, "cursor", broken_cursor)
         response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json()["checks"]["database"]["ok"] is False
+    assert response.json() == {"status": "unavailable"}  # anonymous: no details

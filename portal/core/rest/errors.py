@@ -13,9 +13,13 @@ import logging
 import secrets
 from collections.abc import Mapping
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template import loader
 from django.views.decorators.csrf import csrf_exempt
+from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import server_error as django_server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -58,6 +62,16 @@ class IdempotencyInFlightError(ApiError):
     error_code = "IDEMPOTENCY_IN_FLIGHT"
 
 
+class PayloadTooLargeError(ApiError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    error_code = "PAYLOAD_TOO_LARGE"
+
+
+def payload_too_large_message() -> str:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return f"The request body is larger than the API accepts ({limit // 1024} KB)."
+
+
 # DRF's own exceptions, by class, and the code each answers with. Checked in order.
 DRF_CODES: list[tuple[type[exceptions.APIException], str]] = [
     (exceptions.ValidationError, "VALIDATION_ERROR"),
@@ -83,7 +97,9 @@ def envelope(code: str, message: str, *, fields: dict | None = None, **extra) ->
 
 def api_exception_handler(exc: Exception, context: dict) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception a view raises, as the envelope."""
-    if isinstance(exc, Http404):
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLargeError(payload_too_large_message())
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound(_message(exc, "Not found."))
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(_message(exc, "You may not do that."))
@@ -202,3 +218,25 @@ def server_error(request: HttpRequest, *args, **kwargs):
         )
         return JsonResponse(_internal_error_body(request_id), status=500)
     return django_server_error(request, *args, **kwargs)
+
+
+def payload_too_large(request: HttpRequest) -> HttpResponse:
+    """413: the envelope under /api/, a plain page elsewhere (no base template: this answers
+    before the session and the user are loaded)."""
+    if request.path.startswith(API_PREFIX):
+        body = envelope("PAYLOAD_TOO_LARGE", payload_too_large_message())
+        return JsonResponse(body, status=413)
+    limit_kb = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024
+    html = loader.render_to_string("413.html", {"limit_kb": limit_kb})
+    return HttpResponse(html, status=413)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None, *args, **kwargs):
+    """handler400: a body over the upload limit found only while it was read (no or a false
+    Content-Length) answers 413 like the up-front check; any other 400 is Django's page, or the
+    envelope under /api/."""
+    if isinstance(exception, RequestDataTooBig):
+        return payload_too_large(request)
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(envelope("VALIDATION_ERROR", "Bad request."), status=400)
+    return django_bad_request(request, exception or Exception("Bad request"), *args, **kwargs)

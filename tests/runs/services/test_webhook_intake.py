@@ -149,12 +149,18 @@ def test_an_unknown_run_is_404_and_stores_nothing(client, run):
     assert not WebhookDelivery.objects.exists()
 
 
-def test_a_run_not_yet_accepted_here_asks_coasty_to_retry(client, run):
+def test_a_run_not_yet_accepted_here_answers_404_so_coasty_retries(client, run):
     # given Coasty's answer to the submit has not been stored yet (no secret)
     Run.objects.filter(pk=run.pk).update(webhook_secret_encrypted="")
+    # when its delivery arrives, then it is answered like an unknown run (Coasty retries it
+    # until the secret is stored), and nothing is kept
     response = deliver(client, run, body_for(run))
-    assert response.status_code == 409
-    assert verdicts(run) == ["deferred"]
+    assert response.status_code == 404
+    assert verdicts(run) == []
+    # when the secret is stored and Coasty retries, then the delivery is applied
+    Run.objects.filter(pk=run.pk).update(webhook_secret_encrypted=encrypt_secret(SECRET))
+    assert deliver(client, run, body_for(run)).status_code == 200
+    assert verdicts(run) == ["accepted"]
 
 
 def test_a_terminal_delivery_enqueues_the_settle_after_commit(
@@ -193,8 +199,8 @@ def test_a_failure_while_applying_is_recorded_and_a_redelivery_is_applied(client
 
 
 def test_an_accepted_delivery_is_one_short_transaction(client, run, django_assert_max_num_queries):
-    # lock the run, store the delivery, move the status, record the pause in the notification
-    # outbox (plus the test's savepoint pair)
-    with django_assert_max_num_queries(6):
+    # read the secret (no lock), then lock the run, store the delivery, move the status, record
+    # the pause in the notification outbox (plus the test's savepoint pair)
+    with django_assert_max_num_queries(7):
         response = deliver(client, run, body_for(run))
     assert response.status_code == 200

@@ -2,6 +2,7 @@
 
 import json
 import time
+import uuid
 
 import pytest
 from django.urls import reverse
@@ -151,11 +152,20 @@ def test_an_unknown_run_is_404_and_not_stored(client, run):
     assert WebhookDelivery.objects.count() == 0
 
 
-def test_a_delivery_before_the_run_is_accepted_is_deferred_for_a_retry(client, run):
+def test_a_run_without_a_secret_answers_like_an_unknown_run(client, run):
+    # given a run Coasty has not accepted here yet (or launched without webhooks): no secret
     Run.objects.filter(pk=run.pk).update(webhook_secret_encrypted="", status=RunStatus.PENDING)
+    # when a delivery arrives for it, and one for a run that does not exist
     response = deliver(client, run, body_for(run))
-    assert response.status_code == 409
-    assert WebhookDelivery.objects.get(run=run).verdict == WebhookDelivery.Verdict.DEFERRED
+    unknown = client.post(
+        f"/webhooks/coasty/runs/{uuid.uuid4()}/",
+        data=body_for(run),
+        content_type="application/json",
+    )
+    # then both answer the same 404 (Coasty retries a non-2xx), and nothing is stored
+    assert (response.status_code, response.json()) == (unknown.status_code, unknown.json())
+    assert response.status_code == 404
+    assert WebhookDelivery.objects.count() == 0
     run.refresh_from_db()
     assert run.status == RunStatus.PENDING
 

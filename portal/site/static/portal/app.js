@@ -145,6 +145,15 @@
     if (button) { button.classList.add("visually-hidden"); }
   });
 
+  // "Go back" links (the 403 page): the browser's back, where there is a page to go back to.
+  // A link's href is the way without script; no javascript: URL, which the CSP refuses.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("[data-history-back]");
+    if (!link || window.history.length < 2) { return; }
+    event.preventDefault();
+    window.history.back();
+  });
+
   // Copy buttons (API tokens).
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy]");
