@@ -395,5 +395,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        # Failed logins and lockouts are WARNING; axes' INFO is a line per success and start.
+        "axes": {"level": "WARNING"},
     },
 }

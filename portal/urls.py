@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from portal.core.rest.errors import bad_request, server_error
+from portal.site.views import PasswordResetConfirmView
 
 # Under /api/ a server error answers the API's JSON envelope; elsewhere the 500 page.
 handler500 = server_error
@@ -41,7 +42,7 @@ urlpatterns = [
     ),
     path(
         "accounts/password/reset/<uidb64>/<token>/",
-        auth_views.PasswordResetConfirmView.as_view(),
+        PasswordResetConfirmView.as_view(),  # also lifts the account's login lockout
         name="password_reset_confirm",
     ),
     path(

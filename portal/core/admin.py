@@ -38,11 +38,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(ReadOnlyAdmin):
     """Tokens are made by their owners; here they are listed, and can be revoked in bulk."""
 
-    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "name",
+        "user",
+        "prefix",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["user__username", "name", "prefix"]
     list_select_related = ["user"]
-    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    fields = (
+        "user",
+        "name",
+        "prefix",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
     readonly_fields = fields  # never the hash: nothing here helps anyone rebuild a token
     actions = ["revoke"]
 

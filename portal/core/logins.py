@@ -14,6 +14,7 @@ import ipaddress
 
 from axes.backends import AxesStandaloneBackend
 from axes.models import AccessFailureLog
+from axes.utils import reset as axes_reset
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
@@ -69,3 +70,9 @@ class LoginLockoutBackend(AxesStandaloneBackend):
         if request is None:
             return None
         return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+def lockout_lift_for_account(*, username: str) -> int:
+    """Forget an account's failed logins (after its owner proved who they are by a password
+    reset), so they can log in at once. The failure log stays, so later lockouts still back off."""
+    return axes_reset(username=username)

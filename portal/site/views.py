@@ -3,6 +3,7 @@ import logging
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -17,6 +18,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from portal.core import services
 from portal.core.forms import ApiTokenForm
 from portal.core.http import AuthenticatedRequest
+from portal.core.logins import lockout_lift_for_account
 from portal.core.rest.authentication import BearerTokenAuthentication
 from portal.core.selectors import api_tokens_for_user
 from portal.site.dashboard import team_dashboard_context
@@ -41,6 +43,16 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
 def team_dashboard(request: TeamRequest, slug: str) -> HttpResponse:
     context = team_dashboard_context(team=request.team, membership=request.membership)
     return render(request, "portal/team_dashboard.html", context)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Django's, and a reset also lifts a lockout of the account: its owner just proved who
+    they are through their email (the address lockout, if any, stays)."""
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        lockout_lift_for_account(username=form.user.get_username())
+        return response
 
 
 # --- Account and API tokens -----------------------------------------------------------------------

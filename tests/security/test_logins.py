@@ -232,3 +232,21 @@ def test_a_login_without_a_request_is_left_to_the_password_check():
     UserFactory(username="frank")
     assert Client().login(username="frank", password=PASSWORD)
     assert not Client().login(username="frank", password="wrong")
+
+
+def test_a_password_reset_lifts_the_accounts_lockout():
+    # given a locked account whose owner resets their password by email
+    UserFactory(username="gina", email="gina@example.com")
+    for _ in range(settings.LOGIN_FAILURE_LIMIT):
+        _try(LOGIN, "gina", "wrong", address="198.51.100.40")
+    assert _try(LOGIN, "gina", PASSWORD, address="203.0.113.40")[0].status_code == 429
+    client = Client()
+    client.post("/accounts/password/reset/", {"email": "gina@example.com"})
+    form = client.get(_reset_link(), follow=True)
+    client.post(
+        form.redirect_chain[-1][0], {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    )
+    # when they log in with the new password
+    response, logged_in = _try(LOGIN, "gina", NEW_PASSWORD, address="203.0.113.40")
+    # then they are in
+    assert response.status_code == 302 and _logged_in(logged_in)
