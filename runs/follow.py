@@ -35,6 +35,7 @@ from django.utils import timezone
 from portal.core.queue import enqueue_on_commit
 from runs import tasks
 from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound, follow_events
+from runs.coasty.sse import StreamLimits
 from runs.models import LIVE_STATUSES, FollowerSlot, Run
 from runs.services import events_ingest
 from runs.upstream import client_from_settings
@@ -170,6 +171,10 @@ class Follower:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="follow")
         self._http: httpx.AsyncClient | None = None
+        self.limits = StreamLimits(
+            max_line_bytes=settings.RUNS_STREAM_MAX_LINE_BYTES,
+            max_event_bytes=settings.RUNS_STREAM_MAX_EVENT_BYTES,
+        )
 
     def run(self, *, on_tick=None) -> FollowReport:
         # Two threads share this process's GIL: the event loop parsing hundreds of streams, and
@@ -230,10 +235,15 @@ class Follower:
 
     def _drain(self, *, wait: float) -> None:
         items = []
+        # A batch ends at BATCH_MAX events or at the byte cap, whichever comes first, so a
+        # burst of big events is stored in several transactions rather than one huge one.
+        batch_bytes, max_bytes = 0, settings.RUNS_FOLLOW_BATCH_MAX_BYTES
         try:
             items.append(self.inbox.get(timeout=wait))
-            while len(items) < BATCH_MAX:
+            batch_bytes += _item_size(items[-1])
+            while len(items) < BATCH_MAX and batch_bytes < max_bytes:
                 items.append(self.inbox.get_nowait())
+                batch_bytes += _item_size(items[-1])
         except queue.Empty:
             pass
         if not items:
@@ -308,7 +318,7 @@ class Follower:
         assert self._http is not None, "opened in run() before any stream is followed"
         try:
             async for event in follow_events(
-                self._http, upstream_id, after=after, budget_seconds=budget
+                self._http, upstream_id, after=after, budget_seconds=budget, limits=self.limits
             ):
                 self.inbox.put(("event", pk, event))
         except asyncio.CancelledError:
@@ -327,6 +337,11 @@ class Follower:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()
+
+
+def _item_size(item) -> int:
+    kind, _pk, payload = item
+    return getattr(payload, "size", 0) if kind == "event" else 0
 
 
 def follow_runs_once(

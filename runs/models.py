@@ -121,7 +121,8 @@ class Run(models.Model):
         null=True, blank=True, help_text="When Coasty says the status changed."
     )
     last_seq = models.BigIntegerField(default=0, help_text="Highest event seq stored.")
-    steps_completed = models.PositiveIntegerField(default=0)
+    # Coasty's numbers land in 64-bit columns: a step count above 2**31 must not overflow.
+    steps_completed = models.PositiveBigIntegerField(default=0)
     awaiting_human_reason = models.TextField(blank=True)
     pending_action = models.CharField(
         max_length=8, choices=PendingAction.choices, default=PendingAction.NONE, blank=True
@@ -134,8 +135,8 @@ class Run(models.Model):
     follow_owner = models.CharField(max_length=96, blank=True)
     follow_lease_until = models.DateTimeField(null=True, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
-    upstream_steps_completed = models.PositiveIntegerField(null=True, blank=True)
-    upstream_credits_charged = models.PositiveIntegerField(null=True, blank=True)
+    upstream_steps_completed = models.PositiveBigIntegerField(null=True, blank=True)
+    upstream_credits_charged = models.PositiveBigIntegerField(null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -14,11 +13,11 @@ from django.db import transaction
 from portal.core.crypto import SecretUnreadable, decrypt_secret
 from portal.core.queue import enqueue_on_commit
 from runs import sql, tasks
-from runs.coasty import WebhookSignatureError, verify
+from runs.coasty import WebhookSignatureError, strict_json, verify
 from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
 from runs.models import UPSTREAM_TERMINAL_STATUSES, Run, RunStatus, WebhookDelivery
 from runs.services.status import apply_status, parse_at
-from runs.services.upstream_data import without_nul
+from runs.services.upstream_data import error_text, without_nul
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def _webhook_apply(run: Run, payload: dict[str, Any]) -> tuple[str, list[str]]:
     if not moved:
         return f"no change (status stays {before})", []
     if status in UPSTREAM_TERMINAL_STATUSES and isinstance(payload.get("error"), dict):
-        run.error = str(payload["error"].get("message") or payload["error"])[:2000]
+        run.error = error_text(payload["error"])
     return f"status {before} → {status}", sql.WEBHOOK_STATUS_FIELDS
 
 
@@ -113,10 +112,10 @@ def webhook_receive(
             except (WebhookSignatureError, SecretUnreadable) as exc:
                 return refuse(Verdict.BAD_SIGNATURE, 401, str(exc))
             try:
-                payload = json.loads(body)
-                if not isinstance(payload, dict):
-                    raise ValueError("body is not a JSON object")
-            except ValueError as exc:
+                # Strictly: a NaN or an oversize number from upstream is refused (null) and
+                # noted in the payload, never stored or applied as sent.
+                payload = strict_json.loads_object(body)
+            except (ValueError, UnicodeDecodeError) as exc:
                 return refuse(Verdict.MALFORMED, 400, f"bad JSON: {exc}")
             if str(payload.get("run_id")) != run.upstream_id:
                 return refuse(Verdict.MALFORMED, 400, "run_id does not match this run")
