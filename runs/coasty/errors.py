@@ -276,7 +276,7 @@ def parse_json_object(response: httpx.Response) -> dict[str, Any] | CoastyBadRes
         decoded = strict_json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
         return bad_response(response, "malformed or truncated JSON")
-    parsed = decoded.value
+    parsed: dict[str, Any] = decoded.value
     if not isinstance(parsed, dict):
         return bad_response(response, f"JSON {type(parsed).__name__}, expected an object")
     if decoded.refused:

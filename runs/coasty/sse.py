@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
@@ -342,9 +341,7 @@ def _unwrap_envelope(frame_type: str, data: dict[str, Any]) -> tuple[str, dict[s
     return frame_type, data
 
 
-def _parse(
-    frame: _Frame, run_id: str, limits: StreamLimits
-) -> tuple[int | None, SseEvent | None]:
+def _parse(frame: _Frame, run_id: str, limits: StreamLimits) -> tuple[int | None, SseEvent | None]:
     """(seq, event) for a frame; seq None when unusable, event None when malformed."""
     seq: int | None = int(frame.id) if frame.id.isdigit() and frame.id.isascii() else None
     if seq is not None and seq > INT_MAX:
@@ -401,7 +398,7 @@ async def follow_events(
     retry: RetryPolicy = STREAM_RETRY,
     reconnect_delay: float = RECONNECT_DELAY,
     stats: FollowStats | None = None,
-    limits: StreamLimits = StreamLimits(),  # noqa: B008 - immutable, shared on purpose
+    limits: StreamLimits = StreamLimits(),
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rng: random.Random | None = None,
 ) -> AsyncGenerator[SseEvent, None]:

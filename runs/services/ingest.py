@@ -169,7 +169,8 @@ def stored_data(event: IncomingEvent, cap: int) -> dict[str, Any]:
     if size <= cap:
         return data
     logger.warning("event of %s bytes stored as oversize (cap %s)", size, cap)
-    note = data.get(PORTAL_KEY) if isinstance(data.get(PORTAL_KEY), dict) else {}
+    earlier = data.get(PORTAL_KEY)
+    note: dict[str, Any] = earlier if isinstance(earlier, dict) else {}
     return {PORTAL_KEY: {**note, "oversize_bytes": size, "limit_bytes": cap}}
 
 

@@ -14,7 +14,11 @@ from runs.coasty.sse import StreamLimits
 from runs.coasty.strict_json import PORTAL_KEY
 
 
-def follow_bytes(chunks: list[bytes], *, limits: StreamLimits = StreamLimits()) -> list[SseEvent]:
+def follow_bytes(chunks: list[bytes], *, limits: StreamLimits | None = None) -> list[SseEvent]:
+    limits = limits or StreamLimits()
+
+    limits = limits or StreamLimits()
+
     async def body() -> AsyncIterator[bytes]:
         for chunk in chunks:
             yield chunk
