@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,13 +101,26 @@ def loads(text: str | bytes | bytearray) -> Decoded:
         )
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    if not marks:
+    if isinstance(text, str):
+        surrogates = "\\ud" in text or "\\uD" in text
+    else:
+        surrogates = b"\\ud" in text or b"\\uD" in text
+    if not marks and not surrogates:
         return Decoded(value)
     refused: list[str] = []
     try:
         return Decoded(_clean(value, "", refused), refused)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+# A "\ud800" escape with no pair decodes to a lone surrogate, which no UTF-8 page or
+# PostgreSQL jsonb can hold: it becomes U+FFFD, as an undecodable byte would.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", value)
 
 
 def _clean(value: Any, path: str, refused: list[str]) -> Any:
@@ -116,9 +130,11 @@ def _clean(value: Any, path: str, refused: list[str]) -> Any:
     if isinstance(value, _Clamped):
         refused.append(f"{path or '$'}: {value.text} clamped to {value.value}")
         return value.value
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, dict):
         return {
-            key: _clean(item, f"{path}.{key}" if path else key, refused)
+            _text(key): _clean(item, f"{path}.{key}" if path else key, refused)
             for key, item in value.items()
         }
     if isinstance(value, list):

@@ -67,3 +67,9 @@ def test_the_client_refuses_nan_in_a_run_record_and_notes_it():
     record = client.get_run("run_1")
     assert record["result"] == {"x": None}
     assert record[PORTAL_KEY] == {"refused": ["result.x: NaN refused"]}
+
+
+def test_lone_surrogates_become_replacement_characters_and_pairs_stay():
+    decoded = loads(b'{"a\\ud800": ["\\udfff x", "\\ud83d\\ude00"]}')
+    assert decoded.value == {"a\ufffd": ["\ufffd x", "\U0001f600"]}
+    json.dumps(decoded.value).encode("utf-8")
