@@ -331,7 +331,7 @@ def _unwrap_envelope(frame_type: str, data: dict[str, Any]) -> tuple[str, dict[s
         isinstance(inner, dict)
         and ("seq" in data or "id" in data)
         and ("type" in data or "event" in data)
-        and data.keys() <= _ENVELOPE_KEYS
+        and data.keys() - {PORTAL_KEY} <= _ENVELOPE_KEYS
     ):
         inner_type = data.get("type", data.get("event"))
         if frame_type in ("", "message") and isinstance(inner_type, str) and inner_type:
