@@ -180,7 +180,8 @@ def _resumed(data: dict[str, Any]) -> dict[str, str]:
 
 
 def _error(data: dict[str, Any]) -> dict[str, str]:
-    inner = data.get("error") if isinstance(data.get("error"), dict) else data
+    nested = data.get("error")
+    inner: dict[str, Any] = nested if isinstance(nested, dict) else data
     code = _first_text(inner, ("code", "type"))
     message = _first_text(inner, ("message", "detail", "text"))
     details = details_text(inner.get("details"))
