@@ -36,7 +36,7 @@ from portal.core.queue import enqueue_on_commit
 from runs import tasks
 from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound, follow_events
 from runs.coasty.sse import StreamLimits
-from runs.models import LIVE_STATUSES, FollowerSlot, Run
+from runs.models import TERMINAL_STATUSES, FollowerSlot, Run, runs_to_follow
 from runs.services import events_ingest
 from runs.upstream import client_from_settings
 
@@ -94,7 +94,7 @@ def runs_claim(owner: str, *, limit: int, exclude: set) -> list[tuple]:
         return []
     now = timezone.now()
     claimable = (
-        Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False)
+        runs_to_follow()
         .filter(Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=now))
         .exclude(pk__in=exclude)
     )
@@ -141,9 +141,10 @@ class FollowReport:
 
 
 def runs_needing_follower() -> bool:
-    """Is any live run followed by nobody (never leased, or its lease expired)?"""
+    """Is any run to follow (live, or ended without its whole log) followed by nobody (never
+    leased, or its lease expired)?"""
     return (
-        Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False)
+        runs_to_follow()
         .filter(Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=timezone.now()))
         .exists()
     )
@@ -274,6 +275,12 @@ class Follower:
             self.active.pop(pk, None)
             if isinstance(error, CoastyNotFound | CoastyAuthError):
                 self._count_error(type(error).__name__)
+                if isinstance(error, CoastyNotFound):
+                    # An ended run whose stream Coasty no longer has: there is nothing to
+                    # backfill, so it is not followed again.
+                    Run.objects.filter(pk=pk, status__in=TERMINAL_STATUSES).update(
+                        events_complete=True
+                    )
                 runs_snooze(self.owner, [pk], until=timezone.now() + GONE_SNOOZE)
                 # The stream is gone for good: ask Coasty for the run's final record instead.
                 enqueue_on_commit(tasks.settle_run, str(pk))

@@ -87,7 +87,11 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
         for step in new_steps:
             if step > run.max_steps:
                 logger.warning("run %s: step %s is beyond max_steps; not charged", run.pk, step)
+        # A settled run's money is final (settle charged Coasty's own count): the steps of a
+        # stream read late, such as a backfill, are stored but not charged again.
         chargeable = [step for step in new_steps if step <= run.max_steps]
+        if run.settled_at is not None:
+            chargeable = []
         if chargeable:
             # The batch's steps in one capture (one statement on PostgreSQL); each step is
             # still charged at most once, under its own key, and one the hold cannot pay for
@@ -104,6 +108,8 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
                     continue
                 run.steps_completed = max(run.steps_completed, step)
             run.charged_cents = hold_captured_cents(run.hold_reference)
+        if any(event.type == "done" for event in events):
+            run.events_complete = True
         run.last_seq = max(run.last_seq, events[-1].seq)
         run.last_event_at = timezone.now()
         run.save()
