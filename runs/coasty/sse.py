@@ -23,6 +23,12 @@ gateways answering in HTML) into one ordered sequence of `SseEvent`s:
   future follower of that run at the same place. The run's outcome is settled from
   `GET /v1/runs/{id}` anyway. A skipped frame with a valid id still moves the resume cursor.
 - Frames without data (a lone `retry:` or `id:`) are not events, as in the SSE spec.
+- Upstream data is untrusted: data is decoded by the one strict decoder
+  (`runs.coasty.strict_json`: NaN and infinities refused, oversize integers clamped, each noted
+  under `data["_portal"]["refused"]`); a data field that holds a whole event (`{seq, type,
+  data}`) is unwrapped; a line or event over `StreamLimits` is read past without being
+  buffered and yielded as an event whose data is only `{"_portal": {"oversize_bytes": n}}`,
+  so the stream goes on and the event is recorded as oversize.
 
 Cheap per stream: no thread, one connection, one small parser. One worker can follow hundreds
 of runs with one `httpx.AsyncClient` from `CoastyClient.async_http()`.
