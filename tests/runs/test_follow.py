@@ -181,3 +181,33 @@ def test_a_run_that_ended_before_any_follower_gets_its_whole_log_once(
     assert run.events_complete and run.charged_cents == 10
     assert (first.runs_followed, second.runs_followed) == (1, 0)
     assert not runs_needing_follower()
+
+
+def test_a_run_sent_with_every_data_fault_is_stored_charged_and_shown(
+    sim, team, make_member, client_for
+):
+    # given Coasty sending NaN in results and events, envelope-shaped data, both step shapes
+    # and other tool field names
+    sim.set_faults(
+        nan_values=1.0, envelope_data=0.5, step_event_shape=0.5, tool_field_names=1.0, seed=7
+    )
+    top_up(team, 100_000)
+    bob = make_member(team)
+    [run_id] = accepted_runs(team, bob, 1, "[steps=4] odd data")
+
+    # when it is followed to the end (on PostgreSQL as on SQLite) and settled
+    Follower(budget_seconds=20, capacity=10).run()
+    run_settle(run_id=run_id)
+
+    # then its whole log is stored, unwrapped, its steps charged once, the NaN refused, and
+    # its page shows every event
+    run = Run.objects.get(pk=run_id)
+    events = list(RunEvent.objects.filter(run=run).order_by("seq"))
+    assert [e.seq for e in events] == list(range(1, run.last_seq + 1))
+    assert events[-1].type == "done" and run.events_complete
+    assert all(set(e.data) != {"seq", "type", "data"} for e in events)
+    assert (run.status, run.steps_completed, run.charged_cents) == ("succeeded", 4, 20)
+    assert run.result["score"] is None
+    page = client_for(bob).get(f"/runs/{run.pk}/")
+    assert page.status_code == 200
+    assert page.content.decode().count('class="seq"') == len(events)
