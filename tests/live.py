@@ -36,7 +36,7 @@ def database_url() -> str:
 
 
 class Worker:
-    """`manage.py qcluster` against the test database; start(), stop(), kill()."""
+    """`manage.py worker` (qcluster) against the test database; start(), stop(), kill()."""
 
     def __init__(self, *, coasty_base_url: str, public_url: str, workers: int = 2, extra_env=None):
         self.env = {
