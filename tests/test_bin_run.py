@@ -92,10 +92,12 @@ def test_sigterm_twice_to_make_run_leaves_no_process_behind(tmp_path):
 
         # when its process group gets SIGTERM, and another one a moment later
         os.killpg(run.pid, signal.SIGTERM)
+        sent = time.monotonic()
         time.sleep(0.3)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGTERM)
         run.wait(timeout=30)
+        print(f"bin/run and its processes gone {time.monotonic() - sent:.2f} s after SIGTERM")
 
         # then bin/run has exited and no process it started is left
         assert live_members(groups) == [], log.read_text()
