@@ -148,7 +148,7 @@ class Hold(models.Model):
     spend_account = models.ForeignKey(
         Account, on_delete=models.PROTECT, related_name="+", db_index=False
     )
-    upstream_steps_completed = models.PositiveIntegerField(null=True, blank=True)
+    upstream_steps_completed = models.PositiveBigIntegerField(null=True, blank=True)
     upstream_credits_charged = models.PositiveBigIntegerField(null=True, blank=True)
     upstream_test_mode = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -326,7 +326,7 @@ class Reconciliation(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     ledger_captured_cents = models.BigIntegerField()
     ledger_step_count = models.PositiveIntegerField()
-    upstream_steps_completed = models.PositiveIntegerField()
+    upstream_steps_completed = models.PositiveBigIntegerField()  # Coasty's figure: 64-bit
     step_price_cents = models.PositiveIntegerField()
     expected_cents = models.BigIntegerField()
     upstream_credits_charged = models.BigIntegerField()

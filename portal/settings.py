@@ -317,6 +317,14 @@ BILLING_RECONCILE_WINDOW_HOURS = env.int("BILLING_RECONCILE_WINDOW_HOURS", defau
 RUNS_FOLLOW_BUDGET_SECONDS = env.float("RUNS_FOLLOW_BUDGET_SECONDS", default=50.0)
 RUNS_FOLLOW_CAPACITY = env.int("RUNS_FOLLOW_CAPACITY", default=500)
 RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["workers"] // 2))
+# Caps on what one upstream stream can make a follower hold and the database store: an SSE line
+# or event over the stream caps is read past (not buffered) and recorded as oversize; an event's
+# stored data over RUNS_EVENT_DATA_MAX_BYTES is replaced by a note of its size; one ingest batch
+# holds at most RUNS_FOLLOW_BATCH_MAX_BYTES of event data.
+RUNS_STREAM_MAX_LINE_BYTES = env.int("RUNS_STREAM_MAX_LINE_BYTES", default=512 * 1024)
+RUNS_STREAM_MAX_EVENT_BYTES = env.int("RUNS_STREAM_MAX_EVENT_BYTES", default=256 * 1024)
+RUNS_EVENT_DATA_MAX_BYTES = env.int("RUNS_EVENT_DATA_MAX_BYTES", default=64 * 1024)
+RUNS_FOLLOW_BATCH_MAX_BYTES = env.int("RUNS_FOLLOW_BATCH_MAX_BYTES", default=4 * 1024 * 1024)
 
 # Webhook intake (runs/services/webhooks.py): refused deliveries allowed per minute for one run
 # and from one client address before further ones are answered 429 unread. Coasty's own signed

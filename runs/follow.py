@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -35,7 +36,8 @@ from django.utils import timezone
 from portal.core.queue import enqueue_on_commit
 from runs import tasks
 from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound, follow_events
-from runs.models import LIVE_STATUSES, FollowerSlot, Run
+from runs.coasty.sse import StreamLimits
+from runs.models import TERMINAL_STATUSES, FollowerSlot, Run, runs_to_follow
 from runs.services import events_ingest
 from runs.upstream import client_from_settings
 
@@ -50,6 +52,8 @@ IDLE_EXIT = 5.0  # a follower with nothing to follow for this long stops early
 GONE_SNOOZE = dt.timedelta(minutes=5)
 BATCH_MAX = 1000
 FOLLOW_SWITCH_INTERVAL = 0.001  # seconds; see Follower.run
+# How long a stopping follower waits for its streams to close: SIGTERM to exit stays under 10 s.
+SHUTDOWN_STREAMS_SECONDS = 3.0
 
 
 def new_owner() -> str:
@@ -93,7 +97,7 @@ def runs_claim(owner: str, *, limit: int, exclude: set) -> list[tuple]:
         return []
     now = timezone.now()
     claimable = (
-        Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False)
+        runs_to_follow()
         .filter(Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=now))
         .exclude(pk__in=exclude)
     )
@@ -140,9 +144,10 @@ class FollowReport:
 
 
 def runs_needing_follower() -> bool:
-    """Is any live run followed by nobody (never leased, or its lease expired)?"""
+    """Is any run to follow (live, or ended without its whole log) followed by nobody (never
+    leased, or its lease expired)?"""
     return (
-        Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False)
+        runs_to_follow()
         .filter(Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=timezone.now()))
         .exists()
     )
@@ -167,11 +172,56 @@ class Follower:
         # sends is dropped, so no later batch can move last_seq past the events not stored.
         self.failed: set = set()
         self.report = FollowReport()
+        self.stop_requested = threading.Event()  # set by SIGTERM (see _stop_on_sigterm)
+        self.stop_signal_previous: object = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="follow")
         self._http: httpx.AsyncClient | None = None
+        self.limits = StreamLimits(
+            max_line_bytes=settings.RUNS_STREAM_MAX_LINE_BYTES,
+            max_event_bytes=settings.RUNS_STREAM_MAX_EVENT_BYTES,
+        )
 
     def run(self, *, on_tick=None) -> FollowReport:
+        with self._stop_on_sigterm():
+            return self._run_quickly(on_tick=on_tick)
+
+    @contextlib.contextmanager
+    def _stop_on_sigterm(self):
+        """While following, SIGTERM (a deploy, `make run` stopping, a closed terminal) ends the
+        follow at once instead of killing the process mid-batch: the loop sees the flag within
+        a fraction of a second, the streams are cancelled, what arrived is stored and the
+        leases are handed back, so another worker resumes every stream without waiting for a
+        lease to run out. The caller then re-delivers the signal (`exit_if_stopped`)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may set signal handlers; tests run followers in threads
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def stop(signum, frame) -> None:
+            self.stop_requested.set()
+            self.stop_signal_previous = previous
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def exit_if_stopped(self) -> None:
+        """After a SIGTERM ended the follow and everything was handed back: do what the signal
+        would have done (by default, end the process)."""
+        if not self.stop_requested.is_set():
+            return
+        previous = self.stop_signal_previous
+        logger.info("follower %s: stopped by SIGTERM; leases handed back", self.owner)
+        if callable(previous):
+            previous(signal.SIGTERM, None)
+        elif previous in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _run_quickly(self, *, on_tick=None) -> FollowReport:
         # Two threads share this process's GIL: the event loop parsing hundreds of streams, and
         # this one storing them, which gives the GIL up on every database round trip. With the
         # default 5 ms switch interval each round trip could wait up to 5 ms to get it back
@@ -191,7 +241,7 @@ class Follower:
         next_claim = next_renew = started
         idle_since = started
         try:
-            while time.monotonic() < stop_at:
+            while time.monotonic() < stop_at and not self.stop_requested.is_set():
                 now = time.monotonic()
                 if now >= next_claim:
                     self._claim(stop_at)
@@ -230,10 +280,15 @@ class Follower:
 
     def _drain(self, *, wait: float) -> None:
         items = []
+        # A batch ends at BATCH_MAX events or at the byte cap, whichever comes first, so a
+        # burst of big events is stored in several transactions rather than one huge one.
+        batch_bytes, max_bytes = 0, settings.RUNS_FOLLOW_BATCH_MAX_BYTES
         try:
             items.append(self.inbox.get(timeout=wait))
-            while len(items) < BATCH_MAX:
+            batch_bytes += _item_size(items[-1])
+            while len(items) < BATCH_MAX and batch_bytes < max_bytes:
                 items.append(self.inbox.get_nowait())
+                batch_bytes += _item_size(items[-1])
         except queue.Empty:
             pass
         if not items:
@@ -264,6 +319,12 @@ class Follower:
             self.active.pop(pk, None)
             if isinstance(error, CoastyNotFound | CoastyAuthError):
                 self._count_error(type(error).__name__)
+                if isinstance(error, CoastyNotFound):
+                    # An ended run whose stream Coasty no longer has: there is nothing to
+                    # backfill, so it is not followed again.
+                    Run.objects.filter(pk=pk, status__in=TERMINAL_STATUSES).update(
+                        events_complete=True
+                    )
                 runs_snooze(self.owner, [pk], until=timezone.now() + GONE_SNOOZE)
                 # The stream is gone for good: ask Coasty for the run's final record instead.
                 enqueue_on_commit(tasks.settle_run, str(pk))
@@ -285,10 +346,11 @@ class Follower:
         self.report.errors[name] = self.report.errors.get(name, 0) + 1
 
     def _shutdown(self) -> None:
+        # Bounded, so a stop always ends within seconds whatever the streams are doing.
         with contextlib.suppress(Exception):
-            self._call(self._cancel_all(), timeout=10)
+            self._call(self._cancel_all(), timeout=SHUTDOWN_STREAMS_SECONDS)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=SHUTDOWN_STREAMS_SECONDS)
         # Whatever reached us before the streams closed is stored before the leases go.
         while not self.inbox.empty():
             self._drain(wait=0)
@@ -308,7 +370,7 @@ class Follower:
         assert self._http is not None, "opened in run() before any stream is followed"
         try:
             async for event in follow_events(
-                self._http, upstream_id, after=after, budget_seconds=budget
+                self._http, upstream_id, after=after, budget_seconds=budget, limits=self.limits
             ):
                 self.inbox.put(("event", pk, event))
         except asyncio.CancelledError:
@@ -329,6 +391,11 @@ class Follower:
             await self._http.aclose()
 
 
+def _item_size(item) -> int:
+    kind, _pk, payload = item
+    return getattr(payload, "size", 0) if kind == "event" else 0
+
+
 def follow_runs_once(
     *, budget_seconds: float | None = None, capacity: int | None = None
 ) -> FollowReport | None:
@@ -338,11 +405,14 @@ def follow_runs_once(
     owner = new_owner()
     if follower_slot_acquire(owner) is None:
         return None
+    follower = None
     try:
         follower = Follower(owner=owner, budget_seconds=budget_seconds, capacity=capacity)
         report = follower.run(on_tick=lambda: follower_slot_renew(owner))
     finally:
         follower_slot_release(owner)
+        if follower is not None:
+            follower.exit_if_stopped()
     logger.info(
         "follower %s: %s runs, %s events, %s at once, errors %s",
         owner,

@@ -121,7 +121,8 @@ class Run(models.Model):
         null=True, blank=True, help_text="When Coasty says the status changed."
     )
     last_seq = models.BigIntegerField(default=0, help_text="Highest event seq stored.")
-    steps_completed = models.PositiveIntegerField(default=0)
+    # Coasty's numbers land in 64-bit columns: a step count above 2**31 must not overflow.
+    steps_completed = models.PositiveBigIntegerField(default=0)
     awaiting_human_reason = models.TextField(blank=True)
     pending_action = models.CharField(
         max_length=8, choices=PendingAction.choices, default=PendingAction.NONE, blank=True
@@ -134,8 +135,11 @@ class Run(models.Model):
     follow_owner = models.CharField(max_length=96, blank=True)
     follow_lease_until = models.DateTimeField(null=True, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
-    upstream_steps_completed = models.PositiveIntegerField(null=True, blank=True)
-    upstream_credits_charged = models.PositiveIntegerField(null=True, blank=True)
+    # The run's whole event log is stored (its `done` arrived). A run that ended before any
+    # follower attached is still followed, once, until this is true (runs_to_follow).
+    events_complete = models.BooleanField(default=False)
+    upstream_steps_completed = models.PositiveBigIntegerField(null=True, blank=True)
+    upstream_credits_charged = models.PositiveBigIntegerField(null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -212,6 +216,15 @@ class Run(models.Model):
     @property
     def still_held_cents(self) -> int:
         return 0 if self.settled_at else self.held_cents - self.charged_cents
+
+
+def runs_to_follow() -> models.QuerySet[Run]:
+    """Runs a follower should read the stream of: live ones, and ended ones whose event log is
+    not stored whole yet (a short run that ended before any follower attached is backfilled)."""
+    return Run.objects.filter(upstream_id__isnull=False).filter(
+        Q(status__in=LIVE_STATUSES)
+        | Q(status__in=UPSTREAM_TERMINAL_STATUSES, events_complete=False)
+    )
 
 
 class RunEvent(models.Model):

@@ -60,7 +60,11 @@ class RunEventSerializer(serializers.Serializer):
 
     seq = serializers.IntegerField(help_text="The run's event sequence number, from 1.")
     type = serializers.CharField(help_text="status, text, reasoning, tool_call, … done.")
-    data = serializers.JSONField(help_text="The event's data, as Coasty sent it.")  # type: ignore[assignment]  # a field named like Serializer.data
+    data = serializers.JSONField(  # type: ignore[assignment]  # a field named like Serializer.data
+        help_text="The event's data as Coasty sent it, read strictly: a value no JSON store takes "
+        "(NaN, infinity) is null and noted under `_portal.refused`; an event too large to keep "
+        "has only `_portal.oversize_bytes`."
+    )
     created_at = serializers.DateTimeField(help_text="When the portal stored it.")
 
 

@@ -23,6 +23,7 @@ from portal.teams.models import Role
 from runs import selectors, services
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
 from runs.models import CuaVersion, Run, RunEvent, RunStatus
+from runs.presenters import present_events
 from runs.upstream import webhooks_disabled_reason
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def _detail_context(run: Run, membership) -> dict:
         "run": run,
         "team": run.team,
         "membership": membership,
-        "events": events,
+        "events": present_events(events),
         "live_final": _live_final(run, events),
         "resume_form": ResumeForm(),
         "webhooks_note": "" if run.webhook_url else webhooks_disabled_reason(),

@@ -1,7 +1,8 @@
 """Live processes for end-to-end tests: a real django-q2 worker beside the live server.
 
-The worker is `manage.py qcluster` in its own process group, pointed at the test database
-(a file for SQLite, so that separate processes share it) and at the simulator.
+The worker is `manage.py worker` (qcluster, with a stop that always ends) in its own process
+group, pointed at the test database (a file for SQLite, so that separate processes share it)
+and at the simulator.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def database_url() -> str:
 
 
 class Worker:
-    """`manage.py qcluster` against the test database; start(), stop(), kill()."""
+    """`manage.py worker` (qcluster) against the test database; start(), stop(), kill()."""
 
     def __init__(self, *, coasty_base_url: str, public_url: str, workers: int = 2, extra_env=None):
         self.env = {
@@ -56,7 +57,7 @@ class Worker:
     def start(self) -> Worker:
         self.log = open(self.log_path, "wb")  # noqa: SIM115 — closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
+            [sys.executable, "manage.py", "worker"],  # qcluster that always stops
             cwd=REPO,
             env=self.env,
             stdout=self.log,

@@ -15,7 +15,7 @@ This module only classifies. Whether to retry is decided in one place: `runs.coa
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import re
 import time
@@ -24,6 +24,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+
+from . import strict_json
 
 __all__ = [
     "CoastyAuthError",
@@ -46,6 +48,8 @@ __all__ = [
     "snippet_of",
     "transport_error",
 ]
+
+logger = logging.getLogger("runs.coasty")
 
 # How much of an odd body we keep for the error message and the logs.
 SNIPPET_CHARS = 200
@@ -269,12 +273,29 @@ def parse_json_object(response: httpx.Response) -> dict[str, Any] | CoastyBadRes
     if not _is_json(response):
         return bad_response(response, "not JSON")
     try:
-        parsed = json.loads(response.content)
+        decoded = strict_json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
         return bad_response(response, "malformed or truncated JSON")
+    parsed: dict[str, Any] = decoded.value
     if not isinstance(parsed, dict):
         return bad_response(response, f"JSON {type(parsed).__name__}, expected an object")
+    if decoded.refused:
+        # Stored nowhere as sent: the values became null (or were clamped), and the record of
+        # it travels in the object under "_portal" and in the log.
+        logger.warning(
+            "Coasty answered %s with values the portal refused: %s",
+            _request_line(response),
+            "; ".join(decoded.refused[:10]),
+        )
+        parsed = strict_json.annotate(parsed, decoded.refused)
     return parsed
+
+
+def _request_line(response: httpx.Response) -> str:
+    try:
+        return f"{response.request.method} {response.request.url.path}"
+    except RuntimeError:  # a response built by hand (a stored idempotent answer)
+        return "a request"
 
 
 def _opt_str(value: Any) -> str | None:

@@ -23,6 +23,12 @@ gateways answering in HTML) into one ordered sequence of `SseEvent`s:
   future follower of that run at the same place. The run's outcome is settled from
   `GET /v1/runs/{id}` anyway. A skipped frame with a valid id still moves the resume cursor.
 - Frames without data (a lone `retry:` or `id:`) are not events, as in the SSE spec.
+- Upstream data is untrusted: data is decoded by the one strict decoder
+  (`runs.coasty.strict_json`: NaN and infinities refused, oversize integers clamped, each noted
+  under `data["_portal"]["refused"]`); a data field that holds a whole event (`{seq, type,
+  data}`) is unwrapped; a line or event over `StreamLimits` is read past without being
+  buffered and yielded as an event whose data is only `{"_portal": {"oversize_bytes": n}}`,
+  so the stream goes on and the event is recorded as oversize.
 
 Cheap per stream: no thread, one connection, one small parser. One worker can follow hundreds
 of runs with one `httpx.AsyncClient` from `CoastyClient.async_http()`.
@@ -34,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
@@ -43,8 +48,8 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 import httpx
-from httpx_sse import ServerSentEvent, aconnect_sse
 
+from . import strict_json
 from .errors import (
     CoastyAuthError,
     CoastyBadResponse,
@@ -55,8 +60,16 @@ from .errors import (
     transport_error,
 )
 from .retry import RetryPolicy
+from .strict_json import INT_MAX, PORTAL_KEY
 
-__all__ = ["STREAM_RETRY", "FollowStats", "SseEvent", "follow_events", "iter_events"]
+__all__ = [
+    "STREAM_RETRY",
+    "FollowStats",
+    "SseEvent",
+    "StreamLimits",
+    "follow_events",
+    "iter_events",
+]
 
 logger = logging.getLogger("runs.coasty")
 
@@ -73,12 +86,27 @@ HEALTHY_AFTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Caps on what one stream may make the follower hold: a follower serves hundreds of
+    streams, so one huge line or event must not be buffered whole."""
+
+    max_line_bytes: int = 512 * 1024
+    max_event_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class SseEvent:
-    """One event of a run: `seq` (monotonic per run, from 1), `type`, and its JSON `data`."""
+    """One event of a run: `seq` (monotonic per run, from 1), `type`, and its JSON `data`.
+
+    `data` was decoded strictly (`runs.coasty.strict_json`): refused numbers are null and
+    noted under `data["_portal"]["refused"]`; an event over the size cap has only
+    `data["_portal"]["oversize_bytes"]`. `size` is the event's data size in characters (bytes
+    when oversize), for batching by size."""
 
     seq: int
     type: str
     data: dict[str, Any]
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -110,20 +138,152 @@ def _events_path(run_id: str) -> str:
     return f"/v1/runs/{quote(run_id, safe='')}/events"
 
 
+@dataclass(slots=True)
+class _Frame:
+    """One dispatched SSE frame (the fields of httpx_sse's ServerSentEvent), plus how many
+    bytes of it were dropped for being over the line or event cap (0: none)."""
+
+    event: str = ""
+    data: str = ""
+    id: str = ""
+    retry: int | None = None
+    oversize_bytes: int = 0
+
+
+class _BoundedSseReader:
+    """The SSE wire format (WHATWG "event stream interpretation", as httpx_sse reads it), with
+    caps: a line longer than `max_line_bytes` is never buffered whole, and an event whose data
+    grows past `max_event_bytes` stops growing. Either way the frame is still dispatched, with
+    its data dropped and `oversize_bytes` saying how big it was, so the stream goes on and the
+    follower can record the event as oversize."""
+
+    def __init__(self, *, max_line_bytes: int, max_event_bytes: int) -> None:
+        self.max_line = max_line_bytes
+        self.max_event = max_event_bytes
+        self._buffer = bytearray()
+        self._discarding = False  # inside a line that went over the cap
+        self._pending_cr = False  # the last chunk ended in CR: a LF first in the next is its pair
+        self._event = ""
+        self._data: list[str] = []
+        self._data_bytes = 0
+        self._oversize = 0
+        self._last_id = ""
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[_Frame]:
+        frames: list[_Frame] = []
+        start = 0
+        if self._pending_cr and chunk[:1] == b"\n":
+            start = 1
+        self._pending_cr = False
+        end = len(chunk)
+        while start < end:
+            cut = _line_end(chunk, start)
+            if cut < 0:
+                self._append(chunk[start:])
+                break
+            self._append(chunk[start:cut])
+            frame = self._line_done()
+            if frame is not None:
+                frames.append(frame)
+            if chunk[cut : cut + 1] == b"\r":
+                if cut + 1 < end:
+                    start = cut + 2 if chunk[cut + 1 : cut + 2] == b"\n" else cut + 1
+                else:
+                    self._pending_cr = True
+                    start = end
+            else:
+                start = cut + 1
+        return frames
+
+    def _append(self, piece: bytes) -> None:
+        if self._discarding:
+            self._oversize += len(piece)
+            return
+        if len(self._buffer) + len(piece) > self.max_line:
+            self._oversize += self._data_bytes + len(self._buffer) + len(piece)
+            self._data_bytes = 0
+            self._data = []
+            self._buffer.clear()
+            self._discarding = True
+            return
+        self._buffer += piece
+
+    def _line_done(self) -> _Frame | None:
+        if self._discarding:
+            self._discarding = False
+            return None
+        line = self._buffer.decode("utf-8", errors="replace")
+        self._buffer.clear()
+        return self._decode(line)
+
+    def _decode(self, line: str) -> _Frame | None:
+        if not line:
+            if not (self._event or self._data or self._last_id or self._oversize) and (
+                self._retry is None
+            ):
+                return None
+            frame = _Frame(
+                event=self._event,
+                data="\n".join(self._data),
+                id=self._last_id,
+                retry=self._retry,
+                oversize_bytes=self._oversize,
+            )
+            # As the spec says, the last event id is kept for the next events.
+            self._event, self._data, self._data_bytes = "", [], 0
+            self._retry, self._oversize = None, 0
+            return frame
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            if self._oversize:
+                self._oversize += len(value) + 1
+                return None
+            size = len(value.encode("utf-8")) + 1
+            if self._data_bytes + size > self.max_event:
+                self._oversize = self._data_bytes + size
+                self._data, self._data_bytes = [], 0
+                return None
+            self._data.append(value)
+            self._data_bytes += size
+        elif name == "id":
+            if "\0" not in value:
+                self._last_id = value
+        elif name == "retry":
+            with contextlib.suppress(ValueError):
+                self._retry = int(value) if value.isascii() and value.isdigit() else None
+        return None
+
+
+def _line_end(chunk: bytes, start: int) -> int:
+    """The index of the first CR or LF in `chunk` from `start`, or -1."""
+    lf = chunk.find(b"\n", start)
+    cr = chunk.find(b"\r", start, lf if lf >= 0 else len(chunk))
+    return cr if cr >= 0 else lf
+
+
 async def _frames(
-    http: httpx.AsyncClient, path: str, last_seq: int, connection: _Connection
-) -> AsyncGenerator[ServerSentEvent, None]:
+    http: httpx.AsyncClient,
+    path: str,
+    last_seq: int,
+    connection: _Connection,
+    limits: StreamLimits,
+) -> AsyncGenerator[_Frame, None]:
     """The raw frames of one connection; how it ended goes into `connection`."""
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
     params: dict[str, int] = {}
     if last_seq > 0:
         headers["Last-Event-ID"] = str(last_seq)
         params["after"] = last_seq
     try:
-        async with aconnect_sse(http, "GET", path, headers=headers, params=params) as source:
-            response = source.response
+        async with http.stream("GET", path, headers=headers, params=params) as response:
             if response.status_code != 200:
-                await response.aread()
+                await _read_capped(response)
                 if 200 <= response.status_code < 300:
                     connection.error = bad_response(response, "not an event stream")
                 else:
@@ -131,12 +291,16 @@ async def _frames(
                 return
             media = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if media != "text/event-stream":
-                await response.aread()
+                await _read_capped(response)
                 connection.error = bad_response(response, "not an event stream")
                 return
             connection.opened_at = asyncio.get_running_loop().time()
-            async for frame in source.aiter_sse():
-                yield frame
+            reader = _BoundedSseReader(
+                max_line_bytes=limits.max_line_bytes, max_event_bytes=limits.max_event_bytes
+            )
+            async for chunk in response.aiter_bytes():
+                for frame in reader.feed(chunk):
+                    yield frame
     except httpx.TransportError as exc:
         connection.error = transport_error(exc, method="GET", path=path)
     except httpx.DecodingError as exc:
@@ -145,31 +309,89 @@ async def _frames(
         )
 
 
-def _parse(frame: ServerSentEvent, run_id: str) -> tuple[int | None, SseEvent | None]:
+# What an error answer may bring before it is cut (the snippet and Coasty's envelope fit well
+# inside; a gateway's endless page does not).
+_ERROR_BODY_MAX = 64 * 1024
+
+
+async def _read_capped(response: httpx.Response) -> None:
+    """Read at most `_ERROR_BODY_MAX` bytes of a body that is not a stream into
+    `response._content`, so error helpers can look at it."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= _ERROR_BODY_MAX:
+            break
+    response._content = bytes(body[:_ERROR_BODY_MAX])
+
+
+# The keys of an event object, as Coasty's stream would frame it: a data field made only of
+# these, with an object under "data", is a whole event wrapped where its data should be.
+_ENVELOPE_KEYS = frozenset({"seq", "id", "type", "event", "data", "run_id", "created_at", "at"})
+
+
+def _unwrap_envelope(frame_type: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(type, data) with an envelope-shaped data field ({seq, type, data}) unwrapped."""
+    inner = data.get("data")
+    if (
+        isinstance(inner, dict)
+        and ("seq" in data or "id" in data)
+        and ("type" in data or "event" in data)
+        and data.keys() - {PORTAL_KEY} <= _ENVELOPE_KEYS
+    ):
+        inner_type = data.get("type", data.get("event"))
+        if frame_type in ("", "message") and isinstance(inner_type, str) and inner_type:
+            frame_type = inner_type
+        note = data.get(PORTAL_KEY)
+        return frame_type, ({**inner, PORTAL_KEY: note} if note is not None else inner)
+    return frame_type, data
+
+
+def _parse(frame: _Frame, run_id: str, limits: StreamLimits) -> tuple[int | None, SseEvent | None]:
     """(seq, event) for a frame; seq None when unusable, event None when malformed."""
     seq: int | None = int(frame.id) if frame.id.isdigit() and frame.id.isascii() else None
+    if seq is not None and seq > INT_MAX:
+        seq = None
     if seq is None or seq < 1:
         logger.warning(
-            "coasty run %s: skipped a %r frame whose id %r is not a positive integer seq",
+            "coasty run %s: skipped a %r frame whose id %.40r is not a positive integer seq",
             run_id,
-            frame.event,
+            frame.event[:64],
             frame.id,
         )
         return None, None
+    event_type = frame.event[:64] or "message"
+    if frame.oversize_bytes:
+        logger.warning(
+            "coasty run %s: %r event seq %d is %d bytes, over the %d-byte cap; recorded "
+            "without its data",
+            run_id,
+            event_type,
+            seq,
+            frame.oversize_bytes,
+            limits.max_event_bytes,
+        )
+        note = {"oversize_bytes": frame.oversize_bytes, "limit_bytes": limits.max_event_bytes}
+        return seq, SseEvent(
+            seq=seq, type=event_type, data={PORTAL_KEY: note}, size=frame.oversize_bytes
+        )
     try:
-        data = json.loads(frame.data)
+        data = strict_json.loads_object(frame.data)
     except ValueError:
         data = None
-    if not isinstance(data, dict):
+    if data is None:
         logger.warning(
             "coasty run %s: skipped %r event seq %d whose data is not a JSON object: %.120r",
             run_id,
-            frame.event,
+            event_type,
             seq,
             frame.data,
         )
         return seq, None
-    return seq, SseEvent(seq=seq, type=frame.event, data=data)
+    if PORTAL_KEY in data:
+        logger.warning("coasty run %s: event seq %d: %s", run_id, seq, data[PORTAL_KEY])
+    event_type, data = _unwrap_envelope(event_type, data)
+    return seq, SseEvent(seq=seq, type=event_type, data=data, size=len(frame.data))
 
 
 async def follow_events(
@@ -182,6 +404,7 @@ async def follow_events(
     retry: RetryPolicy = STREAM_RETRY,
     reconnect_delay: float = RECONNECT_DELAY,
     stats: FollowStats | None = None,
+    limits: StreamLimits = StreamLimits(),
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rng: random.Random | None = None,
 ) -> AsyncGenerator[SseEvent, None]:
@@ -212,7 +435,7 @@ async def follow_events(
         connection = _Connection()
         stats.connections += 1
         progressed = False
-        frames = _frames(client, path, last_seq, connection)
+        frames = _frames(client, path, last_seq, connection, limits)
         try:
             while True:
                 # The budget bounds waiting for the next frame, never the caller's handling
@@ -234,9 +457,9 @@ async def follow_events(
                     return
                 if frame.retry is not None:
                     server_retry = min(frame.retry / 1000, retry.retry_after_cap)
-                if frame.data == "":
+                if frame.data == "" and not frame.oversize_bytes:
                     continue  # a lone retry:/id: frame is not an event
-                seq, event = _parse(frame, run_id)
+                seq, event = _parse(frame, run_id, limits)
                 if seq is None:
                     stats.malformed += 1
                     continue

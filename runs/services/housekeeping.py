@@ -16,6 +16,7 @@ from runs.models import (
     PendingAction,
     Run,
     RunStatus,
+    runs_to_follow,
 )
 
 # After its deadline, a run that has not ended is polled once this much later.
@@ -71,7 +72,7 @@ def runs_housekeeping() -> dict[str, int]:
         )
         enqueue_on_commit(task, str(run_id))
         counts[action] += 1
-    unfollowed = Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False).filter(
+    unfollowed = runs_to_follow().filter(  # live runs, and ended ones to backfill
         Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=now)
     )
     if unfollowed.exists():

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -19,9 +20,10 @@ from billing import services as billing
 from billing.selectors import hold_captured_cents
 from portal.core.queue import enqueue_on_commit
 from runs import sql, tasks
+from runs.coasty.strict_json import PORTAL_KEY
 from runs.models import Run, RunEvent, RunStatus
 from runs.services.status import apply_status, parse_at
-from runs.services.upstream_data import as_dict, without_nul
+from runs.services.upstream_data import as_dict, error_text, finite, without_nul
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class IncomingEvent:
     seq: int
     type: str
     data: dict[str, Any]
+    size: int = 0  # the data's JSON size when known (the follower's events); 0: measure it
 
 
 def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
@@ -78,13 +81,17 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
             elif event.type == "text" and isinstance(data.get("text"), str):
                 run.result = {**(run.result or {}), "text": data["text"]}
             elif event.type == "error":
-                run.error = str(data.get("message") or data.get("code") or "error")[:2000]
+                run.error = error_text(data)
             elif event.type == "done":
                 apply_status(run, str(data.get("status", "")), seq=event.seq, at=at)
         for step in new_steps:
             if step > run.max_steps:
                 logger.warning("run %s: step %s is beyond max_steps; not charged", run.pk, step)
+        # A settled run's money is final (settle charged Coasty's own count): the steps of a
+        # stream read late, such as a backfill, are stored but not charged again.
         chargeable = [step for step in new_steps if step <= run.max_steps]
+        if run.settled_at is not None:
+            chargeable = []
         if chargeable:
             # The batch's steps in one capture (one statement on PostgreSQL); each step is
             # still charged at most once, under its own key, and one the hold cannot pay for
@@ -101,6 +108,8 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
                     continue
                 run.steps_completed = max(run.steps_completed, step)
             run.charged_cents = hold_captured_cents(run.hold_reference)
+        if any(event.type == "done" for event in events):
+            run.events_complete = True
         run.last_seq = max(run.last_seq, events[-1].seq)
         run.last_event_at = timezone.now()
         run.save()
@@ -112,34 +121,63 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
 def _events_store(run: Run, events: list[IncomingEvent]) -> None:
     """Store the events a batch brings, skipping any (run, seq) already stored.
 
-    On PostgreSQL the whole batch is one JSON document that the database unpacks: one string
-    parameter instead of a model instance and five bound values per event, which made the ORM's
-    bulk_create most of the follower's time (`make bench`, "ingest").
+    Each event's data is stored capped (`stored_data`). On PostgreSQL the whole batch is one
+    JSON document that the database unpacks: one string parameter instead of a model instance
+    and five bound values per event, which made the ORM's bulk_create most of the follower's
+    time (`make bench`, "ingest").
     """
+    cap = settings.RUNS_EVENT_DATA_MAX_BYTES
     if connection.vendor != "postgresql":
         RunEvent.objects.bulk_create(
             [
-                RunEvent(run=run, seq=e.seq, type=e.type[:32], data=without_nul(as_dict(e.data)))
+                RunEvent(
+                    run=run, seq=e.seq, type=e.type[:32], data=without_nul(stored_data(e, cap))
+                )
                 for e in events
             ],
             ignore_conflicts=True,
         )
         return
     rows = json.dumps(
-        [{"seq": e.seq, "type": e.type[:32], "data": as_dict(e.data)} for e in events],
+        [{"seq": e.seq, "type": e.type[:32], "data": stored_data(e, cap)} for e in events],
         separators=(",", ":"),
         default=str,
+        allow_nan=False,
     )
     if "\\u0000" in rows:  # rare: only then walk the data (see _without_nul)
         rows = json.dumps(
             [
-                {"seq": e.seq, "type": e.type[:32], "data": without_nul(as_dict(e.data))}
+                {"seq": e.seq, "type": e.type[:32], "data": without_nul(stored_data(e, cap))}
                 for e in events
             ],
             separators=(",", ":"),
             default=str,
+            allow_nan=False,
         )
     sql.events_insert(run.pk, timezone.now(), rows)
+
+
+def stored_data(event: IncomingEvent, cap: int) -> dict[str, Any]:
+    """What is stored of an event's data: itself when it is at most `cap` bytes of JSON that a
+    database takes; otherwise a placeholder that records the event as oversize, with its size.
+
+    The follower's events were decoded strictly and measured on the way in; anything else (a
+    test, a backfill through another path) is measured here, and a NaN or infinity in it is
+    stored as null rather than failing the batch for ever."""
+    data = as_dict(event.data)
+    size = getattr(event, "size", 0) or 0
+    if not size:
+        try:
+            size = len(json.dumps(data, separators=(",", ":"), default=str, allow_nan=False))
+        except ValueError:
+            data = finite(data)
+            size = len(json.dumps(data, separators=(",", ":"), default=str))
+    if size <= cap:
+        return data
+    logger.warning("event of %s bytes stored as oversize (cap %s)", size, cap)
+    earlier = data.get(PORTAL_KEY)
+    note: dict[str, Any] = earlier if isinstance(earlier, dict) else {}
+    return {PORTAL_KEY: {**note, "oversize_bytes": size, "limit_bytes": cap}}
 
 
 _TEXT_EVENTS = frozenset({"awaiting_human", "text", "error"})

@@ -26,6 +26,7 @@ from runs.models import UPSTREAM_STATUSES, PendingAction, Run, RunStatus
 from runs.services.launch import upstream_request_body
 from runs.services.notify import run_status_notify
 from runs.services.status import apply_status
+from runs.services.upstream_data import refusal_text
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def run_mark_submit_failed(*, run_id, error: CoastyError) -> Run:
         if run.status != RunStatus.PENDING:
             return run
         run.status = RunStatus.SUBMIT_FAILED
-        run.error = f"Coasty refused the run ({error.code or error.status}): {error.message}"
+        run.error = refusal_text(error)  # with Coasty's error.details, when it sends them
         run.finished_at = run.settled_at = timezone.now()
         run.pending_action = PendingAction.NONE
         run.submit_next_at = None

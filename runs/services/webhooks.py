@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from django.utils import timezone
 from portal.core.crypto import SecretUnreadable, decrypt_secret
 from portal.core.queue import enqueue_on_commit
 from runs import sql, tasks
-from runs.coasty import WebhookSignatureError, verify
+from runs.coasty import WebhookSignatureError, strict_json, verify
 from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
 from runs.models import (
     UPSTREAM_TERMINAL_STATUSES,
@@ -46,7 +45,7 @@ from runs.models import (
     WebhookRefusalCount,
 )
 from runs.services.status import apply_status, parse_at
-from runs.services.upstream_data import without_nul
+from runs.services.upstream_data import error_text, without_nul
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def _webhook_apply(run: Run, payload: dict[str, Any]) -> tuple[str, list[str]]:
     if not moved:
         return f"no change (status stays {before})", []
     if status in UPSTREAM_TERMINAL_STATUSES and isinstance(payload.get("error"), dict):
-        run.error = str(payload["error"].get("message") or payload["error"])[:2000]
+        run.error = error_text(payload["error"])
     return f"status {before} → {status}", sql.WEBHOOK_STATUS_FIELDS
 
 
@@ -179,10 +178,10 @@ def webhook_receive(
         return refuse(Verdict.BAD_SIGNATURE, 401, str(exc), raw)
     # Signed by Coasty from here on: what follows is trusted to be bounded.
     try:
-        payload = json.loads(raw)
-        if not isinstance(payload, dict):
-            raise ValueError("body is not a JSON object")
-    except ValueError as exc:
+        # Strictly: a NaN or an oversize number from upstream is refused (null) and noted in
+        # the payload, never stored or applied as sent.
+        payload = strict_json.loads_object(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
         return refuse(Verdict.MALFORMED, 400, f"bad JSON: {exc}", raw)
     if str(payload.get("run_id")) != upstream_id:
         return refuse(Verdict.MALFORMED, 400, "run_id does not match this run", raw)

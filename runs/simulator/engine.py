@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .config import STEP_PRICES_CREDITS, SimConfig
+from .data_faults import shape_event, shape_result
 from .faults import FaultBoard
 from .script import RunScript, without_markers
 from .validation import canonical_json
@@ -91,13 +92,17 @@ class Run:
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     gone: bool = False  # removed by /_sim/reset: open streams close
+    shape_data: Callable[[int, str, dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def step_price(self) -> int:
         return 0 if self.kind == "test" else STEP_PRICES_CREDITS[self.request["cua_version"]]
 
     def emit(self, type_: str, data: dict[str, Any]) -> Event:
-        event = Event(len(self.events) + 1, type_, data)
+        seq = len(self.events) + 1
+        if self.shape_data is not None:  # the data faults (data_faults.py)
+            data = self.shape_data(seq, type_, data)
+        event = Event(seq, type_, data)
         self.events.append(event)
         self.wake()
         return event
@@ -254,6 +259,7 @@ class Simulator:
             idempotency_key=idempotency_key,
             created_at=iso_now(),
             created_loop_time=loop_now,
+            shape_data=lambda seq, type_, data: shape_event(self.faults, seq, type_, data),
         )
         if request["deadline_seconds"] is not None:
             # The deadline counts from acceptance, in simulated seconds.
@@ -431,7 +437,7 @@ class Simulator:
         run.status = status
         run.finished_at = at
         run.awaiting_human_since = None
-        run.result = result
+        run.result = shape_result(self.faults, result)
         run.error = error
         run.emit("status", {"status": status, "at": at})
         run.emit(

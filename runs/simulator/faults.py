@@ -60,6 +60,15 @@ FAULTS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, tuple[Any, ...] |
     "webhook_late": (("webhook",), {"delay_seconds": (float, None)}),  # sent late
     "webhook_forged": (("webhook",), {}),  # plus an extra delivery with a bad signature
     "webhook_stale": (("webhook",), {}),  # plus an extra one signed with t > 300 s ago
+    # Data faults (runs/simulator/data_faults.py), decided per event as it is emitted, and for
+    # nan_values also per run result (operation get_run).
+    "nan_values": (("stream_events", "get_run"), {}),
+    "step_event_shape": (
+        ("stream_events",),
+        {"shape": (str, ("step_only", "steps_completed_only"))},
+    ),
+    "envelope_data": (("stream_events",), {}),
+    "tool_field_names": (("stream_events",), {"names": (str, ("name_args", "action_type_params"))}),
 }
 
 FAULT_NAMES = tuple(FAULTS)
@@ -152,7 +161,7 @@ def parse_spec_string(name: str, text: str) -> FaultSpec:
         raw = raw.strip()
         if key == "only":
             value["only"] = raw.split("+")
-        elif key in ("mode",):
+        elif key in ("mode", "shape", "names"):
             value[key] = raw
         else:
             value[key] = _number(raw)

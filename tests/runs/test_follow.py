@@ -9,7 +9,7 @@ from django.utils import timezone
 from runs import follow
 from runs.follow import Follower, runs_claim, runs_needing_follower, runs_release
 from runs.models import Run, RunEvent, RunStatus
-from runs.services import LaunchRequest, run_launch, run_submit
+from runs.services import LaunchRequest, run_launch, run_settle, run_submit
 from runs.simulator.testing import run_simulator
 from runs.upstream import client_from_settings
 from tests.factories import top_up
@@ -152,3 +152,62 @@ def test_a_gone_stream_is_settled_and_not_claimed_again_at_once(
     run = Run.objects.get(pk=run_id)
     assert run.follow_lease_until > timezone.now() + dt.timedelta(minutes=4)
     assert not runs_needing_follower()
+
+
+def test_a_run_that_ended_before_any_follower_gets_its_whole_log_once(
+    sim, team, make_member, monkeypatch
+):
+    # given a short run that ended at Coasty, and was settled, before any follower attached
+    monkeypatch.setattr("portal.core.queue.async_task", lambda *args, **kwargs: None)
+    top_up(team, 100_000)
+    [run_id] = accepted_runs(team, make_member(team), 1, "[steps=2] quick one")
+    upstream_id = Run.objects.get(pk=run_id).upstream_id
+    sim.wait_for_run(upstream_id, "succeeded")
+    run_settle(run_id=run_id)
+    settled = Run.objects.get(pk=run_id)
+    assert (settled.status, settled.last_seq, settled.charged_cents) == ("succeeded", 0, 10)
+    assert runs_needing_follower()
+
+    # when followers run, twice
+    first = Follower(budget_seconds=6, capacity=10).run()
+    second = Follower(budget_seconds=2, capacity=10).run()
+
+    # then the first stored its whole log, ending in done, and charged nothing more; the
+    # second found nothing to do
+    run = Run.objects.get(pk=run_id)
+    seqs = list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, run.last_seq + 1)) and run.last_seq > 5
+    assert RunEvent.objects.get(run=run, seq=run.last_seq).type == "done"
+    assert run.events_complete and run.charged_cents == 10
+    assert (first.runs_followed, second.runs_followed) == (1, 0)
+    assert not runs_needing_follower()
+
+
+def test_a_run_sent_with_every_data_fault_is_stored_charged_and_shown(
+    sim, team, make_member, client_for
+):
+    # given Coasty sending NaN in results and events, envelope-shaped data, both step shapes
+    # and other tool field names
+    sim.set_faults(
+        nan_values=1.0, envelope_data=0.5, step_event_shape=0.5, tool_field_names=1.0, seed=7
+    )
+    top_up(team, 100_000)
+    bob = make_member(team)
+    [run_id] = accepted_runs(team, bob, 1, "[steps=4] odd data")
+
+    # when it is followed to the end (on PostgreSQL as on SQLite) and settled
+    Follower(budget_seconds=20, capacity=10).run()
+    run_settle(run_id=run_id)
+
+    # then its whole log is stored, unwrapped, its steps charged once, the NaN refused, and
+    # its page shows every event
+    run = Run.objects.get(pk=run_id)
+    events = list(RunEvent.objects.filter(run=run).order_by("seq"))
+    assert [e.seq for e in events] == list(range(1, run.last_seq + 1))
+    assert events[-1].type == "done" and run.events_complete
+    assert all(set(e.data) != {"seq", "type", "data"} for e in events)
+    assert (run.status, run.steps_completed, run.charged_cents) == ("succeeded", 4, 20)
+    assert run.result["score"] is None
+    page = client_for(bob).get(f"/runs/{run.pk}/")
+    assert page.status_code == 200
+    assert page.content.decode().count('class="seq"') == len(events)
