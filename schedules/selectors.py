@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum, UUIDField
 from django.db.models.functions import TruncMonth
 from django.http import Http404
 from django.utils import timezone
@@ -25,7 +25,7 @@ def schedules_for_team(team: Team) -> QuerySet[Schedule]:
         .select_related("created_by", "team")
         .annotate(
             last_outcome=Subquery(latest.values("outcome")[:1]),
-            last_run_id=Subquery(latest.values("run_id")[:1]),
+            last_run_id=Subquery(latest.values("run_id")[:1], output_field=UUIDField()),
             last_reason=Subquery(latest.values("reason")[:1]),
         )
     )
