@@ -168,3 +168,19 @@ def test_schedule_this_on_a_run_page_prefills_the_form(bob, owner, funded):
     form = bob.get(f"/teams/research/schedules/new/?from={run.pk}").context["form"]
     assert form.initial["task"] == "Reconcile the invoices"
     assert (form.initial["max_steps"], form.initial["cua_version"]) == (12, "v4")
+
+
+def test_the_pages_cost_a_fixed_number_of_queries(bob, make_schedule, django_assert_max_num_queries):
+    # given twenty schedules with a few occurrences each
+    schedules = [
+        make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30), name=f"export {n}")
+        for n in range(20)
+    ]
+    for hour in (8, 9, 10):
+        services.schedules_tick(now=utc(2026, 5, 4, hour, 0, 30))
+
+    # then the list and a schedule's page stay within the pages' budget of ten queries
+    with django_assert_max_num_queries(10):
+        assert bob.get("/teams/research/schedules/").status_code == 200
+    with django_assert_max_num_queries(10):
+        assert bob.get(f"/teams/research/schedules/{schedules[0].pk}/").status_code == 200
