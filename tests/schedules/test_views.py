@@ -170,7 +170,9 @@ def test_schedule_this_on_a_run_page_prefills_the_form(bob, owner, funded):
     assert (form.initial["max_steps"], form.initial["cua_version"]) == (12, "v4")
 
 
-def test_the_pages_cost_a_fixed_number_of_queries(bob, make_schedule, django_assert_max_num_queries):
+def test_the_pages_cost_a_fixed_number_of_queries(
+    bob, make_schedule, django_assert_max_num_queries
+):
     # given twenty schedules with a few occurrences each
     schedules = [
         make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30), name=f"export {n}")
