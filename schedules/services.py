@@ -213,9 +213,15 @@ def schedules_tick(
             break
         progressed = False
         for schedule_id in due:
-            outcome = schedule_occurrence_handle(schedule_id=schedule_id, now=at)
+            try:
+                outcome = schedule_occurrence_handle(schedule_id=schedule_id, now=at)
+            except DatabaseError:
+                # Rolled back whole: this occurrence is still due and the next tick tries
+                # again. The other due schedules go on.
+                logger.exception("schedule %s: the tick failed; retried next tick", schedule_id)
+                outcome = "error"
             counts[outcome] += 1
-            progressed = progressed or outcome != "busy"
+            progressed = progressed or outcome not in ("busy", "error")
             if time.monotonic() - started >= budget:
                 break
         if not progressed:
@@ -227,7 +233,8 @@ def schedule_occurrence_handle(*, schedule_id: uuid.UUID, now: dt.datetime) -> s
     """Deal with what fell due of one schedule by `now`, in one transaction.
 
     Returns what happened: "launched", "skipped", "paused", "duplicate" (the occurrence was
-    dealt with before), "busy" (another tick holds the schedule) or "not_due".
+    dealt with before), "busy" (another tick holds the schedule) or "not_due". A database
+    error rolls everything back and is raised: the occurrence stays due.
     """
     with transaction.atomic():
         schedule = _lock_due(schedule_id, now)
@@ -328,7 +335,7 @@ def _occurrence_launch(schedule: Schedule, occurrence: dt.datetime) -> str:
     except Exception as exc:
         # Whatever else the launch service refuses with (a budget, a member's limit): the
         # occurrence is skipped with its words, not retried every minute.
-        logger.warning("schedule %s: launch refused: %r", schedule.pk, exc)
+        logger.exception("schedule %s: launch refused: %r", schedule.pk, exc)
         return _record_skip(schedule, claim, f"The launch was refused: {exc}")
     claim.run = run
     claim.save(update_fields=["run"])

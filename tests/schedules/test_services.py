@@ -249,3 +249,31 @@ def test_a_template_above_the_wallet_is_a_warning_not_an_error(funded):
     assert services.cost_warning(team=funded, cua_version="v5", max_steps=10) == ""
     warning = services.cost_warning(team=funded, cua_version="v1", max_steps=1000)
     assert "can cost up to $80.00" in warning and "$50.00 available" in warning
+
+
+def test_a_database_error_leaves_the_occurrence_due_and_the_other_schedules_go_on(
+    make_schedule, monkeypatch
+):
+    from django.db import OperationalError
+
+    # given two due schedules, and a database that fails the first launch once
+    broken = make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30), name="a")
+    make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30), name="b")
+    real_launch, failures = services.run_launch, []
+
+    def flaky(**kwargs):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_launch(**kwargs)
+
+    monkeypatch.setattr(services, "run_launch", flaky)
+
+    # when the tick runs, then again
+    first = services.schedules_tick(now=utc(2026, 5, 4, 8, 0, 30))
+    second = services.schedules_tick(now=utc(2026, 5, 4, 8, 1))
+
+    # then the failed occurrence was rolled back whole, still due, and launched once after
+    assert first == {"error": 1, "launched": 2} and second == {}
+    assert ScheduleLaunch.objects.filter(schedule=broken).count() == 1
+    assert Run.objects.count() == 2
