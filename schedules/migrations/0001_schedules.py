@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('portal', '0003_api_models_move_to_core'),
-        ('runs', '0002_run_schedule_id'),
+        ('runs', '0001_initial'),  # only needs the runs table; runs.0002 adds run.schedule_id
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
