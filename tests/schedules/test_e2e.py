@@ -1,9 +1,9 @@
 """End to end: a schedule made in the UI launches on time with two worker clusters running,
 never twice for one occurrence, and its runs reach Coasty (the simulator) once each.
 
-Slow: it waits for two real minutes to come round (about two to three minutes). It prints the launch lateness (seconds
-from each occurrence to its launch being recorded), which is the tick's own cadence: django-q2
-runs the one-minute tick job from its scheduler, which looks every 30 s.
+Slow: it waits for two real minutes to come round (two to three minutes in all). It prints the
+launch lateness (seconds from each occurrence to its launch being recorded), which is the tick's
+own cadence: django-q2 runs the one-minute tick job from its scheduler, which looks every 30 s.
 """
 
 import pytest
