@@ -9,6 +9,7 @@ from billing.apis import LedgerApi, TopUpApi, WalletApi
 from portal.core.rest.errors import api_not_found
 from portal.site.apis import TeamListApi
 from runs.apis import RunCancelApi, RunDetailApi, RunEventsApi, RunResumeApi, TeamRunsApi
+from schedules.apis import ScheduleDetailApi, ScheduleLaunchesApi, TeamSchedulesApi
 
 v1 = [
     path("teams/", TeamListApi.as_view(), name="api_teams"),
@@ -20,6 +21,13 @@ v1 = [
     path("runs/<uuid:run_id>/cancel/", RunCancelApi.as_view(), name="api_run_cancel"),
     path("runs/<uuid:run_id>/resume/", RunResumeApi.as_view(), name="api_run_resume"),
     path("runs/<uuid:run_id>/events/", RunEventsApi.as_view(), name="api_run_events"),
+    path("teams/<slug:slug>/schedules/", TeamSchedulesApi.as_view(), name="api_team_schedules"),
+    path("schedules/<uuid:schedule_id>/", ScheduleDetailApi.as_view(), name="api_schedule"),
+    path(
+        "schedules/<uuid:schedule_id>/launches/",
+        ScheduleLaunchesApi.as_view(),
+        name="api_schedule_launches",
+    ),
 ]
 
 urlpatterns = [

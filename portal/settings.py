@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "portal.notifications",
     "billing",
     "runs",
+    "schedules",
     "portal.site",
 ]
 
@@ -333,6 +334,15 @@ WEBHOOK_REFUSALS_PER_RUN_PER_MINUTE = env.int("WEBHOOK_REFUSALS_PER_RUN_PER_MINU
 WEBHOOK_REFUSALS_PER_ADDRESS_PER_MINUTE = env.int(
     "WEBHOOK_REFUSALS_PER_ADDRESS_PER_MINUTE", default=30
 )
+
+# Schedules (schedules/): an occurrence more than this late when the tick reaches it counts as
+# missed (the portal was down) and follows the schedule's catch-up policy; a schedule pauses
+# itself after this many skipped or failed occurrences in a row; one tick works for at most this
+# long before leaving the rest to the next tick; and no schedule's run may hold more than this.
+SCHEDULES_LATE_AFTER_SECONDS = env.int("SCHEDULES_LATE_AFTER_SECONDS", default=300)
+SCHEDULES_PAUSE_AFTER_FAILURES = env.int("SCHEDULES_PAUSE_AFTER_FAILURES", default=3)
+SCHEDULES_TICK_BUDGET_SECONDS = env.float("SCHEDULES_TICK_BUDGET_SECONDS", default=50.0)
+SCHEDULES_MAX_RUN_COST_CENTS = env.int("SCHEDULES_MAX_RUN_COST_CENTS", default=5_000)
 
 # --- REST API -----------------------------------------------------------------------------------
 

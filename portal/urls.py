@@ -57,4 +57,5 @@ urlpatterns = [
     path("", include("billing.urls")),
     path("admin/", admin.site.urls),
     path("", include("runs.urls")),
+    path("", include("schedules.urls")),
 ]

@@ -99,6 +99,11 @@ class Run(models.Model):
     instructions = models.TextField(blank=True)
     webhook_url = models.URLField(max_length=2048, blank=True)
 
+    # The schedule that launched it (a schedules.Schedule id), None for a person's launch. A
+    # plain column, not a foreign key: schedules sit above runs in the layers, and a run and
+    # its history outlive a deleted schedule.
+    schedule_id = models.UUIDField(null=True, blank=True, editable=False)
+
     # --- Money, frozen at launch ---
     price_cents = models.PositiveIntegerField(help_text="Price of one completed step.")
     held_cents = models.PositiveIntegerField(help_text="max_steps × price, held at launch.")

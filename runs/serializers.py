@@ -49,6 +49,9 @@ class RunSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     error = serializers.SerializerMethodField()
+    schedule = serializers.UUIDField(
+        source="schedule_id", allow_null=True, help_text="The schedule that launched it, if any."
+    )
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_error(self, run) -> str | None:

@@ -47,6 +47,7 @@ RUN_FIELDS = {
     "created_at",
     "finished_at",
     "error",
+    "schedule",
 }
 PAGE = {"results", "next"}
 SHAPES = {

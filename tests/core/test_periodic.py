@@ -11,6 +11,7 @@ JOBS = {
     "api: purge expired idempotency keys": ("portal.core.tasks.purge_idempotency_keys", 60),
     "billing: reconcile finished holds": ("billing.tasks.reconcile_billing", 15),
     "runs: housekeeping": ("runs.tasks.housekeeping", 1),
+    "schedules: tick": ("schedules.tasks.tick", 1),
 }
 
 
