@@ -72,6 +72,8 @@ def _page(request, rows, serializer):
 
 
 class TeamSchedulesApi(APIView):
+    scope_area = "runs"  # a schedule launches runs: reads need runs:read, changes runs:write
+
     @extend_schema(
         operation_id="schedules_list",
         summary="A team's schedules",
@@ -114,6 +116,8 @@ class TeamSchedulesApi(APIView):
 
 
 class ScheduleDetailApi(APIView):
+    scope_area = "runs"  # a schedule launches runs: reads need runs:read, changes runs:write
+
     @extend_schema(
         operation_id="schedules_retrieve",
         summary="One schedule",
@@ -177,6 +181,8 @@ class ScheduleDetailApi(APIView):
 
 
 class ScheduleLaunchesApi(APIView):
+    scope_area = "runs"  # a schedule launches runs: reads need runs:read, changes runs:write
+
     @extend_schema(
         operation_id="schedules_launches",
         summary="What became of a schedule's occurrences",
