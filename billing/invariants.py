@@ -8,7 +8,16 @@ query, so it stays usable on a large ledger.
 from django.db.models import Count, F, Max, Q, Sum, Value
 from django.db.models.functions import Coalesce
 
-from billing.models import NON_NEGATIVE_KINDS, Account, AccountKind, Hold, Transfer, TransferKind
+from billing.models import (
+    NON_NEGATIVE_KINDS,
+    Account,
+    AccountKind,
+    Hold,
+    MonthUsage,
+    Transfer,
+    TransferKind,
+)
+from billing.months import month_of
 
 LIMIT = 20  # name at most this many offenders per invariant
 
@@ -31,6 +40,7 @@ def ledger_problems() -> list[str]:
     problems += _transfer_shapes()
     problems += _holds()
     problems += _held_matches_open_holds()
+    problems += _month_usage_matches_holds()
     return problems
 
 
@@ -176,4 +186,40 @@ def _held_matches_open_holds() -> list[str]:
             problems.append(
                 f"Team #{team_id} has open holds of {reserved} cents but no held account."
             )
+    return problems[:LIMIT]
+
+
+def _month_usage_matches_holds() -> list[str]:
+    """Each month row (a team's, or a member's) uses exactly what the holds counted against it
+    still take (amount less released), and each such hold was placed in that month."""
+    used = MonthUsage.objects.values_list("pk", "used_cents", "month")
+    rest = F("amount_cents") - F("released_cents")
+    by_team = dict(
+        Hold.objects.filter(team_usage__isnull=False)
+        .values_list("team_usage")
+        .annotate(total=Sum(rest))
+        .order_by()
+    )
+    by_member = dict(
+        Hold.objects.filter(member_usage__isnull=False)
+        .values_list("member_usage")
+        .annotate(total=Sum(rest))
+        .order_by()
+    )
+    problems = []
+    for pk, cents, month in used:
+        expected = by_team.get(pk, 0) + by_member.get(pk, 0)
+        if cents != expected:
+            problems.append(
+                f"Month usage #{pk} ({month:%Y-%m}) records {cents} cents, its holds take {expected}."
+            )
+    misplaced = Hold.objects.filter(team_usage__isnull=False).values_list(
+        "reference", "created_at", "team_usage__month", "member_usage__month"
+    )
+    for reference, created_at, team_month, member_month in misplaced.iterator():
+        placed = month_of(created_at)
+        if team_month != placed or (member_month is not None and member_month != placed):
+            problems.append(f"Hold {reference} was placed in {placed:%Y-%m} but counts elsewhere.")
+        if len(problems) >= LIMIT:
+            break
     return problems[:LIMIT]
