@@ -239,6 +239,8 @@ BILLING_RECONCILE_WINDOW_HOURS = env.int("BILLING_RECONCILE_WINDOW_HOURS", defau
 RUNS_FOLLOW_BUDGET_SECONDS = env.float("RUNS_FOLLOW_BUDGET_SECONDS", default=50.0)
 RUNS_FOLLOW_CAPACITY = env.int("RUNS_FOLLOW_CAPACITY", default=500)
 RUNS_FOLLOWER_SLOTS = env.int("RUNS_FOLLOWER_SLOTS", default=max(1, Q_CLUSTER["workers"] // 2))
+# A launch waiting for a manager's approval is rejected as "expired" after this long.
+RUNS_APPROVAL_EXPIRY_SECONDS = env.int("RUNS_APPROVAL_EXPIRY_SECONDS", default=24 * 3600)
 
 # --- REST API -----------------------------------------------------------------------------------
 

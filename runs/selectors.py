@@ -50,7 +50,9 @@ def runs_for_team(team: Team, filters: RunFilters | None = None) -> QuerySet[Run
     filters = filters or RunFilters()
     runs = Run.objects.filter(team=team).select_related("created_by")
     if filters.status == "live":
-        runs = runs.filter(status__in=[*LIVE_STATUSES, RunStatus.PENDING])
+        runs = runs.filter(
+            status__in=[*LIVE_STATUSES, RunStatus.PENDING, RunStatus.AWAITING_APPROVAL]
+        )
     elif filters.status:
         runs = runs.filter(status=filters.status)
     if filters.creator_id:
@@ -157,11 +159,19 @@ def team_run_stats(team: Team) -> dict:
     )
     return {
         "last_30_days": sum(counts.values()),
-        "live": sum(counts.get(s, 0) for s in [*LIVE_STATUSES, RunStatus.PENDING]),
+        "live": sum(
+            counts.get(s, 0)
+            for s in [*LIVE_STATUSES, RunStatus.PENDING, RunStatus.AWAITING_APPROVAL]
+        ),
         "succeeded": counts.get(RunStatus.SUCCEEDED, 0),
         "failed": sum(
             counts.get(s, 0)
-            for s in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SUBMIT_FAILED)
+            for s in (
+                RunStatus.FAILED,
+                RunStatus.TIMED_OUT,
+                RunStatus.SUBMIT_FAILED,
+                RunStatus.REJECTED,
+            )
         ),
         "steps": totals["steps"] or 0,
         "charged_cents": totals["charged"] or 0,
