@@ -93,10 +93,16 @@ class BudgetSerializer(serializers.Serializer):
     )
 
 
+# The largest budget or limit taken ($10 billion): far above any real one, well inside bigint.
+LIMIT_MAX_CENTS = 10**12
+
+
 class BudgetInputSerializer(StrictInputSerializer):
-    monthly_limit_cents = StrictIntegerField(min_value=0, allow_null=True)
+    monthly_limit_cents = StrictIntegerField(
+        min_value=0, max_value=LIMIT_MAX_CENTS, allow_null=True
+    )
     approval_above_cents = StrictIntegerField(
-        min_value=0, allow_null=True, required=False, default=None
+        min_value=0, max_value=LIMIT_MAX_CENTS, allow_null=True, required=False, default=None
     )
     alert_percents = serializers.ListField(
         child=StrictIntegerField(min_value=1, max_value=100),
@@ -108,7 +114,10 @@ class BudgetInputSerializer(StrictInputSerializer):
 
 class MemberLimitInputSerializer(StrictInputSerializer):
     monthly_limit_cents = StrictIntegerField(
-        min_value=0, allow_null=True, help_text="null removes the member's limit."
+        min_value=0,
+        max_value=LIMIT_MAX_CENTS,
+        allow_null=True,
+        help_text="null removes the member's limit.",
     )
 
 

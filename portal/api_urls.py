@@ -8,7 +8,15 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from billing.apis import BudgetApi, LedgerApi, MemberLimitApi, TopUpApi, WalletApi
 from portal.core.rest.errors import api_not_found
 from portal.site.apis import TeamListApi
-from runs.apis import RunCancelApi, RunDetailApi, RunEventsApi, RunResumeApi, TeamRunsApi
+from runs.apis import (
+    RunApproveApi,
+    RunCancelApi,
+    RunDetailApi,
+    RunEventsApi,
+    RunRejectApi,
+    RunResumeApi,
+    TeamRunsApi,
+)
 
 v1 = [
     path("teams/", TeamListApi.as_view(), name="api_teams"),
@@ -26,6 +34,8 @@ v1 = [
     path("runs/<uuid:run_id>/cancel/", RunCancelApi.as_view(), name="api_run_cancel"),
     path("runs/<uuid:run_id>/resume/", RunResumeApi.as_view(), name="api_run_resume"),
     path("runs/<uuid:run_id>/events/", RunEventsApi.as_view(), name="api_run_events"),
+    path("runs/<uuid:run_id>/approve/", RunApproveApi.as_view(), name="api_run_approve"),
+    path("runs/<uuid:run_id>/reject/", RunRejectApi.as_view(), name="api_run_reject"),
 ]
 
 urlpatterns = [

@@ -31,7 +31,7 @@ MACHINES_UNAVAILABLE = "Coasty's machine list is unavailable right now; type the
 def run_for_member(user, run_id) -> tuple[Run, Membership]:
     """The run and the caller's membership of its team; 404 for anyone outside that team."""
     try:
-        run = Run.objects.select_related("team", "created_by").get(pk=run_id)
+        run = Run.objects.select_related("team", "created_by", "decided_by").get(pk=run_id)
     except (Run.DoesNotExist, ValueError, TypeError) as exc:
         raise Http404("No such run.") from exc
     return run, membership_or_404(user, run.team)
@@ -48,7 +48,7 @@ class RunFilters:
 
 def runs_for_team(team: Team, filters: RunFilters | None = None) -> QuerySet[Run]:
     filters = filters or RunFilters()
-    runs = Run.objects.filter(team=team).select_related("created_by")
+    runs = Run.objects.filter(team=team).select_related("created_by", "decided_by")
     if filters.status == "live":
         runs = runs.filter(
             status__in=[*LIVE_STATUSES, RunStatus.PENDING, RunStatus.AWAITING_APPROVAL]

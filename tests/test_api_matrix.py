@@ -47,6 +47,9 @@ RUN_FIELDS = {
     "created_at",
     "finished_at",
     "error",
+    "decided_by",
+    "decided_at",
+    "decision_reason",
 }
 PAGE = {"results", "next"}
 SHAPES = {

@@ -136,8 +136,8 @@ def budget_give_back(hold: Hold, cents: int) -> None:
 def _check_limit(value: int | None, what: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidAmount(f"{what} is a whole number of cents from 0, or none.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
+        raise InvalidAmount(f"{what} is a whole number of cents from 0 to 10^12, or none.")
     return value
 
 
