@@ -5,13 +5,14 @@ ledger is paged by keyset on the transfer id (never OFFSET, never COUNT(*)), and
 the (team, kind, created_at) index.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, JSONField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -459,31 +460,40 @@ class BudgetStatus:
 
 
 def budget_statuses(team_ids: list[int], month: date | None = None) -> dict[int, BudgetStatus]:
-    """Budget status of each team in `team_ids` for `month` (default: this one), two queries."""
+    """Budget status of each team in `team_ids` for `month` (default: this one), one query."""
     month = month or month_of()
-    budgets = {b.team_id: b for b in Budget.objects.filter(team_id__in=team_ids)}
-    rows = (
-        Hold.objects.filter(team_id__in=team_ids, team_usage__month=month)
-        .values("team_id")
-        .annotate(
-            spent=Sum("captured_cents"),
-            held=Sum(F("amount_cents") - F("captured_cents") - F("released_cents")),
-        )
-        .order_by()
+    budget = Budget.objects.filter(team=OuterRef("pk"))
+    holds = (
+        Hold.objects.filter(team=OuterRef("pk"), team_usage__month=month).order_by().values("team")
     )
-    figures = {row["team_id"]: (row["spent"] or 0, row["held"] or 0) for row in rows}
+    rows = (
+        Team.objects.filter(pk__in=team_ids)
+        .annotate(
+            b_limit=Subquery(budget.values("monthly_limit_cents")[:1]),
+            b_approval=Subquery(budget.values("approval_above_cents")[:1]),
+            b_alerts=Subquery(budget.values("alert_percents")[:1], output_field=JSONField()),
+            m_spent=Subquery(holds.annotate(s=Sum("captured_cents")).values("s")[:1]),
+            m_held=Subquery(
+                holds.annotate(
+                    s=Sum(F("amount_cents") - F("captured_cents") - F("released_cents"))
+                ).values("s")[:1]
+            ),
+        )
+        .values_list("pk", "b_limit", "b_approval", "b_alerts", "m_spent", "m_held")
+    )
     today = timezone.localdate(timezone=timezone.get_default_timezone())
     elapsed_days = today.day if month_of() == month else days_in(month)
     statuses = {}
-    for team_id in team_ids:
-        budget = budgets.get(team_id)
-        spent, held = figures.get(team_id, (0, 0))
+    for team_id, limit, approval, alerts, spent, held in rows:
+        spent, held = spent or 0, held or 0
+        if isinstance(alerts, str):  # a JSON subquery comes back as text on some backends
+            alerts = json.loads(alerts)
         statuses[team_id] = BudgetStatus(
             team_id=team_id,
             month=month,
-            monthly_limit_cents=budget.monthly_limit_cents if budget else None,
-            approval_above_cents=budget.approval_above_cents if budget else None,
-            alert_percents=list(budget.alert_percents) if budget else [],
+            monthly_limit_cents=limit,
+            approval_above_cents=approval,
+            alert_percents=list(alerts or []),
             month_spent_cents=spent,
             month_held_cents=held,
             # What is held now, plus what was spent at the month's pace so far, for every day.
