@@ -79,7 +79,7 @@ def budget_count_hold(
             needed_cents=amount_cents,
             month=month_label(month),
         )
-    if member_usage_id is not None:
+    if member_usage_id is not None and user_id is not None:
         member_limit = (
             MemberLimit.objects.filter(team_id=team_id, user_id=user_id)
             .values_list("monthly_limit_cents", flat=True)
