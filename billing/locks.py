@@ -4,7 +4,9 @@ Every money-moving transaction locks what it needs in this global order:
 
 1. the hold row (`lock_hold`, or the guarded UPDATE of `take_from_hold`);
 2. the transfer's idempotency key (the INSERT of the new transfer takes its unique-index entry);
-3. account rows, in ascending primary key, last (`change_balances`).
+3. when a hold is placed or released: the month rows it counts against, the team's then the
+   member's (`count_against_month`, `give_back_to_month`);
+4. account rows, in ascending primary key, last (`change_balances`).
 
 Two transactions that want overlapping rows therefore always queue in the same order and never
 deadlock. Accounts come last on purpose: a team's `held` account is the hot row that every step
