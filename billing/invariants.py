@@ -5,7 +5,7 @@
 query, so it stays usable on a large ledger.
 """
 
-from django.db.models import Count, F, Max, Q, Sum, Value
+from django.db.models import Count, F, Max, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from billing.models import (
@@ -192,34 +192,29 @@ def _held_matches_open_holds() -> list[str]:
 def _month_usage_matches_holds() -> list[str]:
     """Each month row (a team's, or a member's) uses exactly what the holds counted against it
     still take (amount less released), and each such hold was placed in that month."""
-    used = MonthUsage.objects.values_list("pk", "used_cents", "month")
-    rest = F("amount_cents") - F("released_cents")
-    by_team = dict(
-        Hold.objects.filter(team_usage__isnull=False)
-        .values_list("team_usage")
-        .annotate(total=Sum(rest))
-        .order_by()
+    rest = Sum(F("amount_cents") - F("released_cents"))
+
+    def taken(field: str) -> Coalesce:
+        holds = Hold.objects.filter(**{field: OuterRef("pk")}).order_by().values(field)
+        return Coalesce(Subquery(holds.annotate(s=rest).values("s")[:1]), Value(0))
+
+    wrong = (
+        MonthUsage.objects.annotate(expected=taken("team_usage") + taken("member_usage"))
+        .exclude(used_cents=F("expected"))
+        .values_list("pk", "month", "used_cents", "expected")
+        .order_by("pk")
     )
-    by_member = dict(
-        Hold.objects.filter(member_usage__isnull=False)
-        .values_list("member_usage")
-        .annotate(total=Sum(rest))
-        .order_by()
-    )
-    problems = []
-    for pk, cents, month in used:
-        expected = by_team.get(pk, 0) + by_member.get(pk, 0)
-        if cents != expected:
-            problems.append(
-                f"Month usage #{pk} ({month:%Y-%m}) records {cents} cents, its holds take {expected}."
-            )
-    misplaced = Hold.objects.filter(team_usage__isnull=False).values_list(
+    problems = [
+        f"Month usage #{pk} ({month:%Y-%m}) records {cents} cents, its holds take {expected}."
+        for pk, month, cents, expected in wrong[:LIMIT]
+    ]
+    placed = Hold.objects.filter(team_usage__isnull=False).values_list(
         "reference", "created_at", "team_usage__month", "member_usage__month"
     )
-    for reference, created_at, team_month, member_month in misplaced.iterator():
-        placed = month_of(created_at)
-        if team_month != placed or (member_month is not None and member_month != placed):
-            problems.append(f"Hold {reference} was placed in {placed:%Y-%m} but counts elsewhere.")
+    for reference, created_at, team_month, member_month in placed.iterator():
+        month = month_of(created_at)
+        if team_month != month or (member_month is not None and member_month != month):
+            problems.append(f"Hold {reference} was placed in {month:%Y-%m} but counts elsewhere.")
         if len(problems) >= LIMIT:
             break
     return problems[:LIMIT]
