@@ -194,7 +194,7 @@ def _live_final(run: Run, events: list[RunEvent]) -> bool:
     """
     if run.status in (RunStatus.SUBMIT_FAILED, RunStatus.REJECTED):
         return True
-    if run.is_terminal and run.settled_at and not run.upstream_id:
+    if run.status == RunStatus.CANCELLED and run.settled_at and not run.upstream_id:
         return True  # ended before Coasty had it (withdrawn while awaiting approval)
     if not (run.is_terminal and run.settled_at):
         return False
