@@ -273,8 +273,14 @@ def count_against_month(usage_id: int, cents: int, *, limit_cents: int | None) -
     if limit_cents is not None:
         sql += " AND used_cents + %s <= %s"
         params += [cents, limit_cents]
+    returning = _take_sql()[1]  # RETURNING: PostgreSQL, and SQLite from 3.35
+    if returning:
+        sql += " RETURNING used_cents"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        if returning:
+            row = cursor.fetchone()
+            return None if row is None else int(row[0])
         if cursor.rowcount != 1:
             return None
         cursor.execute(f"SELECT used_cents FROM {table} WHERE id = %s", [usage_id])  # noqa: S608

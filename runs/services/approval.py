@@ -41,18 +41,14 @@ def approval_expiry() -> dt.timedelta:
 
 
 def run_awaiting_approval_notify(run: Run) -> None:
-    """Record run.awaiting_approval for the team's managers (team-wide: no single person),
-    once per run."""
+    """Record run.awaiting_approval, once per run. Team-wide (no user): it is for the team's
+    managers other than the launcher, whom delivery finds from the team."""
     event_record(
         EventType.RUN_AWAITING_APPROVAL,
         team_id=run.team_id,
         subject=f"run:{run.pk}",
         key=f"{EventType.RUN_AWAITING_APPROVAL}:{run.pk}",
-        data={
-            **run_event_data(run),
-            "launched_by": run.created_by.get_username() if run.created_by else None,
-            "held_cents": run.held_cents,
-        },
+        data=run_event_data(run),
     )
 
 
