@@ -223,3 +223,24 @@ def test_a_broken_month_row_is_reported_by_check_ledger():
     MonthUsage.objects.filter(team=team, user=None).update(used_cents=5)
     assert any("Month usage" in problem for problem in ledger_problems())
     MonthUsage.objects.filter(team=team, user=None).update(used_cents=100)
+
+
+def test_holds_of_this_month_placed_before_the_upgrade_are_counted_by_the_backfill():
+    import importlib
+
+    from django.apps import apps
+
+    backfill = importlib.import_module("billing.migrations.0005_month_usage_backfill").backfill
+    team = TeamFactory()
+    top_up(team, 10_000)
+    bob = UserFactory()
+    placed = hold(team, 300, by=bob)
+    hold(team, 200)
+    # as if both had been placed before month rows existed
+    Hold.objects.filter(team=team).update(team_usage=None, member_usage=None)
+    MonthUsage.objects.filter(team=team).delete()
+    services.hold_capture(reference=placed.reference, step=1, amount_cents=5, caused_by="t")
+    backfill(apps, None)
+    assert team_used(team) == 500
+    assert MonthUsage.objects.get(team=team, user=bob).used_cents == 300
+    assert ledger_problems() == []
