@@ -15,7 +15,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from portal.teams.access import membership_or_404
-from portal.teams.models import Membership, Team
+from portal.teams.models import Membership, Role, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
 from runs.upstream import coasty_quick
@@ -201,3 +201,15 @@ def machines_for_launch() -> tuple[list[dict], str]:
     ]
     cache.set(MACHINES_CACHE_KEY, rows, MACHINES_CACHE_SECONDS)
     return rows, ""
+
+
+def approvals_for(user) -> QuerySet[Run]:
+    """Runs waiting for `user`'s approval: awaiting_approval in teams where they are a manager,
+    launched by someone else, oldest first (for the inbox and the dashboard)."""
+    managed = Membership.objects.filter(user=user, role=Role.MANAGER).values("team_id")
+    return (
+        Run.objects.filter(status=RunStatus.AWAITING_APPROVAL, team_id__in=managed)
+        .exclude(created_by=user)
+        .select_related("team", "created_by")
+        .order_by("created_at", "id")
+    )

@@ -140,3 +140,10 @@ def test_the_launcher_manager_is_told_another_must_decide(team, people, client_f
     response = client.post(reverse("run_approve", args=[run.pk]), follow=True)
     assert "another manager" in response.content.decode()
     assert Run.objects.get(pk=run.pk).status == RunStatus.AWAITING_APPROVAL
+
+
+def test_the_dashboard_points_at_runs_that_wait_for_approval(team, people, client_for):
+    run = waiting_run(team, people)
+    body = client_for(people["alice"]).get(reverse("team_dashboard", args=["research"]))
+    body = body.content.decode()
+    assert 'id="approvals-banner"' in body and reverse("run_detail", args=[run.pk]) in body

@@ -195,3 +195,16 @@ def test_ledger_is_green_after_every_path(funded_team, people, coasty):
     services.run_approve(run=a, user=people["alice"])
     services.run_reject(run=b, user=people["alice"], reason="no")
     assert ledger_problems() == []
+
+
+def test_approvals_for_lists_what_waits_for_each_manager(funded_team, people, other_team):
+    from runs.selectors import approvals_for
+
+    approval_above(funded_team, 0)
+    by_bob, _ = _launch(funded_team, people["bob"])
+    by_alice, _ = _launch(funded_team, people["alice"])
+    assert list(approvals_for(people["mary"])) == [by_bob, by_alice]
+    assert list(approvals_for(people["alice"])) == [by_bob]  # not her own
+    assert list(approvals_for(people["bob"])) == []  # not a manager
+    services.run_approve(run=by_bob, user=people["mary"])
+    assert list(approvals_for(people["mary"])) == [by_alice]
