@@ -2,11 +2,21 @@
 
 Money only moves through billing.services (top-ups and corrections have their own pages), so
 accounts, transfers, holds and reconciliations are read-only here: no add, change or delete.
+Budgets, members' limits and month usage too: managers set the first two on the team's spend
+controls page (billing.services.budget_set, member_limit_set); holds keep the third.
 """
 
 from django.contrib import admin
 
-from billing.models import Account, Hold, Reconciliation, Transfer
+from billing.models import (
+    Account,
+    Budget,
+    Hold,
+    MemberLimit,
+    MonthUsage,
+    Reconciliation,
+    Transfer,
+)
 from portal.core.admin import ReadOnlyAdmin
 
 
@@ -71,3 +81,32 @@ class ReconciliationAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status", "resolution", "upstream_test_mode"]
     list_select_related = ["team", "hold"]
+
+
+@admin.register(Budget)
+class BudgetAdmin(ReadOnlyAdmin):
+    list_display = [
+        "team",
+        "monthly_limit_cents",
+        "approval_above_cents",
+        "alert_percents",
+        "updated_by",
+        "updated_at",
+    ]
+    list_select_related = ["team"]
+    search_fields = ["team__slug"]
+
+
+@admin.register(MemberLimit)
+class MemberLimitAdmin(ReadOnlyAdmin):
+    list_display = ["team", "user", "monthly_limit_cents", "updated_by", "updated_at"]
+    list_select_related = ["team", "user"]
+    search_fields = ["team__slug", "user__username"]
+
+
+@admin.register(MonthUsage)
+class MonthUsageAdmin(ReadOnlyAdmin):
+    list_display = ["team", "user", "month", "used_cents"]
+    list_filter = ["month"]
+    list_select_related = ["team", "user"]
+    search_fields = ["team__slug", "user__username"]

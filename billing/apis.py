@@ -1,4 +1,5 @@
-"""The wallet endpoints of the REST API: a team's wallet and ledger, and top-ups.
+"""The wallet endpoints of the REST API: a team's wallet and ledger, top-ups, and the spend
+controls (a team's budget, members' monthly limits).
 
 A team's wallet and ledger are for its members (any role) and for billing admins; to anyone
 else the team does not exist (404). Top-ups are for billing admins only: a member of the team
@@ -14,8 +15,13 @@ from rest_framework.views import APIView
 
 from billing import selectors, services
 from billing.errors import BillingError, IdempotencyConflict
+from billing.months import month_label, month_of
 from billing.serializers import (
+    BudgetInputSerializer,
+    BudgetSerializer,
     LedgerQuerySerializer,
+    MemberLimitInputSerializer,
+    MemberLimitSerializer,
     TopUpInputSerializer,
     TransferPageSerializer,
     TransferSerializer,
@@ -35,8 +41,8 @@ from portal.core.rest.schema import (
     WRITE_ERRORS,
     error_responses,
 )
-from portal.teams.access import is_billing_admin, team_access
-from portal.teams.models import Team
+from portal.teams.access import is_billing_admin, require_role, team_access
+from portal.teams.models import Membership, Role, Team
 
 
 def _wallet_team(user, slug: str) -> Team:
@@ -157,3 +163,112 @@ class TopUpApi(APIView):
             return Response(TransferSerializer(transfer).data, status=status.HTTP_201_CREATED)
 
         return respond_idempotently(request, top_up)
+
+
+def budget_body(team: Team) -> dict:
+    budget = selectors.budget_status(team)
+    return BudgetSerializer(
+        {
+            "monthly_limit_cents": budget.monthly_limit_cents,
+            "approval_above_cents": budget.approval_above_cents,
+            "alert_percents": budget.alert_percents,
+            "month": budget.month_label,
+            "month_spent_cents": budget.month_spent_cents,
+            "month_held_cents": budget.month_held_cents,
+            "month_remaining_cents": budget.month_remaining_cents,
+        }
+    ).data
+
+
+class BudgetApi(APIView):
+    scope_area = "billing"
+
+    @extend_schema(
+        operation_id="budget_retrieve",
+        summary="A team's budget and its month so far",
+        description="Members (any role) and billing admins. A launch counts its whole hold "
+        "against the month from the moment it is placed; released cents come back.",
+        parameters=[TEAM_SLUG, *COMMON_HEADERS],
+        responses={200: BudgetSerializer, **error_responses(401, 404, 429, 500)},
+        tags=["budgets"],
+    )
+    def get(self, request, slug):
+        return Response(budget_body(_wallet_team(request.user, slug)))
+
+    @extend_schema(
+        operation_id="budget_update",
+        summary="Set a team's budget, approval threshold and alerts",
+        description="Managers of the team and billing admins. `null` limit: no budget; `null` "
+        "approval_above_cents: no approval needed. Lowering the budget below what the month "
+        "already uses refuses new launches; nothing already held moves.",
+        request=BudgetInputSerializer,
+        parameters=[TEAM_SLUG, *COMMON_HEADERS],
+        responses={200: BudgetSerializer, **error_responses(*WRITE_ERRORS)},
+        tags=["budgets"],
+    )
+    def put(self, request, slug):
+        access = team_access(request.user, slug, billing_admins_read=True)
+        if not is_billing_admin(request.user):
+            assert access.membership is not None
+            require_role(access.membership, Role.MANAGER, action="set the team's budget")
+        data = BudgetInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.budget_set(
+                team=access.team,
+                monthly_limit_cents=data.validated_data["monthly_limit_cents"],
+                approval_above_cents=data.validated_data["approval_above_cents"],
+                alert_percents=data.validated_data["alert_percents"],
+                caused_by=request.user,
+            )
+        except BillingError as exc:
+            raise ApiError(str(exc)) from None
+        return Response(budget_body(access.team))
+
+
+class MemberLimitApi(APIView):
+    scope_area = "billing"
+
+    @extend_schema(
+        operation_id="member_limit_update",
+        summary="Set or remove a member's monthly limit",
+        description="Managers of the team. What the member's launches may hold plus spend in "
+        "one calendar month; `null` removes the limit.",
+        request=MemberLimitInputSerializer,
+        parameters=[TEAM_SLUG, *COMMON_HEADERS],
+        responses={200: MemberLimitSerializer, **error_responses(*WRITE_ERRORS)},
+        tags=["budgets"],
+    )
+    def put(self, request, slug, username):
+        access = team_access(request.user, slug)
+        assert access.membership is not None
+        require_role(access.membership, Role.MANAGER, action="set members' limits")
+        member = (
+            Membership.objects.select_related("user")
+            .filter(team=access.team, user__username=username)
+            .first()
+        )
+        if member is None:
+            raise exceptions.NotFound(f"{username} is not a member of {access.team.name}.")
+        data = MemberLimitInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.member_limit_set(
+                team=access.team,
+                user=member.user,
+                monthly_limit_cents=data.validated_data["monthly_limit_cents"],
+                caused_by=request.user,
+            )
+        except BillingError as exc:
+            raise ApiError(str(exc)) from None
+        month = selectors.member_month(access.team, member.user)
+        return Response(
+            MemberLimitSerializer(
+                {
+                    "username": member.user.username,
+                    "monthly_limit_cents": month.limit_cents,
+                    "month": month_label(month_of()),
+                    "month_used_cents": month.used_cents,
+                }
+            ).data
+        )

@@ -80,3 +80,37 @@ class DiscrepancyNotOpen(BillingError):
                 "Nothing was changed."
             )
         super().__init__(message)
+
+
+class BudgetExceeded(BillingError):
+    """A hold would take the team's month (held plus spent) above its monthly budget."""
+
+    def __init__(self, *, limit_cents: int, used_cents: int, needed_cents: int, month: str):
+        self.limit_cents = limit_cents
+        self.used_cents = used_cents
+        self.needed_cents = needed_cents
+        self.month = month
+        self.remaining_cents = max(0, limit_cents - used_cents)
+        super().__init__(
+            f"Over the team's monthly budget: this launch can cost up to "
+            f"{_money(needed_cents)} and {_money(self.remaining_cents)} of the "
+            f"{_money(limit_cents)} budget is left for {month}. Lower max_steps, wait for "
+            "running launches to release their holds, or ask a manager to raise the budget."
+        )
+
+
+class MemberLimitExceeded(BillingError):
+    """A hold would take the member's month (held plus spent) above their monthly limit."""
+
+    def __init__(self, *, limit_cents: int, used_cents: int, needed_cents: int, month: str):
+        self.limit_cents = limit_cents
+        self.used_cents = used_cents
+        self.needed_cents = needed_cents
+        self.month = month
+        self.remaining_cents = max(0, limit_cents - used_cents)
+        super().__init__(
+            f"Over your monthly limit in this team: this launch can cost up to "
+            f"{_money(needed_cents)} and {_money(self.remaining_cents)} of your "
+            f"{_money(limit_cents)} limit is left for {month}. Lower max_steps or ask a "
+            "manager to raise your limit."
+        )

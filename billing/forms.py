@@ -153,3 +153,47 @@ class LedgerFilterForm(forms.Form):
             "run": str(filters.run_id) if filters.run_id else "",
         }
         return urlencode({key: value for key, value in pairs.items() if value})
+
+
+class BudgetForm(forms.Form):
+    """A team's spend controls, in dollars; empty means none."""
+
+    monthly_limit = DollarsField(
+        label="Monthly budget (US$)",
+        min_cents=0,
+        required=False,
+        help_text="Held plus spent by runs launched in a calendar month. Empty: no budget.",
+    )
+    approval_above = DollarsField(
+        label="Approval above (US$)",
+        min_cents=0,
+        required=False,
+        help_text="Launches that can cost more wait for another manager. Empty: never.",
+    )
+    alert_percents = forms.CharField(
+        label="Alert at (% of the budget)",
+        required=False,
+        max_length=60,
+        help_text="For example 50, 80, 100: the team is told once a month at each.",
+    )
+
+    def clean_alert_percents(self) -> list[int]:
+        text = self.cleaned_data["alert_percents"] or ""
+        values = []
+        for part in text.replace(";", ",").split(","):
+            part = part.strip().rstrip("%").strip()
+            if not part:
+                continue
+            if not part.isdigit() or not 1 <= int(part) <= 100:
+                raise forms.ValidationError("Give whole percentages from 1 to 100, with commas.")
+            values.append(int(part))
+        if len(values) > 10:
+            raise forms.ValidationError("At most 10 alert percentages.")
+        return sorted(set(values))
+
+
+class MemberLimitForm(forms.Form):
+    username = forms.CharField(widget=forms.HiddenInput, max_length=150)
+    monthly_limit = DollarsField(
+        label="Monthly limit (US$)", min_cents=0, required=False, help_text="Empty: no limit."
+    )

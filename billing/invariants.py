@@ -5,10 +5,19 @@
 query, so it stays usable on a large ledger.
 """
 
-from django.db.models import Count, F, Max, Q, Sum, Value
+from django.db.models import Count, F, Max, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from billing.models import NON_NEGATIVE_KINDS, Account, AccountKind, Hold, Transfer, TransferKind
+from billing.models import (
+    NON_NEGATIVE_KINDS,
+    Account,
+    AccountKind,
+    Hold,
+    MonthUsage,
+    Transfer,
+    TransferKind,
+)
+from billing.months import month_of
 
 LIMIT = 20  # name at most this many offenders per invariant
 
@@ -31,6 +40,7 @@ def ledger_problems() -> list[str]:
     problems += _transfer_shapes()
     problems += _holds()
     problems += _held_matches_open_holds()
+    problems += _month_usage_matches_holds()
     return problems
 
 
@@ -176,4 +186,35 @@ def _held_matches_open_holds() -> list[str]:
             problems.append(
                 f"Team #{team_id} has open holds of {reserved} cents but no held account."
             )
+    return problems[:LIMIT]
+
+
+def _month_usage_matches_holds() -> list[str]:
+    """Each month row (a team's, or a member's) uses exactly what the holds counted against it
+    still take (amount less released), and each such hold was placed in that month."""
+    rest = Sum(F("amount_cents") - F("released_cents"))
+
+    def taken(field: str) -> Coalesce:
+        holds = Hold.objects.filter(**{field: OuterRef("pk")}).order_by().values(field)
+        return Coalesce(Subquery(holds.annotate(s=rest).values("s")[:1]), Value(0))
+
+    wrong = (
+        MonthUsage.objects.annotate(expected=taken("team_usage") + taken("member_usage"))
+        .exclude(used_cents=F("expected"))
+        .values_list("pk", "month", "used_cents", "expected")
+        .order_by("pk")
+    )
+    problems = [
+        f"Month usage #{pk} ({month:%Y-%m}) records {cents} cents, its holds take {expected}."
+        for pk, month, cents, expected in wrong[:LIMIT]
+    ]
+    placed = Hold.objects.filter(team_usage__isnull=False).values_list(
+        "reference", "created_at", "team_usage__month", "member_usage__month"
+    )
+    for reference, created_at, team_month, member_month in placed.iterator():
+        month = month_of(created_at)
+        if team_month != month or (member_month is not None and member_month != month):
+            problems.append(f"Hold {reference} was placed in {month:%Y-%m} but counts elsewhere.")
+        if len(problems) >= LIMIT:
+            break
     return problems[:LIMIT]

@@ -4,7 +4,9 @@ Every money-moving transaction locks what it needs in this global order:
 
 1. the hold row (`lock_hold`, or the guarded UPDATE of `take_from_hold`);
 2. the transfer's idempotency key (the INSERT of the new transfer takes its unique-index entry);
-3. account rows, in ascending primary key, last (`change_balances`).
+3. when a hold is placed or released: the month rows it counts against, the team's then the
+   member's (`count_against_month`, `give_back_to_month`);
+4. account rows, in ascending primary key, last (`change_balances`).
 
 Two transactions that want overlapping rows therefore always queue in the same order and never
 deadlock. Accounts come last on purpose: a team's `held` account is the hot row that every step
@@ -36,7 +38,7 @@ from django.db import connection
 from django.db.models import Model, QuerySet
 
 from billing.keys import capture_key
-from billing.models import Account, Hold, Transfer, TransferKind
+from billing.models import Account, Hold, MonthUsage, Transfer, TransferKind
 
 M = TypeVar("M", bound=Model)
 
@@ -253,3 +255,44 @@ def _select_target_sql() -> str:
         "SELECT id, team_id, run_id, held_account_id, spend_account_id "  # noqa: S608 — a table name
         f"FROM {Hold._meta.db_table} WHERE reference = %s"
     )
+
+
+def count_against_month(usage_id: int, cents: int, *, limit_cents: int | None) -> int | None:
+    """Add `cents` to a month's usage row if it stays within `limit_cents` (None: no limit), in
+    one guarded UPDATE that locks the row; the row's new total, or None when it would not fit
+    (nothing changed).
+
+    Between the keys and the accounts in the lock order: a hold's placement and its release
+    take the team's month row, then the member's, then the accounts. The guard is evaluated
+    on the locked row (on PostgreSQL a waiting UPDATE re-checks it against the row the first
+    one committed), so concurrent launches cannot both fit in the same remaining cents.
+    """
+    table = MonthUsage._meta.db_table
+    sql = f"UPDATE {table} SET used_cents = used_cents + %s WHERE id = %s"  # noqa: S608
+    params: list[int] = [cents, usage_id]
+    if limit_cents is not None:
+        sql += " AND used_cents + %s <= %s"
+        params += [cents, limit_cents]
+    returning = _take_sql()[1]  # RETURNING: PostgreSQL, and SQLite from 3.35
+    if returning:
+        sql += " RETURNING used_cents"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returning:
+            row = cursor.fetchone()
+            return None if row is None else int(row[0])
+        if cursor.rowcount != 1:
+            return None
+        cursor.execute(f"SELECT used_cents FROM {table} WHERE id = %s", [usage_id])  # noqa: S608
+        return int(cursor.fetchone()[0])
+
+
+def give_back_to_month(usage_ids: list[int], cents: int) -> None:
+    """Return `cents` to the month rows a released hold counted against (team's first)."""
+    table = MonthUsage._meta.db_table
+    with connection.cursor() as cursor:
+        for usage_id in usage_ids:
+            cursor.execute(
+                f"UPDATE {table} SET used_cents = used_cents - %s WHERE id = %s",  # noqa: S608
+                [cents, usage_id],
+            )

@@ -116,6 +116,86 @@ class Account(models.Model):
         return f"{owner} {self.kind}" + (f" #{self.shard}" if self.shard else "")
 
 
+class Budget(models.Model):
+    """A team's spend controls: its monthly budget, the launch cost above which a manager
+    must approve, and the percentages of the budget at which the team is told.
+
+    `monthly_limit_cents` caps what the team's holds placed in one calendar month (in
+    TIME_ZONE) may take: their whole amount counts from the moment each is placed, and what a
+    hold releases comes back (see MonthUsage). None means no budget. The runs app reads
+    `approval_above_cents`; billing only stores it.
+    """
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="billing_budget")
+    monthly_limit_cents = models.PositiveBigIntegerField(null=True, blank=True)
+    approval_above_cents = models.PositiveBigIntegerField(null=True, blank=True)
+    alert_percents = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"budget of {self.team}"
+
+
+class MemberLimit(models.Model):
+    """What one member may have held and spent in a team in one calendar month."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="billing_member_limits")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    monthly_limit_cents = models.PositiveBigIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="billing_member_limit_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"limit of {self.user} in {self.team}"
+
+
+class MonthUsage(models.Model):
+    """What a team (user None) or one member of it has held plus spent in one calendar month.
+
+    `used_cents` is the sum over the holds placed in `month` that count against this row
+    (Hold.team_usage / Hold.member_usage) of their amount less what they released: a hold
+    counts whole from the moment it is placed, captures move money from held to spent without
+    changing the sum, and a release gives its cents back to the month the hold was placed in.
+    It changes in the same transaction as the hold, under a guarded UPDATE of this row
+    (billing.locks), so the budget check has no read-then-write race. check_ledger proves it
+    against the holds.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="billing_month_usage")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    month = models.DateField(help_text="The first day of the calendar month, in TIME_ZONE.")
+    used_cents = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "month"],
+                condition=Q(user__isnull=True),
+                name="billing_month_usage_one_per_team",
+            ),
+            models.UniqueConstraint(
+                fields=["team", "user", "month"],
+                condition=Q(user__isnull=False),
+                name="billing_month_usage_one_per_member",
+            ),
+            models.CheckConstraint(
+                condition=Q(used_cents__gte=0), name="billing_month_usage_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = f"{self.user} in " if self.user_id else ""
+        return f"{who}{self.team} {self.month:%Y-%m}: {self.used_cents} cents"
+
+
 class Hold(models.Model):
     """Money reserved for one run (or anything else with a reference): a pending transfer.
 
@@ -151,6 +231,14 @@ class Hold(models.Model):
     upstream_steps_completed = models.PositiveBigIntegerField(null=True, blank=True)
     upstream_credits_charged = models.PositiveBigIntegerField(null=True, blank=True)
     upstream_test_mode = models.BooleanField(null=True, blank=True)
+    # The month rows this hold counts against (the month it was placed in): its release gives
+    # its cents back to them. Null on holds placed before budgets existed.
+    team_usage = models.ForeignKey(
+        MonthUsage, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    member_usage = models.ForeignKey(
+        MonthUsage, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     settled_at = models.DateTimeField(null=True, blank=True)
 

@@ -5,13 +5,14 @@ ledger is paged by keyset on the transfer id (never OFFSET, never COUNT(*)), and
 the (team, kind, created_at) index.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, JSONField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -19,11 +20,15 @@ from billing.models import (
     TEAM_ACCOUNT_KINDS,
     Account,
     AccountKind,
+    Budget,
     Hold,
+    MemberLimit,
+    MonthUsage,
     Reconciliation,
     Transfer,
     TransferKind,
 )
+from billing.months import days_in, month_label, month_of
 from portal.core.query import bounded_int
 from portal.teams.models import Team
 
@@ -125,6 +130,7 @@ def _summary(team_id, *, available, threshold, held, spent, month) -> WalletSumm
 class WalletRow:
     team: Team
     summary: WalletSummary
+    budget: "BudgetStatus | None" = None
 
 
 @dataclass(frozen=True)
@@ -148,8 +154,13 @@ def billing_overview() -> Overview:
     """Every team's wallet and the organisation's totals (three queries, any number of teams)."""
     teams = list(Team.objects.order_by("name"))
     summaries, org = _summaries(None)
+    budgets = budget_statuses([team.pk for team in teams])
     wallets = [
-        WalletRow(team=team, summary=summaries.get(team.pk) or _summary(team.pk, **EMPTY))
+        WalletRow(
+            team=team,
+            summary=summaries.get(team.pk) or _summary(team.pk, **EMPTY),
+            budget=budgets[team.pk],
+        )
         for team in teams
     ]
     return Overview(
@@ -404,3 +415,137 @@ def hold_captured_cents(reference: str) -> int:
         Hold.objects.filter(reference=reference).values_list("captured_cents", flat=True).first()
     )
     return int(captured or 0)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A team's spend controls and its month so far (held plus spent against the budget)."""
+
+    team_id: int
+    month: date
+    monthly_limit_cents: int | None
+    approval_above_cents: int | None
+    alert_percents: list[int]
+    month_spent_cents: int  # captured from the holds placed this month
+    month_held_cents: int  # what those holds still hold
+    projected_cents: int  # month-end held plus spent, at this month's pace
+
+    @property
+    def month_label(self) -> str:
+        return month_label(self.month)
+
+    @property
+    def month_used_cents(self) -> int:
+        return self.month_spent_cents + self.month_held_cents
+
+    @property
+    def month_remaining_cents(self) -> int | None:
+        if self.monthly_limit_cents is None:
+            return None
+        return max(0, self.monthly_limit_cents - self.month_used_cents)
+
+    @property
+    def used_percent(self) -> int | None:
+        if not self.monthly_limit_cents:
+            return None if self.monthly_limit_cents is None else 100
+        return min(100, round(100 * self.month_used_cents / self.monthly_limit_cents))
+
+    @property
+    def level(self) -> str:
+        """For the bar's colour: ok, warn (80 % or more), over (all used)."""
+        percent = self.used_percent or 0
+        return "over" if percent >= 100 else "warn" if percent >= 80 else "ok"
+
+
+def budget_statuses(team_ids: list[int], month: date | None = None) -> dict[int, BudgetStatus]:
+    """Budget status of each team in `team_ids` for `month` (default: this one), one query."""
+    month = month or month_of()
+    budget = Budget.objects.filter(team=OuterRef("pk"))
+    holds = (
+        Hold.objects.filter(team=OuterRef("pk"), team_usage__month=month).order_by().values("team")
+    )
+    rows = (
+        Team.objects.filter(pk__in=team_ids)
+        .annotate(
+            b_limit=Subquery(budget.values("monthly_limit_cents")[:1]),
+            b_approval=Subquery(budget.values("approval_above_cents")[:1]),
+            b_alerts=Subquery(budget.values("alert_percents")[:1], output_field=JSONField()),
+            m_spent=Subquery(holds.annotate(s=Sum("captured_cents")).values("s")[:1]),
+            m_held=Subquery(
+                holds.annotate(
+                    s=Sum(F("amount_cents") - F("captured_cents") - F("released_cents"))
+                ).values("s")[:1]
+            ),
+        )
+        .values_list("pk", "b_limit", "b_approval", "b_alerts", "m_spent", "m_held")
+    )
+    today = timezone.localdate(timezone=timezone.get_default_timezone())
+    elapsed_days = today.day if month_of() == month else days_in(month)
+    statuses = {}
+    for team_id, limit, approval, alerts, spent, held in rows:
+        spent, held = spent or 0, held or 0
+        if isinstance(alerts, str):  # a JSON subquery comes back as text on some backends
+            alerts = json.loads(alerts)
+        statuses[team_id] = BudgetStatus(
+            team_id=team_id,
+            month=month,
+            monthly_limit_cents=limit,
+            approval_above_cents=approval,
+            alert_percents=list(alerts or []),
+            month_spent_cents=spent,
+            month_held_cents=held,
+            # What is held now, plus what was spent at the month's pace so far, for every day.
+            projected_cents=held + round(spent * days_in(month) / max(1, elapsed_days)),
+        )
+    return statuses
+
+
+def budget_status(team: Team, month: date | None = None) -> BudgetStatus:
+    return budget_statuses([team.pk], month)[team.pk]
+
+
+@dataclass(frozen=True)
+class MemberMonth:
+    """One member's monthly limit in a team (None: no limit) and their month so far."""
+
+    limit_cents: int | None
+    used_cents: int
+
+    @property
+    def remaining_cents(self) -> int | None:
+        return None if self.limit_cents is None else max(0, self.limit_cents - self.used_cents)
+
+
+def member_month(team: Team, user) -> MemberMonth:
+    limit = (
+        MemberLimit.objects.filter(team=team, user=user)
+        .values_list("monthly_limit_cents", flat=True)
+        .first()
+    )
+    used = (
+        MonthUsage.objects.filter(team=team, user=user, month=month_of())
+        .values_list("used_cents", flat=True)
+        .first()
+    )
+    return MemberMonth(limit_cents=limit, used_cents=used or 0)
+
+
+def member_limits(team: Team) -> dict[int, MemberMonth]:
+    """Every member's limit and month in the team, by user id (two queries)."""
+    limits = dict(
+        MemberLimit.objects.filter(team=team).values_list("user_id", "monthly_limit_cents")
+    )
+    used = dict(
+        MonthUsage.objects.filter(team=team, user__isnull=False, month=month_of()).values_list(
+            "user_id", "used_cents"
+        )
+    )
+    return {
+        user_id: MemberMonth(limit_cents=limits.get(user_id), used_cents=used.get(user_id, 0))
+        for user_id in set(limits) | set(used)
+    }
+
+
+def approval_threshold_cents(team: Team) -> int | None:
+    """Launches that can cost more than this wait for a manager's approval (None: never)."""
+    return Budget.objects.filter(team=team).values_list("approval_above_cents", flat=True).first()

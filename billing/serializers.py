@@ -66,3 +66,63 @@ class TopUpInputSerializer(StrictInputSerializer):
         if value > ceiling:
             raise serializers.ValidationError(f"A top-up can be at most {ceiling} cents.")
         return value
+
+
+class BudgetSerializer(serializers.Serializer):
+    """A team's spend controls and its month so far (months are calendar months in the
+    portal's TIME_ZONE; a hold counts in the month it was placed)."""
+
+    monthly_limit_cents = serializers.IntegerField(
+        allow_null=True, help_text="The month's budget for held plus spent; null: none."
+    )
+    approval_above_cents = serializers.IntegerField(
+        allow_null=True,
+        help_text="Launches whose maximum cost is above this wait for a manager's approval; "
+        "null: never.",
+    )
+    alert_percents = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="Percentages of the budget at which the team is told (budget.threshold), "
+        "each once per month.",
+    )
+    month = serializers.CharField(help_text="YYYY-MM")
+    month_spent_cents = serializers.IntegerField()
+    month_held_cents = serializers.IntegerField()
+    month_remaining_cents = serializers.IntegerField(
+        allow_null=True, help_text="What new launches may still hold this month; null: no budget."
+    )
+
+
+# The largest budget or limit taken ($10 billion): far above any real one, well inside bigint.
+LIMIT_MAX_CENTS = 10**12
+
+
+class BudgetInputSerializer(StrictInputSerializer):
+    monthly_limit_cents = StrictIntegerField(
+        min_value=0, max_value=LIMIT_MAX_CENTS, allow_null=True
+    )
+    approval_above_cents = StrictIntegerField(
+        min_value=0, max_value=LIMIT_MAX_CENTS, allow_null=True, required=False, default=None
+    )
+    alert_percents = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=100),
+        max_length=10,
+        required=False,
+        default=list,
+    )
+
+
+class MemberLimitInputSerializer(StrictInputSerializer):
+    monthly_limit_cents = StrictIntegerField(
+        min_value=0,
+        max_value=LIMIT_MAX_CENTS,
+        allow_null=True,
+        help_text="null removes the member's limit.",
+    )
+
+
+class MemberLimitSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    monthly_limit_cents = serializers.IntegerField(allow_null=True)
+    month = serializers.CharField(help_text="YYYY-MM")
+    month_used_cents = serializers.IntegerField(help_text="Held plus spent by them this month.")

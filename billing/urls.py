@@ -5,6 +5,7 @@ from billing import views
 urlpatterns = [
     path("teams/<slug:slug>/wallet/", views.wallet, name="wallet"),
     path("teams/<slug:slug>/wallet/ledger.csv", views.ledger_csv, name="wallet_ledger_csv"),
+    path("teams/<slug:slug>/budget/", views.budget, name="budget"),
     path("billing/", views.overview, name="billing_overview"),
     path("billing/teams/<slug:slug>/", views.team_admin, name="billing_team"),
     path("billing/teams/<slug:slug>/top-up/", views.top_up, name="billing_top_up"),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,8 +22,10 @@ from billing.charts import spend_chart
 from billing.errors import BillingError, DiscrepancyNotOpen, InsufficientFunds
 from billing.forms import (
     AdjustmentForm,
+    BudgetForm,
     ExplainForm,
     LedgerFilterForm,
+    MemberLimitForm,
     ThresholdForm,
     TopUpForm,
     fresh_key,
@@ -36,7 +39,7 @@ from portal.teams.access import (
     is_billing_admin,
     team_view,
 )
-from portal.teams.models import Team
+from portal.teams.models import Membership, Role, Team
 
 billing_admin_required = permission_required(BILLING_ADMIN_PERMISSION, raise_exception=True)
 
@@ -73,8 +76,104 @@ def wallet(request: TeamReadRequest, slug: str) -> HttpResponse:
             "page": page,
             "rows": [(t, selectors.team_deltas(t)) for t in page.rows],
             "can_top_up": is_billing_admin(request.user),
+            "budget": selectors.budget_status(team),
+            "budget_url": reverse("budget", args=[team.slug]),
         },
     )
+
+
+def _may_set_budget(request: TeamReadRequest) -> bool:
+    membership = request.membership
+    return is_billing_admin(request.user) or (
+        membership is not None and membership.role == Role.MANAGER
+    )
+
+
+@wallet_access
+@require_http_methods(["GET", "POST"])
+def budget(request: TeamReadRequest, slug: str) -> HttpResponse:
+    """A team's spend controls: the monthly budget, approval threshold and alerts (managers and
+    billing admins set them), and members' monthly limits (managers set them). Everyone who may
+    read the wallet sees them."""
+    team = request.team
+    can_set = _may_set_budget(request)
+    can_set_limits = request.membership is not None and request.membership.role == Role.MANAGER
+    status = selectors.budget_status(team)
+    form = BudgetForm(
+        initial={
+            "monthly_limit": _dollars(status.monthly_limit_cents),
+            "approval_above": _dollars(status.approval_above_cents),
+            "alert_percents": ", ".join(str(p) for p in status.alert_percents),
+        }
+    )
+    code = 200
+    if request.method == "POST":
+        if request.POST.get("form") == "limit":
+            if not can_set_limits:
+                raise PermissionDenied("Only the team's managers set members' limits.")
+            limit_form = MemberLimitForm(request.POST)
+            member = (
+                Membership.objects.select_related("user")
+                .filter(team=team, user__username=request.POST.get("username", ""))
+                .first()
+            )
+            if limit_form.is_valid() and member is not None:
+                services.member_limit_set(
+                    team=team,
+                    user=member.user,
+                    monthly_limit_cents=limit_form.cleaned_data["monthly_limit"],
+                    caused_by=request.user,
+                )
+                messages.success(request, f"{member.user.get_username()}'s limit is saved.")
+                return redirect("budget", slug=team.slug)
+            messages.error(
+                request, "That limit was not saved: give an amount in dollars, or leave it empty."
+            )
+            code = 400
+        else:
+            if not can_set:
+                raise PermissionDenied("Only the team's managers and billing admins set budgets.")
+            form = BudgetForm(request.POST)
+            if form.is_valid():
+                try:
+                    services.budget_set(
+                        team=team,
+                        monthly_limit_cents=form.cleaned_data["monthly_limit"],
+                        approval_above_cents=form.cleaned_data["approval_above"],
+                        alert_percents=form.cleaned_data["alert_percents"],
+                        caused_by=request.user,
+                    )
+                except BillingError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    messages.success(request, "Spend controls saved.")
+                    return redirect("budget", slug=team.slug)
+            code = 400
+    limits = selectors.member_limits(team)
+    members = [
+        (m, month, _dollars(month.limit_cents if month else None))
+        for m in Membership.objects.filter(team=team).select_related("user")
+        for month in [limits.get(m.user_id)]
+    ]
+    return render(
+        request,
+        "billing/budget.html",
+        {
+            "team": team,
+            "membership": request.membership,
+            "budget": status,
+            "form": form,
+            "can_set": can_set,
+            "can_set_limits": can_set_limits,
+            "members": members,
+            "time_zone": settings.TIME_ZONE,
+        },
+        status=code,
+    )
+
+
+def _dollars(cents: int | None) -> str:
+    return "" if cents is None else f"{cents / 100:.2f}"
 
 
 @wallet_access

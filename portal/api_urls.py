@@ -5,10 +5,18 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.negotiation import DefaultContentNegotiation
 
-from billing.apis import LedgerApi, TopUpApi, WalletApi
+from billing.apis import BudgetApi, LedgerApi, MemberLimitApi, TopUpApi, WalletApi
 from portal.core.rest.errors import api_not_found
 from portal.site.apis import TeamListApi
-from runs.apis import RunCancelApi, RunDetailApi, RunEventsApi, RunResumeApi, TeamRunsApi
+from runs.apis import (
+    RunApproveApi,
+    RunCancelApi,
+    RunDetailApi,
+    RunEventsApi,
+    RunRejectApi,
+    RunResumeApi,
+    TeamRunsApi,
+)
 from schedules.apis import ScheduleDetailApi, ScheduleLaunchesApi, TeamSchedulesApi
 
 v1 = [
@@ -17,10 +25,18 @@ v1 = [
     path("teams/<slug:slug>/wallet/", WalletApi.as_view(), name="api_wallet"),
     path("teams/<slug:slug>/ledger/", LedgerApi.as_view(), name="api_ledger"),
     path("teams/<slug:slug>/topups/", TopUpApi.as_view(), name="api_topups"),
+    path("teams/<slug:slug>/budget/", BudgetApi.as_view(), name="api_budget"),
+    path(
+        "teams/<slug:slug>/members/<str:username>/limit/",
+        MemberLimitApi.as_view(),
+        name="api_member_limit",
+    ),
     path("runs/<uuid:run_id>/", RunDetailApi.as_view(), name="api_run"),
     path("runs/<uuid:run_id>/cancel/", RunCancelApi.as_view(), name="api_run_cancel"),
     path("runs/<uuid:run_id>/resume/", RunResumeApi.as_view(), name="api_run_resume"),
     path("runs/<uuid:run_id>/events/", RunEventsApi.as_view(), name="api_run_events"),
+    path("runs/<uuid:run_id>/approve/", RunApproveApi.as_view(), name="api_run_approve"),
+    path("runs/<uuid:run_id>/reject/", RunRejectApi.as_view(), name="api_run_reject"),
     path("teams/<slug:slug>/schedules/", TeamSchedulesApi.as_view(), name="api_team_schedules"),
     path("schedules/<uuid:schedule_id>/", ScheduleDetailApi.as_view(), name="api_schedule"),
     path(

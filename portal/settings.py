@@ -344,6 +344,9 @@ SCHEDULES_PAUSE_AFTER_FAILURES = env.int("SCHEDULES_PAUSE_AFTER_FAILURES", defau
 SCHEDULES_TICK_BUDGET_SECONDS = env.float("SCHEDULES_TICK_BUDGET_SECONDS", default=50.0)
 SCHEDULES_MAX_RUN_COST_CENTS = env.int("SCHEDULES_MAX_RUN_COST_CENTS", default=5_000)
 
+# A launch waiting for a manager's approval is rejected as "expired" after this long.
+RUNS_APPROVAL_EXPIRY_SECONDS = env.int("RUNS_APPROVAL_EXPIRY_SECONDS", default=24 * 3600)
+
 # --- REST API -----------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {

@@ -11,9 +11,14 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.errors import InsufficientFunds
+from billing.errors import BudgetExceeded, InsufficientFunds, MemberLimitExceeded
 from portal.core.money import format_cents
-from portal.core.rest.errors import InsufficientFundsError, InvalidStateError
+from portal.core.rest.errors import (
+    BudgetExceededError,
+    InsufficientFundsError,
+    InvalidStateError,
+    MemberLimitExceededError,
+)
 from portal.core.rest.idempotency import launch_token_for, respond_idempotently
 from portal.core.rest.pages import next_link
 from portal.core.rest.schema import (
@@ -38,6 +43,7 @@ from runs.serializers import (
     RunLaunchInputSerializer,
     RunListQuerySerializer,
     RunPageSerializer,
+    RunRejectInputSerializer,
     RunResumeInputSerializer,
     RunSerializer,
 )
@@ -89,8 +95,11 @@ class TeamRunsApi(APIView):
         operation_id="runs_launch",
         summary="Launch a run",
         description="Creates the run and holds its maximum cost (max_steps × step price) from "
-        "the team's wallet, or refuses with 402 and creates nothing. The run is sent to Coasty "
-        "right after; its status is `pending` until Coasty accepts it. Members and managers.",
+        "the team's wallet, or refuses with 402 (INSUFFICIENT_FUNDS, BUDGET_EXCEEDED or "
+        "MEMBER_LIMIT_EXCEEDED) and creates nothing. The run is sent to Coasty right after; its "
+        "status is `pending` until Coasty accepts it. A run whose maximum cost is above the "
+        "team's `approval_above_cents` is created `awaiting_approval`: it holds its money and "
+        "waits for a manager's approve or reject. Members and managers.",
         request=RunLaunchInputSerializer,
         parameters=[
             TEAM_SLUG,
@@ -126,6 +135,10 @@ class TeamRunsApi(APIView):
                     f"{format_cents(exc.available_cents)} ({exc.available_cents} cents) is "
                     "available. Lower max_steps, or ask a billing admin to top up the wallet."
                 ) from None
+            except BudgetExceeded as exc:
+                raise BudgetExceededError(str(exc)) from None
+            except MemberLimitExceeded as exc:
+                raise MemberLimitExceededError(str(exc)) from None
             return Response(
                 RunSerializer(run).data,
                 status=status.HTTP_201_CREATED,
@@ -199,6 +212,72 @@ class RunResumeApi(APIView):
         except services.RunActionRefused as exc:
             raise InvalidStateError(str(exc)) from None
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+APPROVAL_ERRORS = error_responses(
+    *WRITE_ERRORS,
+    409,
+    descriptions={
+        403: "PERMISSION_DENIED: only the team's managers decide, and never on their own run.",
+        409: "INVALID_STATE: the run does not wait for approval (decided the other way).",
+    },
+)
+
+
+class RunApproveApi(APIView):
+    scope_area = "runs"
+
+    @extend_schema(
+        operation_id="runs_approve",
+        summary="Approve a run that waits for approval",
+        description="Managers of the run's team other than its launcher. The run becomes "
+        "`pending` and is sent to Coasty like any launch. Approving again answers the run "
+        "unchanged (one submit).",
+        request=None,
+        parameters=[RUN_ID, *COMMON_HEADERS],
+        responses={200: RunSerializer, **APPROVAL_ERRORS},
+        tags=["runs"],
+    )
+    def post(self, request, run_id):
+        run, membership = selectors.run_for_member(request.user, run_id)
+        require_role(membership, Role.MANAGER, action="approve runs")
+        try:
+            run = services.run_approve(run=run, user=request.user)
+        except services.NotAnApprover as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
+        except services.RunActionRefused as exc:
+            raise InvalidStateError(str(exc)) from None
+        return Response(RunSerializer(run).data)
+
+
+class RunRejectApi(APIView):
+    scope_area = "runs"
+
+    @extend_schema(
+        operation_id="runs_reject",
+        summary="Reject a run that waits for approval",
+        description="Managers of the run's team other than its launcher, with a `reason`. The "
+        "run ends `rejected` and its hold returns to the wallet. Rejecting again answers the "
+        "run unchanged.",
+        request=RunRejectInputSerializer,
+        parameters=[RUN_ID, *COMMON_HEADERS],
+        responses={200: RunSerializer, **APPROVAL_ERRORS},
+        tags=["runs"],
+    )
+    def post(self, request, run_id):
+        run, membership = selectors.run_for_member(request.user, run_id)
+        require_role(membership, Role.MANAGER, action="reject runs")
+        data = RunRejectInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            run = services.run_reject(
+                run=run, user=request.user, reason=data.validated_data["reason"]
+            )
+        except services.NotAnApprover as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
+        except services.RunActionRefused as exc:
+            raise InvalidStateError(str(exc)) from None
+        return Response(RunSerializer(run).data)
 
 
 class RunEventsApi(APIView):

@@ -10,7 +10,11 @@ from portal.teams.models import Team
 
 class RunStatus(models.TextChoices):
     PENDING = "pending", "Pending"  # not yet accepted by Coasty
+    # Its maximum cost is above the team's approval threshold: holds its money, not sent to
+    # Coasty until a manager approves (then pending) or rejects it (then rejected).
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     SUBMIT_FAILED = "submit_failed", "Submit failed"  # Coasty refused it; nothing ran
+    REJECTED = "rejected", "Rejected"  # a manager (or expiry) said no; nothing ran
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     AWAITING_HUMAN = "awaiting_human", "Awaiting human"
@@ -23,15 +27,17 @@ class RunStatus(models.TextChoices):
 TERMINAL_STATUSES = frozenset(
     {
         RunStatus.SUBMIT_FAILED,
+        RunStatus.REJECTED,
         RunStatus.SUCCEEDED,
         RunStatus.FAILED,
         RunStatus.CANCELLED,
         RunStatus.TIMED_OUT,
     }
 )
-UPSTREAM_TERMINAL_STATUSES = TERMINAL_STATUSES - {RunStatus.SUBMIT_FAILED}
+UPSTREAM_TERMINAL_STATUSES = TERMINAL_STATUSES - {RunStatus.SUBMIT_FAILED, RunStatus.REJECTED}
 LIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.AWAITING_HUMAN})
-# What Coasty itself can say a run is; pending and submit_failed are the portal's own words.
+# What Coasty itself can say a run is; pending, awaiting_approval, submit_failed and rejected
+# are the portal's own words.
 UPSTREAM_STATUSES = LIVE_STATUSES | UPSTREAM_TERMINAL_STATUSES
 
 # How far along the life of a run a status is. Status only moves to an equal or higher rank;
@@ -39,6 +45,7 @@ UPSTREAM_STATUSES = LIVE_STATUSES | UPSTREAM_TERMINAL_STATUSES
 # is needed, and which of two such changes is newer is decided by its order upstream (the event
 # seq, or the time Coasty stamped on it), never by when it reached us.
 STATUS_RANK = {
+    RunStatus.AWAITING_APPROVAL: 0,
     RunStatus.PENDING: 0,
     RunStatus.QUEUED: 1,
     RunStatus.RUNNING: 2,
@@ -48,6 +55,7 @@ STATUS_RANK = {
     RunStatus.CANCELLED: 3,
     RunStatus.TIMED_OUT: 3,
     RunStatus.SUBMIT_FAILED: 3,
+    RunStatus.REJECTED: 3,
 }
 
 
@@ -118,7 +126,7 @@ class Run(models.Model):
     submit_next_at = models.DateTimeField(null=True, blank=True)
 
     # --- State ---
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
     status_seq = models.BigIntegerField(
         default=0, help_text="Seq of the stream event that set the status (0: not from the stream)."
     )
@@ -146,6 +154,18 @@ class Run(models.Model):
     upstream_steps_completed = models.PositiveBigIntegerField(null=True, blank=True)
     upstream_credits_charged = models.PositiveBigIntegerField(null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
+
+    # --- Approval (a launch above the team's approval threshold) ---
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The manager who approved or rejected it (none when it expired).",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     accepted_at = models.DateTimeField(null=True, blank=True)
@@ -198,9 +218,17 @@ class Run(models.Model):
 
     @property
     def can_cancel(self) -> bool:
-        return self.status in LIVE_STATUSES | {RunStatus.PENDING} and (
+        return self.status in LIVE_STATUSES | {RunStatus.PENDING, RunStatus.AWAITING_APPROVAL} and (
             self.pending_action != PendingAction.CANCEL
         )
+
+    @property
+    def awaits_approval(self) -> bool:
+        return self.status == RunStatus.AWAITING_APPROVAL
+
+    @property
+    def was_approved(self) -> bool:
+        return self.decided_at is not None and self.status != RunStatus.REJECTED
 
     @property
     def can_resume(self) -> bool:

@@ -16,7 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from portal.teams.access import membership_or_404
-from portal.teams.models import Membership, Team
+from portal.teams.models import Membership, Role, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
 from runs.upstream import coasty_quick
@@ -37,7 +37,7 @@ def run_for_member(user, run_id) -> tuple[Run, Membership]:
     answer must not tell an outsider which run ids exist.
     """
     try:
-        run = Run.objects.select_related("team", "created_by").get(pk=run_id)
+        run = Run.objects.select_related("team", "created_by", "decided_by").get(pk=run_id)
         return run, membership_or_404(user, run.team)
     except (Run.DoesNotExist, Http404, ValueError, TypeError, ValidationError) as exc:
         raise Http404(NO_SUCH_RUN) from exc
@@ -54,9 +54,11 @@ class RunFilters:
 
 def runs_for_team(team: Team, filters: RunFilters | None = None) -> QuerySet[Run]:
     filters = filters or RunFilters()
-    runs = Run.objects.filter(team=team).select_related("created_by")
+    runs = Run.objects.filter(team=team).select_related("created_by", "decided_by")
     if filters.status == "live":
-        runs = runs.filter(status__in=[*LIVE_STATUSES, RunStatus.PENDING])
+        runs = runs.filter(
+            status__in=[*LIVE_STATUSES, RunStatus.PENDING, RunStatus.AWAITING_APPROVAL]
+        )
     elif filters.status:
         runs = runs.filter(status=filters.status)
     if filters.creator_id:
@@ -163,11 +165,19 @@ def team_run_stats(team: Team) -> dict:
     )
     return {
         "last_30_days": sum(counts.values()),
-        "live": sum(counts.get(s, 0) for s in [*LIVE_STATUSES, RunStatus.PENDING]),
+        "live": sum(
+            counts.get(s, 0)
+            for s in [*LIVE_STATUSES, RunStatus.PENDING, RunStatus.AWAITING_APPROVAL]
+        ),
         "succeeded": counts.get(RunStatus.SUCCEEDED, 0),
         "failed": sum(
             counts.get(s, 0)
-            for s in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SUBMIT_FAILED)
+            for s in (
+                RunStatus.FAILED,
+                RunStatus.TIMED_OUT,
+                RunStatus.SUBMIT_FAILED,
+                RunStatus.REJECTED,
+            )
         ),
         "steps": totals["steps"] or 0,
         "charged_cents": totals["charged"] or 0,
@@ -197,3 +207,15 @@ def machines_for_launch() -> tuple[list[dict], str]:
     ]
     cache.set(MACHINES_CACHE_KEY, rows, MACHINES_CACHE_SECONDS)
     return rows, ""
+
+
+def approvals_for(user) -> QuerySet[Run]:
+    """Runs waiting for `user`'s approval: awaiting_approval in teams where they are a manager,
+    launched by someone else, oldest first (for the inbox and the dashboard)."""
+    managed = Membership.objects.filter(user=user, role=Role.MANAGER).values("team_id")
+    return (
+        Run.objects.filter(status=RunStatus.AWAITING_APPROVAL, team_id__in=managed)
+        .exclude(created_by=user)
+        .select_related("team", "created_by")
+        .order_by("created_at", "id")
+    )

@@ -31,7 +31,8 @@ class RunSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=RunStatus.choices,
         help_text="`pending` until Coasty accepts the run, then Coasty's status; "
-        "`submit_failed` when Coasty refused it (see `error`).",
+        "`submit_failed` when Coasty refused it (see `error`); `awaiting_approval` while a "
+        "manager must approve it, `rejected` when one refused it (or it expired).",
     )
     machine_id = serializers.CharField()
     task = serializers.CharField()
@@ -52,6 +53,17 @@ class RunSerializer(serializers.Serializer):
     schedule = serializers.UUIDField(
         source="schedule_id", allow_null=True, help_text="The schedule that launched it, if any."
     )
+    decided_by = serializers.CharField(
+        source="decided_by.username",
+        allow_null=True,
+        help_text="The manager who approved or rejected it (null: no decision, or it expired).",
+    )
+    decided_at = serializers.DateTimeField(allow_null=True)
+    decision_reason = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_decision_reason(self, run) -> str | None:
+        return run.decision_reason or None
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_error(self, run) -> str | None:
@@ -132,4 +144,10 @@ class RunResumeInputSerializer(StrictInputSerializer):
         allow_null=True,
         default="",
         help_text="Recorded on the run's timeline.",
+    )
+
+
+class RunRejectInputSerializer(StrictInputSerializer):
+    reason = StrictCharField(
+        max_length=2000, help_text="Why: recorded on the run, and the launcher reads it."
     )

@@ -9,5 +9,7 @@ urlpatterns = [
     path("runs/<uuid:run_id>/live/", views.run_live, name="run_live"),
     path("runs/<uuid:run_id>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<uuid:run_id>/resume/", views.run_resume, name="run_resume"),
+    path("runs/<uuid:run_id>/approve/", views.run_approve, name="run_approve"),
+    path("runs/<uuid:run_id>/reject/", views.run_reject, name="run_reject"),
     path("webhooks/coasty/runs/<uuid:run_id>/", views.coasty_webhook, name="coasty_webhook"),
 ]

@@ -13,9 +13,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing.errors import InsufficientFunds
+from billing.errors import BudgetExceeded, InsufficientFunds, MemberLimitExceeded
 from billing.prices import step_price_cents
-from billing.selectors import wallet_summary
+from billing.selectors import budget_status, member_month, wallet_summary
 from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
 from portal.teams.access import TeamRequest, require_role, team_view
@@ -24,6 +24,7 @@ from runs import selectors, services
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
 from runs.models import CuaVersion, Run, RunEvent, RunStatus
 from runs.presenters import present_events
+from runs.services.approval import approval_expiry
 from runs.upstream import webhooks_disabled_reason
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,16 @@ def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
                 )
             except InsufficientFunds as exc:
                 form.add_error(None, _insufficient_funds_message(exc))
+            except (BudgetExceeded, MemberLimitExceeded) as exc:
+                form.add_error(None, str(exc))  # says how much is left this month
             else:
-                if created:
+                if created and run.awaits_approval:
+                    messages.info(
+                        request,
+                        "Run created. Its maximum cost is above the team's approval threshold, "
+                        "so it holds its money and starts once another manager approves it.",
+                    )
+                elif created:
                     messages.success(
                         request, "Run launched. It starts as soon as Coasty accepts it."
                     )
@@ -106,6 +115,8 @@ def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
             "machines": machines,
             "machines_note": machines_note,
             "wallet": wallet_summary(team),
+            "budget": budget_status(team),
+            "my_month": member_month(team, request.user),
             "prices": prices,
             "webhooks_note": webhooks_disabled_reason(),
         },
@@ -159,6 +170,12 @@ def _detail_context(run: Run, membership) -> dict:
         "events": present_events(events),
         "live_final": _live_final(run, events),
         "resume_form": ResumeForm(),
+        # A manager of the team other than the launcher (runs.services.approval decides again).
+        "can_decide": run.awaits_approval
+        and membership is not None
+        and membership.role == Role.MANAGER
+        and membership.user_id != run.created_by_id,
+        "approval_expires_at": run.created_at + approval_expiry() if run.awaits_approval else None,
         "webhooks_note": "" if run.webhook_url else webhooks_disabled_reason(),
     }
 
@@ -175,8 +192,10 @@ def _live_final(run: Run, events: list[RunEvent]) -> bool:
     keeps polling until the stream's `done` is stored, or for a minute after settling when it
     never comes (a stream that was lost; the timeline then shows what did arrive).
     """
-    if run.status == RunStatus.SUBMIT_FAILED:
+    if run.status in (RunStatus.SUBMIT_FAILED, RunStatus.REJECTED):
         return True
+    if run.status == RunStatus.CANCELLED and run.settled_at and not run.upstream_id:
+        return True  # ended before Coasty had it (withdrawn while awaiting approval)
     if not (run.is_terminal and run.settled_at):
         return False
     stream_ended = bool(events) and events[-1].type == "done"
@@ -215,6 +234,34 @@ def run_resume(request: AuthenticatedRequest, run_id) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.success(request, "Resume requested. The agent carries on in a moment.")
+    return redirect("run_detail", run_id=run.pk)
+
+
+@login_required
+@require_POST
+def run_approve(request: AuthenticatedRequest, run_id) -> HttpResponse:
+    run, membership = selectors.run_for_member(request.user, run_id)
+    require_role(membership, Role.MANAGER, action="approve runs")
+    try:
+        services.run_approve(run=run, user=request.user)
+    except (services.NotAnApprover, services.RunActionRefused) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Approved. The run starts as soon as Coasty accepts it.")
+    return redirect("run_detail", run_id=run.pk)
+
+
+@login_required
+@require_POST
+def run_reject(request: AuthenticatedRequest, run_id) -> HttpResponse:
+    run, membership = selectors.run_for_member(request.user, run_id)
+    require_role(membership, Role.MANAGER, action="reject runs")
+    try:
+        services.run_reject(run=run, user=request.user, reason=request.POST.get("reason", ""))
+    except (services.NotAnApprover, services.RunActionRefused) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Rejected. Its hold went back to the wallet.")
     return redirect("run_detail", run_id=run.pk)
 
 

@@ -48,6 +48,9 @@ RUN_FIELDS = {
     "finished_at",
     "error",
     "schedule",
+    "decided_by",
+    "decided_at",
+    "decision_reason",
 }
 PAGE = {"results", "next"}
 SHAPES = {

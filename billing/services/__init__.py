@@ -2,6 +2,8 @@
 
 - wallets: top-ups and corrections by billing admins, and a wallet's low-balance level;
 - holds: a run's reserved money, captured per step and released when it ends;
+- budgets: a team's monthly budget and alert thresholds, members' monthly limits (counted in
+  the hold's own transaction);
 - reconciliation: checking settled holds against Coasty's figures, and resolving discrepancies;
 - posting: what they share (accounts, balance changes, argument checks).
 
@@ -14,6 +16,7 @@ row) until it commits. Locks follow the one order in `billing.locks`; docs/archi
 the flow of a cent.
 """
 
+from billing.services.budgets import budget_set, member_limit_set
 from billing.services.holds import (
     hold_capture,
     hold_capture_steps,
@@ -41,11 +44,13 @@ __all__ = [
     "CausedBy",
     "ReconcileSummary",
     "account_shard",
+    "budget_set",
     "hold_capture",
     "hold_capture_steps",
     "hold_place",
     "hold_release",
     "hold_settle",
+    "member_limit_set",
     "reconcile_finished_holds",
     "reconcile_hold",
     "reconciliation_mark_explained",

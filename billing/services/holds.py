@@ -37,6 +37,8 @@ from billing.models import (
     Transfer,
     TransferKind,
 )
+from billing.months import month_of
+from billing.services.budgets import budget_count_hold, budget_give_back, month_usage_rows
 from billing.services.posting import (
     CausedBy,
     NoRoom,
@@ -68,19 +70,28 @@ def hold_place(
     run_id: UUID | None = None,
     caused_by: CausedBy,
 ) -> Hold:
-    """Reserve money for a run (available -> held), or refuse with InsufficientFunds.
+    """Reserve money for a run (available -> held), or refuse with InsufficientFunds,
+    BudgetExceeded (the team's month would go over its budget) or MemberLimitExceeded (the
+    person's month would go over their limit in the team).
 
     Idempotent per reference: placing the same hold again returns the first one. Nothing is
-    written when the team cannot afford it.
+    written when the team cannot afford it. The whole amount counts against the current month
+    (billing.months) of the team and of the person who placed it, from now on.
     """
     check_cents(amount_cents, what="A hold")
     reference = required_text(reference, what="a reference", max_length=200)
     user, label = cause(caused_by)
+    now = timezone.now()
+    month = month_of(now)
     try:
         with transaction.atomic():
             # The hold's money sits on one of the team's held/spend shards, the same one on
             # every retry of this placement (it follows from the reference).
             accounts = team_accounts(team.pk, shard=account_shard(reference))
+            # The month rows it counts against: the team's, and the member's who placed it.
+            team_usage, member_usage = month_usage_rows(
+                team.pk, user.pk if user is not None else None, month
+            )
             # Lock 1 (the hold): the INSERT takes the reference's unique-index entry, so a second
             # placement of the same hold waits here for the first, then fails as a duplicate.
             available, held = accounts[AccountKind.AVAILABLE], accounts[AccountKind.HELD]
@@ -91,6 +102,9 @@ def hold_place(
                 amount_cents=amount_cents,
                 held_account_id=held,
                 spend_account_id=accounts[AccountKind.SPEND],
+                team_usage_id=team_usage,
+                member_usage_id=member_usage,
+                created_at=now,
             )
             Transfer.objects.create(
                 idempotency_key=keys.hold_key(reference),
@@ -105,6 +119,17 @@ def hold_place(
                 caused_by_user=user,
                 caused_by=label,
             )
+            # Lock 3 (the month rows, team's then member's): the budget and the member's limit,
+            # each a guarded UPDATE, so concurrent launches cannot share the last cents.
+            budget_count_hold(
+                team_id=team.pk,
+                user_id=user.pk if user is not None else None,
+                amount_cents=amount_cents,
+                month=month,
+                team_usage_id=team_usage,
+                member_usage_id=member_usage,
+            )
+            # Lock 4 (the accounts).
             post_balances({available: -amount_cents, held: amount_cents}, available=available)
     except IntegrityError:
         first = Hold.objects.filter(reference=reference).first()
@@ -420,6 +445,8 @@ def _close(
             memo=f"The rest of the hold, returned. {why}".strip(),
             **common,
         )
+    # Lock 3 (the month rows): the released cents come back to the month it was placed in.
+    budget_give_back(hold, rest)
     deltas = {held: -(captured_now + rest), spend: captured_now, available: rest}
     post_balances(
         {account: delta for account, delta in deltas.items() if delta},

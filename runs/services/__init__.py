@@ -1,6 +1,7 @@
 """Every write to runs, one module per kind of change (as Zulip's `zerver/actions/`).
 
 - launch: the run and its wallet hold, in one transaction;
+- approval: runs above the team's approval threshold wait for a manager (approve, reject, expire);
 - submit: POST /v1/runs under the run's own idempotency key, until Coasty has it;
 - ingest: stream events, stored and applied once per (run, seq);
 - webhooks: Coasty's signed deliveries, verified, stored and applied once;
@@ -21,6 +22,13 @@ from runs.services.actions import (
     run_request_resume,
     run_resume_upstream,
 )
+from runs.services.approval import (
+    NotAnApprover,
+    may_decide,
+    run_approve,
+    run_reject,
+    runs_expire_approvals,
+)
 from runs.services.housekeeping import runs_housekeeping
 from runs.services.ingest import IncomingEvent, events_ingest
 from runs.services.launch import LaunchRequest, run_launch, upstream_request_body
@@ -31,18 +39,23 @@ from runs.services.webhooks import WebhookAnswer, webhook_receive
 __all__ = [
     "IncomingEvent",
     "LaunchRequest",
+    "NotAnApprover",
     "RunActionRefused",
     "WebhookAnswer",
     "events_ingest",
+    "may_decide",
+    "run_approve",
     "run_cancel_upstream",
     "run_launch",
     "run_mark_accepted",
     "run_mark_submit_failed",
+    "run_reject",
     "run_request_cancel",
     "run_request_resume",
     "run_resume_upstream",
     "run_settle",
     "run_submit",
+    "runs_expire_approvals",
     "runs_housekeeping",
     "upstream_request_body",
     "webhook_receive",

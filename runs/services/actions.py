@@ -6,11 +6,14 @@ import logging
 import time
 
 from django.db import transaction
+from django.utils import timezone
 
+from billing import services as billing
 from portal.core.queue import enqueue_on_commit
 from runs import tasks, upstream
 from runs.coasty import CoastyError, CoastyInvalidState
 from runs.models import PendingAction, Run, RunStatus
+from runs.services.notify import run_status_notify
 from runs.services.status import apply_status
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,14 @@ def run_request_cancel(*, run: Run, user) -> Run:
             )
         if locked.pending_action == PendingAction.CANCEL:
             return locked  # asked twice: one cancel
+        if locked.status == RunStatus.AWAITING_APPROVAL:
+            # Never sent to Coasty: it ends here, and its hold goes back.
+            locked.status = RunStatus.CANCELLED
+            locked.finished_at = locked.settled_at = timezone.now()
+            locked.save(update_fields=["status", "finished_at", "settled_at"])
+            run_status_notify(locked)
+            billing.hold_release(reference=locked.hold_reference, caused_by=user)
+            return locked
         locked.pending_action = PendingAction.CANCEL
         locked.save(update_fields=["pending_action"])
         if locked.upstream_id:

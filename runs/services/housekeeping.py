@@ -18,6 +18,7 @@ from runs.models import (
     RunStatus,
     runs_to_follow,
 )
+from runs.services.approval import runs_expire_approvals
 
 # After its deadline, a run that has not ended is polled once this much later.
 DEADLINE_GRACE = dt.timedelta(seconds=60)
@@ -32,10 +33,13 @@ def runs_housekeeping() -> dict[str, int]:
     - live runs nobody follows get a follower;
     - ended runs that are not settled, and live runs past their deadline (plus grace) or
       silent for long, are polled and settled;
-    - cancel and resume requests that did not reach Coasty are sent again.
+    - cancel and resume requests that did not reach Coasty are sent again;
+    - runs that waited for approval longer than RUNS_APPROVAL_EXPIRY_SECONDS are rejected as
+      "expired" (their holds released).
     """
     now = timezone.now()
     counts = {"submit": 0, "settle": 0, "cancel": 0, "resume": 0, "follow": 0}
+    counts["expired"] = runs_expire_approvals(now=now)
     due = Run.objects.filter(status=RunStatus.PENDING).filter(
         Q(submit_next_at__lte=now)
         | Q(submit_next_at__isnull=True, created_at__lte=now - dt.timedelta(seconds=30))

@@ -12,10 +12,12 @@ from django.db import IntegrityError, transaction
 
 from billing import services as billing
 from billing.prices import step_price_cents
+from billing.selectors import approval_threshold_cents
 from portal.core.queue import enqueue_on_commit
 from portal.teams.models import Team
 from runs import tasks
-from runs.models import Run
+from runs.models import Run, RunStatus
+from runs.services.approval import run_awaiting_approval_notify
 from runs.upstream import webhook_url_for
 
 logger = logging.getLogger(__name__)
@@ -56,8 +58,10 @@ def run_launch(
     """Create a run and hold its maximum cost, in one transaction; submit after commit.
 
     Returns (run, created). A launch token already used by this person returns their earlier
-    run instead (a double click, a resent form). Raises billing.errors.InsufficientFunds, and
-    then nothing is created.
+    run instead (a double click, a resent form). Raises billing.errors.InsufficientFunds,
+    BudgetExceeded or MemberLimitExceeded, and then nothing is created. A run whose maximum
+    cost is above the team's approval threshold is created `awaiting_approval`: it holds its
+    money and is not submitted until a manager approves it (runs.services.approval).
     """
     if launch_token is not None:
         existing = Run.objects.filter(created_by=user, launch_token=launch_token).first()
@@ -65,6 +69,9 @@ def run_launch(
             return existing, False
     price = step_price_cents(request.cua_version)
     run_id = uuid.uuid4()
+    held_cents = request.max_steps * price
+    threshold = approval_threshold_cents(team)
+    needs_approval = threshold is not None and held_cents > threshold
     try:
         with transaction.atomic():
             run = Run.objects.create(
@@ -82,7 +89,8 @@ def run_launch(
                 instructions=request.instructions,
                 webhook_url=webhook_url_for(run_id),
                 price_cents=price,
-                held_cents=request.max_steps * price,
+                held_cents=held_cents,
+                status=RunStatus.AWAITING_APPROVAL if needs_approval else RunStatus.PENDING,
                 # The key is stored with the run and never changes: every submit attempt, by
                 # any worker, after any crash, sends this key with the same body.
                 idempotency_key=f"portal-run-{run_id}",
@@ -94,7 +102,11 @@ def run_launch(
                 run_id=run.id,
                 caused_by=user,
             )
-            enqueue_on_commit(tasks.submit_run, str(run.id))
+            if needs_approval:
+                # Holds its money (the budget stays honest) but waits for a manager.
+                run_awaiting_approval_notify(run)
+            else:
+                enqueue_on_commit(tasks.submit_run, str(run.id))
     except IntegrityError:
         # Two submits of one form raced; the other one created the run.
         existing = Run.objects.filter(created_by=user, launch_token=launch_token).first()

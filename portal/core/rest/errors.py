@@ -47,6 +47,16 @@ class InsufficientFundsError(ApiError):
     error_code = "INSUFFICIENT_FUNDS"
 
 
+class BudgetExceededError(ApiError):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    error_code = "BUDGET_EXCEEDED"
+
+
+class MemberLimitExceededError(ApiError):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    error_code = "MEMBER_LIMIT_EXCEEDED"
+
+
 class InvalidStateError(ApiError):
     status_code = status.HTTP_409_CONFLICT
     error_code = "INVALID_STATE"

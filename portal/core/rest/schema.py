@@ -72,7 +72,10 @@ class ErrorEnvelopeSerializer(serializers.Serializer):
 ERROR_DESCRIPTIONS = {
     400: "VALIDATION_ERROR: the body, a query parameter or a header is not valid.",
     401: "UNAUTHENTICATED: no token, or a malformed, unknown, revoked or expired one.",
-    402: "INSUFFICIENT_FUNDS: the team's wallet cannot hold the run's maximum cost.",
+    402: "INSUFFICIENT_FUNDS: the team's wallet cannot hold the run's maximum cost; "
+    "BUDGET_EXCEEDED: the team's month (held plus spent) would go over its monthly budget; "
+    "MEMBER_LIMIT_EXCEEDED: your month in the team would go over your monthly limit. "
+    "Nothing was created.",
     403: (
         "PERMISSION_DENIED: your role in this team does not allow it, or your token lacks the "
         "scope this endpoint needs (the message names it)."

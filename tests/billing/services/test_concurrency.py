@@ -191,3 +191,31 @@ def test_two_teams_creating_accounts_at_once_get_one_set_each(requires_postgres)
     shards = {services.account_shard(h.reference) for h in Hold.objects.filter(team=teams[0])}
     assert Account.objects.filter(team=teams[0]).count() == 1 + 2 * len(shards)
     assert balance(teams[0], AccountKind.HELD) == 200
+
+
+def test_fifty_launches_against_a_budget_that_fits_fifteen_get_exactly_fifteen(
+    requires_postgres,
+):
+    # given a rich wallet whose monthly budget fits exactly fifteen $1.00 holds
+    from billing.errors import BudgetExceeded
+    from billing.models import MonthUsage
+    from billing.services import budget_set
+
+    team = TeamFactory()
+    top_up(team, 100_000)
+    budget_set(
+        team=team,
+        monthly_limit_cents=1500,
+        approval_above_cents=None,
+        alert_percents=[50, 100],
+        caused_by="command:tests",
+    )
+    # when 50 launches place their holds at the same moment
+    results, errors = at_once(50, lambda i: place_hold(team, 100))
+    # then exactly fifteen got one, the others were told the budget is spent
+    assert len(results) == 15
+    assert len(errors) == 35
+    assert all(isinstance(error, BudgetExceeded) for error in errors.values())
+    assert Hold.objects.filter(team=team).count() == 15
+    assert MonthUsage.objects.get(team=team, user=None).used_cents == 1500
+    assert balance(team, AccountKind.HELD) == 1500

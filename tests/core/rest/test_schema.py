@@ -130,6 +130,13 @@ def test_schema_documents_auth_idempotency_and_errors(client):
         "/api/v1/runs/{run_id}/cancel/",
         "/api/v1/runs/{run_id}/resume/",
         "/api/v1/runs/{run_id}/events/",
+        "/api/v1/teams/{slug}/budget/",
+        "/api/v1/teams/{slug}/members/{username}/limit/",
+        "/api/v1/runs/{run_id}/approve/",
+        "/api/v1/runs/{run_id}/reject/",
+        "/api/v1/teams/{slug}/schedules/",
+        "/api/v1/schedules/{schedule_id}/",
+        "/api/v1/schedules/{schedule_id}/launches/",
     }
 
 

@@ -1,5 +1,6 @@
 // The launch form's cost box: the maximum cost of the run (max_steps x the engine's step price),
-// and a warning when the team's wallet cannot hold it. A static file, not an inline script, so
+// and warnings when the team's wallet, its monthly budget or the member's limit cannot hold it,
+// or when it will wait for a manager's approval. A static file, not an inline script, so
 // the Content-Security-Policy can forbid inline scripts everywhere.
 (function () {
   var box = document.getElementById("cost-box");
@@ -15,6 +16,13 @@
     var ok = steps > 0;
     document.getElementById("cost-max").textContent = ok ? money(steps * price) + " (" + steps + " × " + money(price) + ")" : "—";
     document.getElementById("cost-warning").hidden = !(ok && steps * price > available);
+    // What is left of the team's monthly budget and of the member's own limit ("" = none).
+    [["budgetLeft", "budget-warning"], ["limitLeft", "limit-warning"]].forEach(function (pair) {
+      var left = box.dataset[pair[0]];
+      document.getElementById(pair[1]).hidden = !(ok && left !== "" && steps * price > parseInt(left, 10));
+    });
+    var above = box.dataset.approvalAbove;
+    document.getElementById("approval-note").hidden = !(ok && above !== "" && steps * price > parseInt(above, 10));
   }
   form.addEventListener("input", update);
   update();
