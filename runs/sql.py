@@ -48,6 +48,7 @@ _WEBHOOK_RUN_FIELDS = (
     "finished_at",
     "error",
     "settled_at",
+    "orphan_upstream_id",
 )
 WEBHOOK_STATUS_FIELDS = [
     "status",

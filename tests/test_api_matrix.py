@@ -47,6 +47,9 @@ RUN_FIELDS = {
     "created_at",
     "finished_at",
     "error",
+    # Contract, second part: when the money is final, and what the hold still reserves.
+    "settled_at",
+    "hold_remaining_cents",
 }
 PAGE = {"results", "next"}
 SHAPES = {

@@ -17,9 +17,11 @@ the flow of a cent.
 from billing.services.holds import (
     hold_capture,
     hold_capture_steps,
+    hold_discrepancy_open,
     hold_place,
     hold_release,
     hold_settle,
+    hold_settle_unverified,
 )
 from billing.services.posting import CausedBy, account_shard
 from billing.services.reconciliation import (
@@ -43,9 +45,11 @@ __all__ = [
     "account_shard",
     "hold_capture",
     "hold_capture_steps",
+    "hold_discrepancy_open",
     "hold_place",
     "hold_release",
     "hold_settle",
+    "hold_settle_unverified",
     "reconcile_finished_holds",
     "reconcile_hold",
     "reconciliation_mark_explained",

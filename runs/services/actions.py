@@ -6,7 +6,9 @@ import logging
 import time
 
 from django.db import transaction
+from django.utils import timezone
 
+from billing import services as billing
 from portal.core.queue import enqueue_on_commit
 from runs import tasks, upstream
 from runs.coasty import CoastyError, CoastyInvalidState
@@ -30,13 +32,35 @@ def run_request_cancel(*, run: Run, user) -> Run:
             )
         if locked.pending_action == PendingAction.CANCEL:
             return locked  # asked twice: one cancel
+        if locked.status == RunStatus.PENDING and locked.submit_attempts == 0:
+            # Nothing was ever sent under its key, and run_submit counts an attempt only on a
+            # run still pending (under this row lock), so nothing ever will be: cancelled here.
+            _cancel_before_submit(locked, user)
+            return locked
         locked.pending_action = PendingAction.CANCEL
         locked.save(update_fields=["pending_action"])
         if locked.upstream_id:
             enqueue_on_commit(tasks.cancel_run_upstream, str(locked.pk))
-        # A pending run is cancelled as soon as Coasty accepts it (run_mark_accepted).
+        else:
+            # Sent already, answer unknown: the submit (same key) learns whether Coasty has it;
+            # accepted, it is cancelled there (run_mark_accepted); refused or given up, it ends
+            # here. Asked now rather than at the next backoff.
+            enqueue_on_commit(tasks.submit_run, str(locked.pk))
     logger.info("run %s: cancel requested by %s", run.pk, user)
     return locked
+
+
+def _cancel_before_submit(run: Run, user) -> None:
+    """Close a pending run that never reached Coasty (the caller holds its row lock)."""
+    now = timezone.now()
+    run.status = RunStatus.CANCELLED
+    run.error = "Cancelled before it was sent to Coasty."
+    run.finished_at = run.settled_at = now
+    run.status_at = now
+    run.pending_action = PendingAction.NONE
+    run.submit_next_at = None
+    run.save()
+    billing.hold_release(reference=run.hold_reference, caused_by=f"run:{run.pk}")
 
 
 def run_request_resume(*, run: Run, user, note: str = "") -> Run:

@@ -101,6 +101,14 @@ def webhook_receive(
                 return WebhookAnswer(status, reason)
 
             if not run.webhook_secret_encrypted:
+                if run.status != RunStatus.PENDING and not run.upstream_id:
+                    # Closed here before Coasty's acceptance was known, yet Coasty writes about
+                    # it: an orphan, maybe. Unverifiable without a secret, so the idempotency
+                    # lookup decides (run_check_orphan); once recorded, deliveries are taken.
+                    if run.orphan_upstream_id:
+                        return refuse(Verdict.DEFERRED, 200, "run closed here; orphan cancelled")
+                    enqueue_on_commit(tasks.check_orphan, str(run.pk))
+                    return refuse(Verdict.DEFERRED, 409, "run closed here; checking for an orphan")
                 # Coasty knows the run before we stored its answer (a lost response): retry later.
                 return refuse(Verdict.DEFERRED, 409, "run not yet accepted here")
             try:

@@ -9,6 +9,7 @@ import pytest
 from django.templatetags.static import static
 from django.utils import timezone
 
+from billing.services import hold_release
 from runs import services
 from runs.models import Run, RunEvent, RunStatus
 from runs.services import LaunchRequest
@@ -51,6 +52,8 @@ def ended(run, *, settled_ago: dt.timedelta, events=()):
         settled_at=timezone.now() - settled_ago,
         finished_at=timezone.now() - settled_ago,
     )
+    # A settled run's hold is closed (check_ledger holds runs to it).
+    hold_release(reference=run.hold_reference, caused_by="test")
     for seq, kind in enumerate(events, start=1):
         RunEvent.objects.create(run=run, seq=seq, type=kind, data={"status": "succeeded"})
 
