@@ -6,7 +6,7 @@ query, so it stays usable on a large ledger.
 """
 
 from django.conf import settings
-from django.db.models import Count, F, Max, Q, Sum, Value
+from django.db.models import Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils.module_loading import import_string
 
@@ -114,7 +114,6 @@ def _holds() -> list[str]:
         capture_sum=total(TransferKind.CAPTURE),
         release_sum=total(TransferKind.RELEASE),
         capture_count=Count("transfers", filter=Q(transfers__kind=TransferKind.CAPTURE)),
-        last_step=Max("transfers__step", filter=Q(transfers__kind=TransferKind.CAPTURE)),
     )
     broken = holds.filter(
         ~Q(hold_sum=F("amount_cents"))
@@ -123,11 +122,10 @@ def _holds() -> list[str]:
         | ~Q(capture_count=F("captured_steps"))
         | Q(captured_cents__gt=F("amount_cents") - F("released_cents"))
         | Q(status=Hold.Status.SETTLED) & ~Q(amount_cents=F("captured_cents") + F("released_cents"))
+        # Steps are counted, not numbered (settle charges Coasty's count): more step
+        # charges than Coasty's count is the break, whatever their numbers.
         | Q(upstream_steps_completed__isnull=False)
-        & (
-            Q(capture_count__gt=F("upstream_steps_completed"))
-            | Q(last_step__gt=F("upstream_steps_completed"))
-        )
+        & Q(capture_count__gt=F("upstream_steps_completed"))
         # A billing admin's resolution (a credit, an explanation) answers that question.
         & (Q(reconciliation__isnull=True) | Q(reconciliation__resolution=""))
     ).order_by("pk")
@@ -156,14 +154,10 @@ def _holds() -> list[str]:
             problems.append(f"{name} is settled but still holds {hold.remaining_cents} cents.")
         steps = hold.upstream_steps_completed
         resolved = bool(getattr(getattr(hold, "reconciliation", None), "resolution", ""))
-        if (
-            steps is not None
-            and not resolved
-            and (hold.capture_count > steps or (hold.last_step or 0) > steps)
-        ):
+        if steps is not None and not resolved and hold.capture_count > steps:
             problems.append(
-                f"{name} has step charges up to step {hold.last_step} ({hold.capture_count} in all), "
-                f"but Coasty reported {steps} completed steps."
+                f"{name} has {hold.capture_count} step charges, "
+                f"but Coasty reported {steps} completed steps and no resolution answers it."
             )
     return problems
 
