@@ -151,7 +151,7 @@ def test_a_discrepancy_resolved_with_a_credit_no_longer_fails_check_ledger(team,
     )
 
     # then the ledger is sound again
-    code, out, err = check_ledger()
+    code, _out, err = check_ledger()
     assert code == 0, err
 
 
