@@ -69,6 +69,15 @@ def submit_deadline(run: Run) -> dt.datetime:
     return run.created_at + min(max_age, retention * 0.9)
 
 
+def give_up_at(run: Run) -> dt.datetime:
+    """Past the submit deadline, Coasty is still asked (lookup only) while it cannot say whether
+    it holds the run, for RUNS_PENDING_LOOKUP_GRACE_SECONDS at most and never once the key may
+    be forgotten: then the run fails and its hold is released."""
+    retention = dt.timedelta(seconds=settings.RUNS_COASTY_KEY_RETENTION_SECONDS)
+    grace = dt.timedelta(seconds=settings.RUNS_PENDING_LOOKUP_GRACE_SECONDS)
+    return min(submit_deadline(run) + grace, run.created_at + retention * 0.95)
+
+
 def run_submit(*, run_id) -> Run:
     """Send a pending run to Coasty until Coasty has it, exactly once.
 
@@ -104,7 +113,9 @@ def _retry_later(run: Run, exc: CoastyError) -> Run:
     """Transient (network, 5xx, 429, in flight): try again later under the same key."""
     attempts = Run.objects.filter(pk=run.pk).values_list("submit_attempts", flat=True).first() or 1
     delay = SUBMIT_BACKOFF_SECONDS[min(attempts - 1, len(SUBMIT_BACKOFF_SECONDS) - 1)]
-    next_at = min(timezone.now() + dt.timedelta(seconds=delay), submit_deadline(run))
+    now = timezone.now()
+    limit = submit_deadline(run) if now < submit_deadline(run) else give_up_at(run)
+    next_at = min(now + dt.timedelta(seconds=delay), limit)
     Run.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(
         submit_next_at=next_at, error=f"Submitting to Coasty, will retry: {exc}"[:2000]
     )
@@ -159,6 +170,11 @@ def _resolve_without_sending(run: Run) -> Run:
     answer = _lookup_answer(run)
     if isinstance(answer, dict):
         return run_mark_accepted(run_id=run.pk, answer=answer)
+    if answer is not None and timezone.now() < give_up_at(run):
+        # Coasty cannot say yet: ask again (lookup only), within the bound.
+        return _retry_later(
+            run, CoastyError(f"the idempotency lookup answered {answer!r}", code="LOOKUP")
+        )
     minutes = round((timezone.now() - run.created_at).total_seconds() / 60)
     reason = {
         None: "Coasty holds no run under its key",

@@ -264,3 +264,27 @@ def test_a_webhook_for_a_run_closed_here_checks_for_an_orphan_instead_of_409_for
     run.refresh_from_db()
     assert run.orphan_upstream_id == "run_1" and run.pending_action == PendingAction.NONE
     assert again.status == 200
+
+
+def test_past_its_age_limit_a_run_coasty_cannot_answer_for_is_asked_again_then_failed(
+    funded_team, make_member, coasty, settings
+):
+    from runs.coasty import CoastyServerError as Unavailable
+
+    settings.RUNS_PENDING_MAX_AGE_SECONDS = 3600
+    settings.RUNS_PENDING_LOOKUP_GRACE_SECONDS = 600
+    run, _ = _launch(funded_team, make_member(funded_team))
+    coasty.lookup_fails_with = Unavailable("busy", status=503, code="UNAVAILABLE")
+
+    # when the lookup fails just past the age limit: the run waits, and nothing is sent
+    Run.objects.filter(pk=run.pk).update(created_at=timezone.now() - dt.timedelta(minutes=61))
+    services.run_submit(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.PENDING and creates(coasty) == []
+
+    # and once the grace has passed too, it fails and its hold comes back
+    Run.objects.filter(pk=run.pk).update(created_at=timezone.now() - dt.timedelta(minutes=71))
+    services.run_submit(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUBMIT_FAILED and "could not be asked" in run.error
+    assert _wallet(funded_team) == (5000, 0, 0)
