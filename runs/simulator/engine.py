@@ -225,7 +225,7 @@ class Simulator:
 
     def idempotency_record(self, kind: str, key: str) -> IdempotencyRecord | None:
         record = self.idempotency.get((kind, key))
-        ttl = self.config.idempotency_ttl_seconds
+        ttl: float = self.config.idempotency_ttl_seconds
         if record is not None and record.ttl_seconds is not None:
             ttl = record.ttl_seconds
         if record is not None and self.now() - record.stored_at >= ttl:
