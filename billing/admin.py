@@ -6,7 +6,7 @@ accounts, transfers, holds and reconciliations are read-only here: no add, chang
 
 from django.contrib import admin
 
-from billing.models import Account, Hold, Reconciliation, Transfer
+from billing.models import Account, Hold, ReconcileCursor, Reconciliation, Transfer
 from portal.core.admin import ReadOnlyAdmin
 
 
@@ -71,3 +71,8 @@ class ReconciliationAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status", "resolution", "upstream_test_mode"]
     list_select_related = ["team", "hold"]
+
+
+@admin.register(ReconcileCursor)
+class ReconcileCursorAdmin(ReadOnlyAdmin):
+    list_display = ["name", "last_hold_id", "updated_at"]

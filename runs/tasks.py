@@ -42,13 +42,13 @@ def cancel_run_upstream(run_id: str) -> None:
 
 
 def cancel_orphan_upstream(run_id: str) -> None:
-    from runs.services.submit import run_cancel_orphan_upstream
+    from runs.services import run_cancel_orphan_upstream
 
     run_cancel_orphan_upstream(run_id=run_id)
 
 
 def check_orphan(run_id: str) -> None:
-    from runs.services.submit import run_check_orphan
+    from runs.services import run_check_orphan
 
     run_check_orphan(run_id=run_id)
 

@@ -230,7 +230,7 @@ def test_an_acceptance_for_a_run_closed_here_is_an_orphan_cancelled_and_recorded
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         run_mark_accepted(run_id=run.pk, answer=answer)
         run_mark_accepted(run_id=run.pk, answer=answer)
-    services.submit.run_cancel_orphan_upstream(run_id=run.pk)
+    services.run_cancel_orphan_upstream(run_id=run.pk)
 
     # then it is cancelled upstream, recorded on the run and as a discrepancy, never charged
     run.refresh_from_db()
@@ -255,8 +255,8 @@ def test_a_webhook_for_a_run_closed_here_checks_for_an_orphan_instead_of_409_for
     # when Coasty delivers a webhook for it
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         first = services.webhook_receive(run_id=run.pk, body=body, headers={})
-    services.submit.run_check_orphan(run_id=run.pk)
-    services.submit.run_cancel_orphan_upstream(run_id=run.pk)
+    services.run_check_orphan(run_id=run.pk)
+    services.run_cancel_orphan_upstream(run_id=run.pk)
     again = services.webhook_receive(run_id=run.pk, body=body, headers={})
 
     # then the orphan is found and cancelled, and Coasty's redelivery is answered 200
