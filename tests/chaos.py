@@ -2,6 +2,7 @@
 
     python -m tests.chaos --runs 300 --kills 4                  # SQLite, ORM broker
     python -m tests.chaos --runs 300 --kills 4 --postgres --redis
+    python -m tests.chaos --runs 300 --kills 4 --convergence    # + the convergence faults
 
 It starts the simulator with every fault switched on (lost responses, 5xx, 429, 409 in flight,
 cut streams, duplicate, reordered, late, forged and stale webhooks), the web app under
@@ -18,6 +19,10 @@ fails unless every count is right:
     cents held after settle 0
     forged deliveries accepted 0
     check_ledger            OK
+
+With --convergence, Coasty also forgets runs after they end, sends stray step numbers, spends
+keys and keeps keys only briefly (issue 12), and three more counts must be 0: runs charged above
+Coasty's count, runs charged below it where Coasty still knew the run, orphans left running.
 """
 
 from __future__ import annotations

@@ -169,6 +169,11 @@ def _resolve_without_sending(run: Run) -> Run:
     that still comes later is an orphan (run_mark_accepted cancels it)."""
     answer = _lookup_answer(run)
     if isinstance(answer, dict):
+        logger.warning(
+            "run %s: past its age limit, Coasty holds run %s under its key: adopted",
+            run.pk,
+            answer["id"],
+        )
         return run_mark_accepted(run_id=run.pk, answer=answer)
     if answer is not None and timezone.now() < give_up_at(run):
         # Coasty cannot say yet: ask again (lookup only), within the bound.
