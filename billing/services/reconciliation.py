@@ -62,6 +62,7 @@ def reconcile_hold(
     caused_by: CausedBy,
     report: UpstreamReport | None = None,
     ask_upstream: bool = True,
+    source: str = "report",
 ) -> Reconciliation | None:
     """Re-check one finished hold and record the result.
 
@@ -71,7 +72,6 @@ def reconcile_hold(
     example one released because the run never reached Coasty).
     """
     _user, label = cause(caused_by)
-    source = "report"
     if report is None:
         # Asked before the transaction: the reporter may call Coasty, and no lock should wait
         # on the network.
@@ -167,6 +167,7 @@ def _reconcile_one(hold: Hold, reports, batched: bool, caused_by, summary) -> No
                 caused_by=caused_by,
                 report=found,  # type: ignore[arg-type]
                 ask_upstream=False,
+                source="upstream reporter",
             )
         else:
             result = reconcile_hold(hold=hold, caused_by=caused_by)
