@@ -47,10 +47,10 @@ def cancel_orphan_upstream(run_id: str) -> None:
     run_cancel_orphan_upstream(run_id=run_id)
 
 
-def check_orphan(run_id: str) -> None:
+def check_orphan(run_id: str, upstream_id: str | None = None) -> None:
     from runs.services import run_check_orphan
 
-    run_check_orphan(run_id=run_id)
+    run_check_orphan(run_id=run_id, upstream_id=upstream_id)
 
 
 def resume_run_upstream(run_id: str) -> None:

@@ -64,7 +64,7 @@ ALL_FAULTS = {
 # The convergence pass (issue 12), on top of every fault above: Coasty forgets some runs soon
 # after they end, sends stray step numbers, spends keys, and keeps keys only CHAOS_KEY_SECONDS
 # (the portal is told so, as it is told Coasty's real 24 h).
-CHAOS_KEY_SECONDS = 40
+CHAOS_KEY_SECONDS = 120
 CONVERGENCE_FAULTS = {
     "forget_run": {"probability": 0.2, "after_seconds": 5},
     "stray_step": 0.05,
@@ -73,8 +73,9 @@ CONVERGENCE_FAULTS = {
 }
 CONVERGENCE_SETTINGS = {
     "RUNS_COASTY_KEY_RETENTION_SECONDS": str(CHAOS_KEY_SECONDS),
-    "RUNS_PENDING_MAX_AGE_SECONDS": "20",
-    "RUNS_PENDING_LOOKUP_GRACE_SECONDS": "10",
+    # Well above the queue's lag in a 300-run burst, well below the keys' retention.
+    "RUNS_PENDING_MAX_AGE_SECONDS": "60",
+    "RUNS_PENDING_LOOKUP_GRACE_SECONDS": "20",
     "RUNS_LOST_UPSTREAM_AFTER_SECONDS": "5",
 }
 

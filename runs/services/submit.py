@@ -277,16 +277,28 @@ def run_cancel_orphan_upstream(*, run_id) -> Run:
     return run
 
 
-def run_check_orphan(*, run_id) -> Run:
-    """A run closed here hears from Coasty (a webhook it cannot verify, having no secret): ask
-    the idempotency lookup whether Coasty holds a run under its key, and if so record and
-    cancel that orphan."""
+def run_check_orphan(*, run_id, upstream_id: str | None = None) -> Run:
+    """A run closed here hears from Coasty (a webhook it cannot verify, having no secret):
+    ask the idempotency lookup whether Coasty holds a run under its key; and, the key being
+    perhaps forgotten already, ask Coasty about the run the webhook names (`upstream_id`),
+    which is ours when its metadata carries this run's id (the frozen body put it there).
+    An orphan found either way is recorded and cancelled."""
     run = Run.objects.get(pk=run_id)
     if run.status == RunStatus.PENDING or run.upstream_id or run.orphan_upstream_id:
         return run
     answer = _lookup_answer(run)
     if isinstance(answer, dict):
         return run_mark_accepted(run_id=run.pk, answer=answer)
+    if not upstream_id:
+        return run
+    try:
+        record = upstream.coasty().get_run(upstream_id)
+    except CoastyError as exc:
+        logger.info("run %s: Coasty run %s named by a webhook: %s", run.pk, upstream_id, exc)
+        return run
+    metadata = record.get("metadata")
+    if isinstance(metadata, dict) and metadata.get("portal_run_id") == str(run.pk):
+        return run_mark_accepted(run_id=run.pk, answer=record)
     return run
 
 

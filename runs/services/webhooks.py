@@ -58,6 +58,24 @@ def _webhook_apply(run: Run, payload: dict[str, Any]) -> tuple[str, list[str]]:
     return f"status {before} → {status}", sql.WEBHOOK_STATUS_FIELDS
 
 
+def _named_run(body: bytes) -> str | None:
+    """The Coasty run id an unverified delivery names, if it looks like one: only a hint, to
+    ask Coasty about (run_check_orphan checks the run is ours)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    named = payload.get("run_id") if isinstance(payload, dict) else None
+    if (
+        isinstance(named, str)
+        and 0 < len(named) <= 128
+        and named.isprintable()
+        and "/" not in named
+    ):
+        return named
+    return None
+
+
 @dataclass(frozen=True)
 class WebhookAnswer:
     """What the webhook view answers Coasty: a status code and a short message."""
@@ -107,7 +125,7 @@ def webhook_receive(
                     # lookup decides (run_check_orphan); once recorded, deliveries are taken.
                     if run.orphan_upstream_id:
                         return refuse(Verdict.DEFERRED, 200, "run closed here; orphan cancelled")
-                    enqueue_on_commit(tasks.check_orphan, str(run.pk))
+                    enqueue_on_commit(tasks.check_orphan, str(run.pk), _named_run(body))
                     return refuse(Verdict.DEFERRED, 409, "run closed here; checking for an orphan")
                 # Coasty knows the run before we stored its answer (a lost response): retry later.
                 return refuse(Verdict.DEFERRED, 409, "run not yet accepted here")

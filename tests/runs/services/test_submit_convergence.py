@@ -288,3 +288,25 @@ def test_past_its_age_limit_a_run_coasty_cannot_answer_for_is_asked_again_then_f
     run.refresh_from_db()
     assert run.status == RunStatus.SUBMIT_FAILED and "could not be asked" in run.error
     assert _wallet(funded_team) == (5000, 0, 0)
+
+
+def test_an_orphan_whose_key_coasty_forgot_is_found_from_the_run_a_webhook_names(
+    funded_team, make_member, coasty
+):
+    # given a run closed here, and a Coasty run made for it whose key Coasty no longer keeps
+    run, _ = _launch(funded_team, make_member(funded_team))
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.SUBMIT_FAILED)
+    upstream = coasty.create_run_or_recover({}, idempotency_key="forgotten").run
+    coasty.runs[upstream["id"]]["metadata"] = {"portal_run_id": str(run.pk)}
+    coasty.creates_by_key.clear()
+    stranger = coasty.create_run_or_recover({}, idempotency_key="someone-else").run
+
+    # when webhooks name a stranger's run, then ours
+    services.run_check_orphan(run_id=run.pk, upstream_id=stranger["id"])
+    run.refresh_from_db()
+    assert run.orphan_upstream_id == ""
+    services.run_check_orphan(run_id=run.pk, upstream_id=upstream["id"])
+
+    # then only the run whose metadata names this run is taken as its orphan
+    run.refresh_from_db()
+    assert run.orphan_upstream_id == upstream["id"]
