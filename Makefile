@@ -39,10 +39,13 @@ screenshots: install
 	SCREENSHOTS=1 $(PY) -m pytest -q tests/browser/test_screenshots.py
 
 # 300 runs through the API with every simulator fault on and a worker SIGKILLed mid-work,
-# on SQLite with the ORM broker, then on PostgreSQL with Redis.
+# on SQLite with the ORM broker, then on PostgreSQL with Redis; then both again with the
+# convergence faults (forgotten runs, stray steps, spent and expiring keys).
 chaos: install
 	$(PY) -m tests.chaos --runs 300 --kills 4 --json var/chaos-sqlite.json
 	$(PY) -m tests.chaos --runs 300 --kills 4 --postgres --redis --json var/chaos-postgres.json
+	$(PY) -m tests.chaos --runs 300 --kills 4 --convergence --json var/chaos-convergence-sqlite.json
+	$(PY) -m tests.chaos --runs 300 --kills 4 --convergence --postgres --redis --json var/chaos-convergence-postgres.json
 
 # What CI checks besides the tests (and what .pre-commit-config.yaml runs before a commit).
 # manage.py needs development mode (or a SECRET_KEY) to load the settings at all.

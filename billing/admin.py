@@ -14,6 +14,7 @@ from billing.models import (
     Hold,
     MemberLimit,
     MonthUsage,
+    ReconcileCursor,
     Reconciliation,
     Transfer,
 )
@@ -110,3 +111,8 @@ class MonthUsageAdmin(ReadOnlyAdmin):
     list_filter = ["month"]
     list_select_related = ["team", "user"]
     search_fields = ["team__slug", "user__username"]
+
+
+@admin.register(ReconcileCursor)
+class ReconcileCursorAdmin(ReadOnlyAdmin):
+    list_display = ["name", "last_hold_id", "updated_at"]

@@ -461,3 +461,17 @@ class Reconciliation(models.Model):
     @property
     def is_open_discrepancy(self) -> bool:
         return self.status == self.Status.DISCREPANCY and not self.resolution
+
+
+class ReconcileCursor(models.Model):
+    """Where a batched re-check of holds stopped: the next job resumes after `last_hold_id`.
+
+    One row per job name. A job that runs out of time stores its place here, so a list of holds
+    longer than one task's timeout is still checked to its end, a batch per run."""
+
+    name = models.CharField(max_length=64, unique=True)
+    last_hold_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name} after hold #{self.last_hold_id}"

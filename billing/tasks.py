@@ -28,6 +28,13 @@ def reconcile_billing() -> str:
         f"{summary.discrepancies} with a discrepancy; {summary.skipped} without figures"
         + (f"; {summary.failed} failed (see the log)." if summary.failed else ".")
     )
+    if not summary.complete:
+        # Out of time before the end of the list: the next job resumes after the stored
+        # cursor, now rather than at the next schedule.
+        from portal.core.queue import enqueue_on_commit
+
+        message += " Not at the end of the list yet: continuing."
+        enqueue_on_commit(reconcile_billing)
     logger.info(message)
     return message
 

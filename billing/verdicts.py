@@ -123,6 +123,13 @@ def configured_reporter():
     return import_string(path) if path else None
 
 
+def configured_batch_reporter():
+    """The configured reporter's batch form, when it offers one: `reporter.many(holds) ->
+    {hold pk: UpstreamReport | None | Exception}`, Coasty's figures for a batch, asked at once."""
+    reporter = configured_reporter()
+    return getattr(reporter, "many", None) if reporter is not None else None
+
+
 def _steps(n: int) -> str:
     return f"{n} step{'s' if n != 1 else ''}"
 

@@ -309,6 +309,8 @@ BILLING_LOW_BALANCE_THRESHOLD_CENTS = env.int("BILLING_LOW_BALANCE_THRESHOLD_CEN
 BILLING_UPSTREAM_REPORTER = (
     env.str("BILLING_UPSTREAM_REPORTER", default="runs.reconciliation.upstream_report") or None
 )
+# check_ledger's invariants that need an app above billing (billing cannot import them).
+LEDGER_EXTRA_CHECKS = ["runs.invariants.run_money_problems"]
 # reconcile_billing re-checks holds settled this recently, plus every open discrepancy.
 BILLING_RECONCILE_WINDOW_HOURS = env.int("BILLING_RECONCILE_WINDOW_HOURS", default=24)
 
@@ -346,6 +348,28 @@ SCHEDULES_MAX_RUN_COST_CENTS = env.int("SCHEDULES_MAX_RUN_COST_CENTS", default=5
 
 # A launch waiting for a manager's approval is rejected as "expired" after this long.
 RUNS_APPROVAL_EXPIRY_SECONDS = env.int("RUNS_APPROVAL_EXPIRY_SECONDS", default=24 * 3600)
+
+# Convergence (runs/services/housekeeping.py): every run ends settled with its hold closed within
+# a bound, whatever Coasty answers. A pending run older than RUNS_PENDING_MAX_AGE_SECONDS is
+# adopted (Coasty has it under its key) or failed and released; no Idempotency-Key is sent once
+# Coasty's retention (24 h) is near. A run Coasty no longer knows (GET 404) is settled on what was
+# captured RUNS_LOST_UPSTREAM_AFTER_SECONDS after the first 404 (bound: 5 min); a run that has
+# not ended RUNS_OVERDUE_CANCEL_AFTER_SECONDS past its deadline is cancelled upstream, and settled
+# on what was captured RUNS_OVERDUE_SETTLE_AFTER_SECONDS past it (bound: 10 min). A run without a
+# deadline has Coasty's ceiling, RUNS_DEFAULT_DEADLINE_SECONDS.
+RUNS_PENDING_MAX_AGE_SECONDS = env.int("RUNS_PENDING_MAX_AGE_SECONDS", default=3600)
+RUNS_COASTY_KEY_RETENTION_SECONDS = env.int("RUNS_COASTY_KEY_RETENTION_SECONDS", default=86_400)
+# Past the age limit, how long Coasty's idempotency lookup is still asked while it cannot answer.
+RUNS_PENDING_LOOKUP_GRACE_SECONDS = env.int("RUNS_PENDING_LOOKUP_GRACE_SECONDS", default=600)
+RUNS_LOST_UPSTREAM_AFTER_SECONDS = env.int("RUNS_LOST_UPSTREAM_AFTER_SECONDS", default=120)
+RUNS_OVERDUE_CANCEL_AFTER_SECONDS = env.int("RUNS_OVERDUE_CANCEL_AFTER_SECONDS", default=120)
+RUNS_OVERDUE_SETTLE_AFTER_SECONDS = env.int("RUNS_OVERDUE_SETTLE_AFTER_SECONDS", default=420)
+RUNS_DEFAULT_DEADLINE_SECONDS = env.int("RUNS_DEFAULT_DEADLINE_SECONDS", default=86_400)
+# reconcile_billing: holds per batch, Coasty calls at once, and the time one job may take before it
+# stores its cursor and hands over (under django-q2's task timeout).
+BILLING_RECONCILE_BATCH = env.int("BILLING_RECONCILE_BATCH", default=200)
+BILLING_RECONCILE_CONCURRENCY = env.int("BILLING_RECONCILE_CONCURRENCY", default=4)
+BILLING_RECONCILE_BUDGET_SECONDS = env.float("BILLING_RECONCILE_BUDGET_SECONDS", default=60.0)
 
 # --- REST API -----------------------------------------------------------------------------------
 

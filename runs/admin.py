@@ -42,7 +42,7 @@ class RunAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     list_filter = ["status", "team", "cua_version"]
-    search_fields = ["=id", "=upstream_id", "=idempotency_key", "task"]
+    search_fields = ["=id", "=upstream_id", "=idempotency_key", "=orphan_upstream_id", "task"]
     date_hierarchy = "created_at"
     list_select_related = ["team", "created_by"]
     exclude = ["webhook_secret_encrypted"]  # never shown, not even encrypted
@@ -86,6 +86,12 @@ class RunAdmin(ReadOnlyAdmin):
         "accepted_at",
         "finished_at",
         "launch_token",
+        "submit_body",
+        "test_mode",
+        "upstream_missing_since",
+        "lost_upstream_at",
+        "orphan_upstream_id",
+        "orphan_cancelled_at",
     ]
 
 

@@ -167,6 +167,23 @@ class Run(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     decision_reason = models.TextField(blank=True)
 
+    # --- Convergence: whatever Coasty does, the run ends and its money is final ---
+    # The exact body of POST /v1/runs, frozen at launch: nothing mutable (the team's slug) is
+    # read at submit time, so a retry under the same key can never be refused as another body.
+    submit_body = models.JSONField(null=True, blank=True, editable=False)
+    # Whether the key the run was launched under was a test key (bills nothing upstream):
+    # reconciliation compares with the run's own mode, not with today's key.
+    test_mode = models.BooleanField(null=True, blank=True, editable=False)
+    # When GET /v1/runs/{id} first answered 404; cleared when Coasty knows the run again.
+    upstream_missing_since = models.DateTimeField(null=True, blank=True)
+    # Settled on what the portal captured because Coasty's own figures could not be had
+    # (Coasty forgot the run, or it never ended there); a discrepancy is open for it.
+    lost_upstream_at = models.DateTimeField(null=True, blank=True)
+    # A Coasty run created under this run's key after the run was closed here: cancelled
+    # upstream and recorded as a discrepancy, never charged to the team silently.
+    orphan_upstream_id = models.CharField(max_length=128, blank=True)
+    orphan_cancelled_at = models.DateTimeField(null=True, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
     accepted_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -249,6 +266,11 @@ class Run(models.Model):
     @property
     def still_held_cents(self) -> int:
         return 0 if self.settled_at else self.held_cents - self.charged_cents
+
+    @property
+    def hold_remaining_cents(self) -> int:
+        """What the run's hold still reserves now: 0 once its money is final (settled_at)."""
+        return self.still_held_cents
 
 
 def runs_to_follow() -> models.QuerySet[Run]:

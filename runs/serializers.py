@@ -43,6 +43,12 @@ class RunSerializer(serializers.Serializer):
     steps_completed = serializers.IntegerField()
     held_cents = serializers.IntegerField(help_text="max_steps × step price, held at launch.")
     charged_cents = serializers.IntegerField(help_text="Charged so far, one step price per step.")
+    hold_remaining_cents = serializers.IntegerField(
+        help_text="What the run's hold still reserves now; 0 once its money is final."
+    )
+    settled_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the run's money became final; null until then."
+    )
     upstream_id = serializers.CharField(allow_null=True, help_text="Coasty's id for the run.")
     created_by = serializers.CharField(
         source="created_by.username", allow_null=True, help_text="Who launched it."

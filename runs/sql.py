@@ -52,6 +52,7 @@ _WEBHOOK_RUN_FIELDS = (
     "team_id",
     "task",
     "created_by_id",
+    "orphan_upstream_id",
 )
 WEBHOOK_STATUS_FIELDS = [
     "status",

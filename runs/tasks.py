@@ -41,6 +41,18 @@ def cancel_run_upstream(run_id: str) -> None:
     run_cancel_upstream(run_id=run_id)
 
 
+def cancel_orphan_upstream(run_id: str) -> None:
+    from runs.services import run_cancel_orphan_upstream
+
+    run_cancel_orphan_upstream(run_id=run_id)
+
+
+def check_orphan(run_id: str, upstream_id: str | None = None) -> None:
+    from runs.services import run_check_orphan
+
+    run_check_orphan(run_id=run_id, upstream_id=upstream_id)
+
+
 def resume_run_upstream(run_id: str) -> None:
     from runs.services import run_resume_upstream
 

@@ -2,6 +2,7 @@
 
     python -m tests.chaos --runs 300 --kills 4                  # SQLite, ORM broker
     python -m tests.chaos --runs 300 --kills 4 --postgres --redis
+    python -m tests.chaos --runs 300 --kills 4 --convergence    # + the convergence faults
 
 It starts the simulator with every fault switched on (lost responses, 5xx, 429, 409 in flight,
 cut streams, duplicate, reordered, late, forged and stale webhooks), the web app under
@@ -18,6 +19,10 @@ fails unless every count is right:
     cents held after settle 0
     forged deliveries accepted 0
     check_ledger            OK
+
+With --convergence, Coasty also forgets runs after they end, sends stray step numbers, spends
+keys and keeps keys only briefly (issue 12), and three more counts must be 0: runs charged above
+Coasty's count, runs charged below it where Coasty still knew the run, orphans left running.
 """
 
 from __future__ import annotations
@@ -54,6 +59,24 @@ ALL_FAULTS = {
     "webhook_late": {"probability": 0.2, "delay_seconds": 2},
     "webhook_forged": 0.3,
     "webhook_stale": 0.3,
+}
+
+# The convergence pass (issue 12), on top of every fault above: Coasty forgets some runs soon
+# after they end, sends stray step numbers, spends keys, and keeps keys only CHAOS_KEY_SECONDS
+# (the portal is told so, as it is told Coasty's real 24 h).
+CHAOS_KEY_SECONDS = 120
+CONVERGENCE_FAULTS = {
+    "forget_run": {"probability": 0.2, "after_seconds": 5},
+    "stray_step": 0.05,
+    "spent_key": 0.05,
+    "key_expiry": {"probability": 1.0, "after_seconds": CHAOS_KEY_SECONDS},
+}
+CONVERGENCE_SETTINGS = {
+    "RUNS_COASTY_KEY_RETENTION_SECONDS": str(CHAOS_KEY_SECONDS),
+    # Well above the queue's lag in a 300-run burst, well below the keys' retention.
+    "RUNS_PENDING_MAX_AGE_SECONDS": "60",
+    "RUNS_PENDING_LOOKUP_GRACE_SECONDS": "20",
+    "RUNS_LOST_UPSTREAM_AFTER_SECONDS": "5",
 }
 
 
@@ -169,6 +192,8 @@ def environment(args, var_dir: Path, sim_url: str, web_url: str) -> dict:
         env["REDIS_URL"] = args.redis_url
     else:
         env.pop("REDIS_URL", None)
+    if args.convergence:
+        env.update(CONVERGENCE_SETTINGS)
     return env
 
 
@@ -360,7 +385,62 @@ def chaos_monkey(processes: Processes, kills: int, interval: float, stop_at: flo
     return done
 
 
-def verify(ids: dict[int, str], sim) -> dict:
+def verify_convergence(runs, sim, var_dir: Path) -> dict:
+    """The convergence pass's figures: every run settled on Coasty's count (or, when Coasty
+    forgot it, at most that, with a discrepancy), orphans cancelled, and how long it took."""
+    import datetime as dt
+
+    from billing.models import Reconciliation
+
+    above = below = orphans_live = 0
+    slowest = 0.0
+    for run in runs:
+        upstream_id = run.upstream_id or run.orphan_upstream_id
+        if not upstream_id:
+            continue
+        upstream = sim.run(upstream_id)
+        if run.orphan_upstream_id:
+            orphans_live += upstream["status"] not in (
+                "succeeded",
+                "failed",
+                "cancelled",
+                "timed_out",
+            )
+            continue
+        counted = min(upstream["steps_completed"], run.max_steps) * run.price_cents
+        above += run.charged_cents > counted
+        below += run.charged_cents < counted and run.lost_upstream_at is None
+        if upstream["finished_at"] and run.settled_at:
+            ended = dt.datetime.fromisoformat(upstream["finished_at"].replace("Z", "+00:00"))
+            slowest = max(slowest, (run.settled_at - ended).total_seconds())
+    adopted = sum(
+        log.read_text(errors="replace").count(": adopted") for log in var_dir.glob("worker-*.log")
+    )
+    return {
+        "charged above Coasty's count": above,
+        "charged below Coasty's count where Coasty knows the run": below,
+        "orphans not cancelled upstream": orphans_live,
+        "runs lost upstream": sum(1 for r in runs if r.lost_upstream_at),
+        "orphans recorded": sum(1 for r in runs if r.orphan_upstream_id),
+        "orphans cancelled upstream": sum(1 for r in runs if r.orphan_cancelled_at),
+        "runs adopted from the idempotency lookup": adopted,
+        "discrepancies opened": Reconciliation.objects.filter(
+            status=Reconciliation.Status.DISCREPANCY
+        ).count(),
+        "max seconds from Coasty's end to settled": round(slowest, 1),
+    }
+
+
+CONVERGENCE_MUST_BE_ZERO = (
+    "charged above Coasty's count",
+    "charged below Coasty's count where Coasty knows the run",
+    "orphans not cancelled upstream",
+)
+
+
+def verify(
+    ids: dict[int, str], sim, *, convergence: bool = False, var_dir: Path | None = None
+) -> dict:
     """Count every promise; each figure's good value is 0 (or True)."""
     from django.core.management import call_command
     from django.db.models import Count, Sum
@@ -368,7 +448,7 @@ def verify(ids: dict[int, str], sim) -> dict:
     from billing.models import Account, AccountKind, Hold, Transfer, TransferKind
     from portal.core.crypto import decrypt_secret
     from runs.coasty import verify as verify_signature
-    from runs.models import TERMINAL_STATUSES, Run, RunStatus, WebhookDelivery, WebhookRefusalCount
+    from runs.models import TERMINAL_STATUSES, Run, WebhookDelivery, WebhookRefusalCount
 
     state = sim.state()
     per_key = state["runs_per_idempotency_key"]
@@ -376,7 +456,9 @@ def verify(ids: dict[int, str], sim) -> dict:
     keys_not_exactly_one = [
         r.idempotency_key
         for r in runs
-        if per_key.get(r.idempotency_key, 0) != (0 if r.status == RunStatus.SUBMIT_FAILED else 1)
+        # A run closed here before Coasty had it has no upstream run, unless Coasty made one
+        # after all: an orphan, recorded and cancelled.
+        if per_key.get(r.idempotency_key, 0) != (1 if r.upstream_id or r.orphan_upstream_id else 0)
     ] + state["idempotency_keys_with_more_than_one_run"]
     missed = 0
     for run in runs:
@@ -386,6 +468,12 @@ def verify(ids: dict[int, str], sim) -> dict:
         else:
             expected = 0
         captured = Hold.objects.get(reference=run.hold_reference).captured_cents
+        if convergence:
+            # Charged Coasty's count, capped by the hold; a run Coasty forgot is checked by
+            # verify_convergence (at most its count, never guessed).
+            expected = min(expected, run.held_cents)
+            if run.lost_upstream_at is not None:
+                expected = captured
         if not (run.charged_cents == captured == expected):
             missed += 1
     double = (
@@ -432,7 +520,9 @@ def verify(ids: dict[int, str], sim) -> dict:
     by_status = {}
     for run in runs:
         by_status[run.status] = by_status.get(run.status, 0) + 1
+    extra = verify_convergence(runs, sim, var_dir) if convergence and var_dir else {}
     return {
+        **extra,
         "runs launched": len(ids),
         "runs in the portal": len(runs),
         "upstream runs per key not exactly 1": len(keys_not_exactly_one),
@@ -480,7 +570,12 @@ def run_chaos(args) -> dict:
     with (
         contextlib.ExitStack() as cleanup,
         web_socket,
-        run_simulator(speed=args.speed, process=True, seed=args.seed, faults=ALL_FAULTS) as sim,
+        run_simulator(
+            speed=args.speed,
+            process=True,
+            seed=args.seed,
+            faults={**ALL_FAULTS, **(CONVERGENCE_FAULTS if args.convergence else {})},
+        ) as sim,
     ):
         env = environment(args, var_dir, sim.base_url, web_url)
         cleanup.callback(drop_database, args)  # last, once every process has stopped
@@ -537,7 +632,7 @@ def run_chaos(args) -> dict:
                 driver.result()
                 kills = monkey.result()
             # The figures are read from the simulator's admin side, which no fault touches.
-            results = verify(ids, sim)
+            results = verify(ids, sim, convergence=args.convergence, var_dir=var_dir)
             results["worker kills"] = kills
             results["seconds"] = round(time.monotonic() - started, 1)
             results["database"] = "postgresql" if args.postgres else "sqlite"
@@ -563,7 +658,8 @@ def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float = 60
 
 
 def failures(results: dict) -> list[str]:
-    problems = [f"{name}: {results[name]}" for name in MUST_BE_ZERO if results[name] != 0]
+    must_be_zero = [*MUST_BE_ZERO, *(n for n in CONVERGENCE_MUST_BE_ZERO if n in results)]
+    problems = [f"{name}: {results[name]}" for name in must_be_zero if results[name] != 0]
     if results["check_ledger"] != "OK":
         problems.append("check_ledger: BROKEN")
     if results["runs in the portal"] != results["runs launched"]:
@@ -575,7 +671,7 @@ def print_table(results: dict) -> None:
     width = max(len(k) for k in results)
     for name, value in results.items():
         mark = ""
-        if name in MUST_BE_ZERO:
+        if name in MUST_BE_ZERO or name in CONVERGENCE_MUST_BE_ZERO:
             mark = "  ok" if value == 0 else "  FAIL"
         print(f"  {name.ljust(width)}  {value}{mark}")
 
@@ -604,6 +700,11 @@ def parse(argv=None):
     parser.add_argument("--redis", action="store_true")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/3")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--convergence",
+        action="store_true",
+        help="add the convergence faults (forgotten runs, stray steps, spent and expiring keys)",
+    )
     return parser.parse_args(argv)
 
 
@@ -611,7 +712,9 @@ def main(argv=None) -> int:
     args = parse(argv)
     results = run_chaos(args)
     print(
-        f"\nChaos: {args.runs} runs, every fault on, {results['worker kills']} worker kills "
+        f"\nChaos: {args.runs} runs, every fault on"
+        + (" with the convergence faults" if args.convergence else "")
+        + f", {results['worker kills']} worker kills "
         f"({results['database']}, {results['broker']} broker)"
     )
     print_table(results)

@@ -51,6 +51,9 @@ RUN_FIELDS = {
     "decided_by",
     "decided_at",
     "decision_reason",
+    # Contract, second part: when the money is final, and what the hold still reserves.
+    "settled_at",
+    "hold_remaining_cents",
 }
 PAGE = {"results", "next"}
 SHAPES = {

@@ -20,9 +20,11 @@ from billing.services.budgets import budget_set, member_limit_set
 from billing.services.holds import (
     hold_capture,
     hold_capture_steps,
+    hold_discrepancy_open,
     hold_place,
     hold_release,
     hold_settle,
+    hold_settle_unverified,
 )
 from billing.services.posting import CausedBy, account_shard
 from billing.services.reconciliation import (
@@ -47,9 +49,11 @@ __all__ = [
     "budget_set",
     "hold_capture",
     "hold_capture_steps",
+    "hold_discrepancy_open",
     "hold_place",
     "hold_release",
     "hold_settle",
+    "hold_settle_unverified",
     "member_limit_set",
     "reconcile_finished_holds",
     "reconcile_hold",

@@ -51,7 +51,7 @@ from billing.services.posting import (
     same_request,
     team_accounts,
 )
-from billing.services.reconciliation import record_reconciliation
+from billing.services.reconciliation import record_reconciliation, record_unverified
 from billing.verdicts import UpstreamReport
 from portal.core.money import format_cents as _fmt
 from portal.teams.models import Team
@@ -364,13 +364,16 @@ def hold_settle(
                     "step", flat=True
                 )
             )
-            # The uncharged steps, lowest first, as many as the hold can still pay for (the
-            # loop stops there, however many steps Coasty reports).
+            # Steps are counted, not numbered: the run is charged Coasty's count of steps in
+            # all, so the captures still missing are that count less those already made (a
+            # stray high step number charged by the stream is one of them, never one on top),
+            # as many as the hold can still pay for. They take the lowest free numbers.
             affordable = hold.remaining_cents // step_price_cents
+            wanted = min(max(0, steps_completed - len(already)), affordable)
             missing: list[int] = []
-            for n in range(1, steps_completed + 1):
-                if len(missing) >= affordable:
-                    break
+            n = 0
+            while len(missing) < wanted:
+                n += 1
                 if n not in already:
                     missing.append(n)
             _close(
@@ -389,6 +392,41 @@ def hold_settle(
             upstream_test_mode=report.test_mode,
         )
         return record_reconciliation(hold, report, source="settle", checked_by=label)
+
+
+def hold_settle_unverified(
+    *, reference: str, why: str, step_price_cents: int, test_mode: bool, caused_by: CausedBy
+) -> Reconciliation:
+    """Settle a hold on what was captured so far, when Coasty's own figures cannot be had (it
+    no longer knows the run, or the run never ended there): release the rest and open a
+    discrepancy saying `why`, for a billing admin. Never guesses a figure. Idempotent."""
+    _user, label = cause(caused_by)
+    with transaction.atomic():
+        hold = lock_hold(reference)  # Lock 1: no capture of this hold can interleave with ours.
+        if hold is None:
+            raise HoldNotFound(reference)
+        if hold.is_open:
+            _close(hold, captures=[], user=_user, label=label, why=why)
+            hold.refresh_from_db()
+        return record_unverified(
+            hold, why=why, step_price_cents=step_price_cents, test_mode=test_mode, checked_by=label
+        )
+
+
+def hold_discrepancy_open(
+    *, reference: str, why: str, step_price_cents: int, test_mode: bool, caused_by: CausedBy
+) -> Reconciliation:
+    """Open a discrepancy on a hold for something the ledger cannot show (an upstream run
+    Coasty accepted after the run was closed here). Money does not move; an open hold is left
+    to its settle."""
+    _user, label = cause(caused_by)
+    with transaction.atomic():
+        hold = lock_hold(reference)  # Lock 1: the reconciliation is written under it.
+        if hold is None:
+            raise HoldNotFound(reference)
+        return record_unverified(
+            hold, why=why, step_price_cents=step_price_cents, test_mode=test_mode, checked_by=label
+        )
 
 
 def _close(

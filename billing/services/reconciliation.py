@@ -3,6 +3,7 @@ billing admins' answers to the discrepancies it finds. The rules themselves, wit
 are in `billing.verdicts`."""
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from billing.locks import (
 from billing.models import (
     AccountKind,
     Hold,
+    ReconcileCursor,
     Reconciliation,
     Transfer,
     TransferKind,
@@ -51,24 +53,32 @@ class ReconcileSummary:
     discrepancies: int = 0
     skipped: int = 0
     failed: int = 0
+    # Where this job started and whether it reached the end of the list (else the next job
+    # resumes after the cursor it stored).
+    resumed_after: int = 0
+    complete: bool = True
 
 
 def reconcile_hold(
-    *, hold: Hold, caused_by: CausedBy, report: UpstreamReport | None = None
+    *,
+    hold: Hold,
+    caused_by: CausedBy,
+    report: UpstreamReport | None = None,
+    ask_upstream: bool = True,
+    source: str = "report",
 ) -> Reconciliation | None:
     """Re-check one finished hold and record the result.
 
-    The figures come from `report` when given, else from the configured upstream reporter
-    (BILLING_UPSTREAM_REPORTER), else from those recorded on the hold at settle time. Returns
-    None for a hold that is still open or that has no figures to compare with (for example one
-    released because the run never reached Coasty).
+    The figures come from `report` when given, else (when `ask_upstream`) from the configured
+    upstream reporter (BILLING_UPSTREAM_REPORTER), else from those recorded on the hold at settle
+    time. Returns None for a hold that is still open or that has no figures to compare with (for
+    example one released because the run never reached Coasty).
     """
     _user, label = cause(caused_by)
-    source = "report"
     if report is None:
         # Asked before the transaction: the reporter may call Coasty, and no lock should wait
         # on the network.
-        reporter = rules.configured_reporter()
+        reporter = rules.configured_reporter() if ask_upstream else None
         report = reporter(hold) if reporter else None
         source = "upstream reporter" if report is not None else "recorded figures"
     with transaction.atomic():
@@ -89,43 +99,94 @@ def reconcile_hold(
         return record_reconciliation(locked, report, source=source, checked_by=label)
 
 
+CURSOR_NAME = "finished_holds"
+
+
 def reconcile_finished_holds(
-    *, caused_by: CausedBy, window: timedelta | None = None
+    *,
+    caused_by: CausedBy,
+    window: timedelta | None = None,
+    budget_seconds: float | None = None,
+    batch_size: int | None = None,
+    clock=time.monotonic,
 ) -> ReconcileSummary:
     """Re-check the holds worth re-checking: those settled within `window` (default
-    BILLING_RECONCILE_WINDOW_HOURS), and every one with an open discrepancy."""
+    BILLING_RECONCILE_WINDOW_HOURS), and every one with an open discrepancy.
+
+    In batches of BILLING_RECONCILE_BATCH holds, in the order of their ids, resumed after the
+    cursor the last job stored: Coasty's figures for a batch are asked at once through the
+    reporter's batch form (`reporter.many`, which bounds the calls in flight). When
+    BILLING_RECONCILE_BUDGET_SECONDS has passed the job stores its place and stops, well inside
+    the task timeout; at the end of the list the cursor goes back to the start.
+    """
     if window is None:
         window = timedelta(hours=settings.BILLING_RECONCILE_WINDOW_HOURS)
+    budget = settings.BILLING_RECONCILE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    size = batch_size or settings.BILLING_RECONCILE_BATCH
     since = timezone.now() - window
-    candidates = (
-        Hold.objects.filter(status=Hold.Status.SETTLED)
-        .filter(
-            Q(settled_at__gte=since)
-            | Q(
-                reconciliation__status=Reconciliation.Status.DISCREPANCY,
-                reconciliation__resolution="",
-            )
+    candidates = Hold.objects.filter(status=Hold.Status.SETTLED).filter(
+        Q(settled_at__gte=since)
+        | Q(
+            reconciliation__status=Reconciliation.Status.DISCREPANCY,
+            reconciliation__resolution="",
         )
-        .order_by("pk")
     )
-    summary = ReconcileSummary()
-    for hold in candidates.iterator(chunk_size=500):
-        try:
-            result = reconcile_hold(hold=hold, caused_by=caused_by)
-        except Exception:
-            # One hold the reporter cannot answer for must not stop the others being checked.
-            logger.exception("Could not reconcile hold %s", hold.reference)
-            summary.failed += 1
-            continue
-        if result is None:
-            summary.skipped += 1
-            continue
-        summary.checked += 1
-        if result.status == Reconciliation.Status.MATCHED:
-            summary.matched += 1
-        else:
-            summary.discrepancies += 1
+    batch_reporter = rules.configured_batch_reporter()
+    cursor, _created = ReconcileCursor.objects.get_or_create(name=CURSOR_NAME)
+    summary = ReconcileSummary(resumed_after=cursor.last_hold_id, complete=False)
+    started = clock()
+    last = cursor.last_hold_id
+    while True:
+        holds = list(candidates.filter(pk__gt=last).order_by("pk")[:size])
+        if not holds:
+            summary.complete = True
+            last = 0
+            break
+        reports: dict[int, object] = {}
+        if batch_reporter is not None:
+            try:
+                reports = batch_reporter(holds)
+            except Exception:
+                logger.exception("The batch reporter failed; checking holds one by one")
+        for hold in holds:
+            _reconcile_one(hold, reports, batch_reporter is not None, caused_by, summary)
+        last = holds[-1].pk
+        if clock() - started >= budget:
+            break
+    ReconcileCursor.objects.filter(pk=cursor.pk).update(
+        last_hold_id=last, updated_at=timezone.now()
+    )
     return summary
+
+
+def _reconcile_one(hold: Hold, reports, batched: bool, caused_by, summary) -> None:
+    found = reports.get(hold.pk) if batched else None
+    try:
+        if isinstance(found, Exception):
+            raise found
+        if batched and hold.pk in reports:
+            result = reconcile_hold(
+                hold=hold,
+                caused_by=caused_by,
+                report=found,  # type: ignore[arg-type]
+                ask_upstream=False,
+                source="upstream reporter",
+            )
+        else:
+            result = reconcile_hold(hold=hold, caused_by=caused_by)
+    except Exception:
+        # One hold the reporter cannot answer for must not stop the others being checked.
+        logger.exception("Could not reconcile hold %s", hold.reference)
+        summary.failed += 1
+        return
+    if result is None:
+        summary.skipped += 1
+        return
+    summary.checked += 1
+    if result.status == Reconciliation.Status.MATCHED:
+        summary.matched += 1
+    else:
+        summary.discrepancies += 1
 
 
 def reconciliation_resolve_with_adjustment(
@@ -323,6 +384,54 @@ def _discrepancy_opened_notify(reconciliation: Reconciliation, *, was_open: bool
             + reverse("billing_discrepancy", args=[reconciliation.pk]),
         },
     )
+
+
+def record_unverified(
+    hold: Hold, *, why: str, step_price_cents: int, test_mode: bool, checked_by: str
+) -> Reconciliation:
+    """Open a discrepancy on `hold` whose upstream figures are unknown. The caller holds the
+    hold's lock. Coasty's side is recorded as the ledger's own figures (no guess), the words
+    say why; an earlier verdict is kept and re-opened with `why` in front."""
+    hold.refresh_from_db(fields=["captured_cents", "captured_steps"])
+    existing = Reconciliation.objects.filter(hold=hold).first()
+    now = timezone.now()
+    if existing is not None:
+        if why in existing.explanation:
+            return existing  # recorded already: a repeat changes nothing
+        was_open = existing.is_open_discrepancy
+        existing.status = Reconciliation.Status.DISCREPANCY
+        existing.explanation = f"{why} {existing.explanation}"
+        existing.resolution = Reconciliation.Resolution.NONE
+        existing.resolution_note = ""
+        existing.resolved_at = None
+        existing.resolved_by = None
+        existing.checked_at = now
+        existing.checked_by = checked_by
+        existing.save()
+        _discrepancy_opened_notify(existing, was_open=was_open)
+        logger.warning("discrepancy re-opened on %s: %s", hold.reference, why)
+        return existing
+    logger.warning("discrepancy opened on %s: %s", hold.reference, why)
+    created = Reconciliation.objects.create(
+        hold=hold,
+        team_id=hold.team_id,
+        run_id=hold.run_id,
+        status=Reconciliation.Status.DISCREPANCY,
+        ledger_captured_cents=hold.captured_cents,
+        ledger_step_count=hold.captured_steps,
+        upstream_steps_completed=hold.captured_steps,
+        step_price_cents=step_price_cents,
+        expected_cents=hold.captured_cents,
+        upstream_credits_charged=hold.captured_cents,
+        upstream_test_mode=test_mode,
+        difference_cents=0,
+        explanation=why,
+        source="unverified",
+        checked_by=checked_by,
+        checked_at=now,
+    )
+    _discrepancy_opened_notify(created, was_open=False)
+    return created
 
 
 def _adjusted_for_hold(hold_id: int, *, latest: int | None) -> int:

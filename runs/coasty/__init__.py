@@ -25,7 +25,7 @@ from .errors import (
     CoastyTransportError,
     CoastyValidationError,
 )
-from .retry import RetryPolicy
+from .retry import RetryPolicy, key_is_spent
 from .signing import (
     WebhookSignatureError,
     WebhookSignatureMalformed,
@@ -63,6 +63,7 @@ __all__ = [
     "canonical_json",
     "follow_events",
     "iter_events",
+    "key_is_spent",
     "sign",
     "signature_header",
     "validate_idempotency_key",

@@ -190,3 +190,9 @@ def call_with_retries(
             )
         sleep(delay)
         number += 1
+
+
+def key_is_spent(error: CoastyError) -> bool:
+    """Coasty said this Idempotency-Key can never succeed again (a refunded failure: retryable,
+    but not with the same key). Callers treat it as a permanent answer for the key."""
+    return _key_is_spent(error)

@@ -33,21 +33,43 @@ def run_request_cancel(*, run: Run, user) -> Run:
             )
         if locked.pending_action == PendingAction.CANCEL:
             return locked  # asked twice: one cancel
-        if locked.status == RunStatus.AWAITING_APPROVAL:
-            # Never sent to Coasty: it ends here, and its hold goes back.
-            locked.status = RunStatus.CANCELLED
-            locked.finished_at = locked.settled_at = timezone.now()
-            locked.save(update_fields=["status", "finished_at", "settled_at"])
-            run_status_notify(locked)
-            billing.hold_release(reference=locked.hold_reference, caused_by=user)
+        never_sent = locked.status == RunStatus.PENDING and locked.submit_attempts == 0
+        if locked.status == RunStatus.AWAITING_APPROVAL or never_sent:
+            # Never sent to Coasty (waiting for approval; or pending with no attempt yet, and
+            # run_submit counts an attempt only on a run still pending, under this row lock, so
+            # nothing ever will be): it ends here, and its hold goes back.
+            _cancel_before_submit(locked, user)
             return locked
         locked.pending_action = PendingAction.CANCEL
         locked.save(update_fields=["pending_action"])
         if locked.upstream_id:
             enqueue_on_commit(tasks.cancel_run_upstream, str(locked.pk))
-        # A pending run is cancelled as soon as Coasty accepts it (run_mark_accepted).
+        else:
+            # Sent already, answer unknown: the submit (same key) learns whether Coasty has it;
+            # accepted, it is cancelled there (run_mark_accepted); refused or given up, it ends
+            # here. Asked now rather than at the next backoff.
+            enqueue_on_commit(tasks.submit_run, str(locked.pk))
     logger.info("run %s: cancel requested by %s", run.pk, user)
     return locked
+
+
+def _cancel_before_submit(run: Run, user) -> None:
+    """Close a run that never reached Coasty (the caller holds its row lock)."""
+    now = timezone.now()
+    before_approval = run.status == RunStatus.AWAITING_APPROVAL
+    run.status = RunStatus.CANCELLED
+    run.error = (
+        "Cancelled while it waited for approval."
+        if before_approval
+        else "Cancelled before it was sent to Coasty."
+    )
+    run.finished_at = run.settled_at = now
+    run.status_at = now
+    run.pending_action = PendingAction.NONE
+    run.submit_next_at = None
+    run.save()
+    run_status_notify(run)
+    billing.hold_release(reference=run.hold_reference, caused_by=user or f"run:{run.pk}")
 
 
 def run_request_resume(*, run: Run, user, note: str = "") -> Run:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -19,6 +20,7 @@ from runs.models import (
     runs_to_follow,
 )
 from runs.services.approval import runs_expire_approvals
+from runs.services.settle import run_deadline
 
 # After its deadline, a run that has not ended is polled once this much later.
 DEADLINE_GRACE = dt.timedelta(seconds=60)
@@ -31,8 +33,11 @@ def runs_housekeeping() -> dict[str, int]:
 
     - pending runs due for another submit attempt are submitted again (same key);
     - live runs nobody follows get a follower;
-    - ended runs that are not settled, and live runs past their deadline (plus grace) or
-      silent for long, are polled and settled;
+    - pending runs past RUNS_PENDING_MAX_AGE_SECONDS are adopted or failed (run_submit);
+    - ended runs that are not settled, runs Coasty answered 404 for, and live runs past their
+      deadline (plus grace) or silent for long, are polled and settled (run_settle bounds
+      how long each may take);
+    - orphans (Coasty runs accepted after their run closed here) are cancelled upstream;
     - cancel and resume requests that did not reach Coasty are sent again;
     - runs that waited for approval longer than RUNS_APPROVAL_EXPIRY_SECONDS are rejected as
       "expired" (their holds released).
@@ -40,27 +45,32 @@ def runs_housekeeping() -> dict[str, int]:
     now = timezone.now()
     counts = {"submit": 0, "settle": 0, "cancel": 0, "resume": 0, "follow": 0}
     counts["expired"] = runs_expire_approvals(now=now)
+    max_age = dt.timedelta(seconds=settings.RUNS_PENDING_MAX_AGE_SECONDS)
     due = Run.objects.filter(status=RunStatus.PENDING).filter(
         Q(submit_next_at__lte=now)
         | Q(submit_next_at__isnull=True, created_at__lte=now - dt.timedelta(seconds=30))
+        # Past the age limit: adopted or failed now, whatever its backoff says.
+        | Q(created_at__lte=now - max_age)
     )
     for run_id in due.values_list("pk", flat=True)[:500]:
         enqueue_on_commit(tasks.submit_run, str(run_id))
         counts["submit"] += 1
     unsettled = Run.objects.filter(
-        status__in=UPSTREAM_TERMINAL_STATUSES, settled_at__isnull=True
+        Q(status__in=UPSTREAM_TERMINAL_STATUSES) | Q(upstream_missing_since__isnull=False),
+        settled_at__isnull=True,
+        upstream_id__isnull=False,
     ).values_list("pk", flat=True)
     overdue = []
     for run in Run.objects.filter(status__in=LIVE_STATUSES, upstream_id__isnull=False).only(
-        "pk", "accepted_at", "deadline_seconds", "last_event_at"
+        "pk", "accepted_at", "deadline_seconds", "last_event_at", "upstream_missing_since"
     )[:2000]:
-        deadline = (
-            run.accepted_at + dt.timedelta(seconds=run.deadline_seconds) + DEADLINE_GRACE
-            if run.accepted_at and run.deadline_seconds
-            else None
-        )
+        if run.upstream_missing_since is not None:
+            continue  # in `unsettled` already
+        deadline = run_deadline(run)
         silent_since = run.last_event_at or run.accepted_at
-        if (deadline and now > deadline) or (silent_since and now - silent_since > SILENCE_LIMIT):
+        if (deadline and now > deadline + DEADLINE_GRACE) or (
+            silent_since and now - silent_since > SILENCE_LIMIT
+        ):
             overdue.append(run.pk)
     for run_id in [*unsettled[:500], *overdue]:
         enqueue_on_commit(tasks.settle_run, str(run_id))
@@ -76,6 +86,11 @@ def runs_housekeeping() -> dict[str, int]:
         )
         enqueue_on_commit(task, str(run_id))
         counts[action] += 1
+    orphans = Run.objects.filter(orphan_cancelled_at__isnull=True).exclude(orphan_upstream_id="")
+    counts["orphan_cancel"] = 0
+    for run_id in orphans.values_list("pk", flat=True)[:500]:
+        enqueue_on_commit(tasks.cancel_orphan_upstream, str(run_id))
+        counts["orphan_cancel"] += 1
     unfollowed = runs_to_follow().filter(  # live runs, and ended ones to backfill
         Q(follow_lease_until__isnull=True) | Q(follow_lease_until__lt=now)
     )

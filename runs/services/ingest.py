@@ -55,7 +55,11 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
         if not events:
             return run
         _events_store(run, events)
-        steps_before = run.steps_completed
+        # Steps are charged in order, one per number: the next step is the one after the
+        # last charged. A number beyond it (a stray step number, or a gap) is not charged
+        # here; settle charges Coasty's final count of steps, so nothing is lost and a stray
+        # number is never charged on top of that count.
+        next_step = run.steps_completed + 1
         new_steps: list[int] = []
         for event in events:
             data = as_dict(event.data)
@@ -76,8 +80,16 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
                 apply_status(run, RunStatus.RUNNING, seq=event.seq, at=at)
             elif event.type == "step":
                 step = _step_number(data)
-                if step is not None and step > steps_before and step not in new_steps:
+                if step == next_step:
                     new_steps.append(step)
+                    next_step += 1
+                elif step is not None and step > next_step:
+                    logger.warning(
+                        "run %s: step %s arrived after step %s; left to settle's count",
+                        run.pk,
+                        step,
+                        next_step - 1,
+                    )
             elif event.type == "text" and isinstance(data.get("text"), str):
                 run.result = {**(run.result or {}), "text": data["text"]}
             elif event.type == "error":

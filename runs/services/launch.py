@@ -18,7 +18,7 @@ from portal.teams.models import Team
 from runs import tasks
 from runs.models import Run, RunStatus
 from runs.services.approval import run_awaiting_approval_notify
-from runs.upstream import webhook_url_for
+from runs.upstream import upstream_is_test_mode, webhook_url_for
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_launch(
     needs_approval = threshold is not None and held_cents > threshold
     try:
         with transaction.atomic():
-            run = Run.objects.create(
+            run = Run(
                 id=run_id,
                 team=team,
                 created_by=user,
@@ -94,7 +94,12 @@ def run_launch(
                 # The key is stored with the run and never changes: every submit attempt, by
                 # any worker, after any crash, sends this key with the same body.
                 idempotency_key=f"portal-run-{run_id}",
+                test_mode=upstream_is_test_mode(),
             )
+            # Frozen now, from the launch fields: a renamed team or a changed setting never
+            # changes what a retry sends under this key.
+            run.submit_body = _body_from_fields(run)
+            run.save(force_insert=True)
             billing.hold_place(
                 team=team,
                 amount_cents=run.held_cents,
@@ -118,7 +123,13 @@ def run_launch(
 
 
 def upstream_request_body(run: Run) -> dict[str, Any]:
-    """The body of POST /v1/runs, rebuilt from the stored run: the same on every retry."""
+    """The body of POST /v1/runs: the one frozen at launch, the same on every retry."""
+    if run.submit_body is not None:
+        return dict(run.submit_body)
+    return _body_from_fields(run)  # a run launched before bodies were frozen
+
+
+def _body_from_fields(run: Run) -> dict[str, Any]:
     body: dict[str, Any] = {
         "machine_id": run.machine_id,
         "task": run.task,

@@ -94,6 +94,46 @@ def _webhook_apply(run: Run, payload: dict[str, Any]) -> tuple[str, list[str]]:
     return f"status {before} → {status}", sql.WEBHOOK_STATUS_FIELDS
 
 
+def _orphan_check_maybe(run_id, body: bytes | Callable[[], bytes], size: int | None) -> None:
+    """A delivery for a run closed here before Coasty's acceptance was known: Coasty writes
+    about it, so it may have run it after all (an orphan). The delivery cannot be verified (the
+    run has no secret), so it only asks for the check (run_check_orphan: the idempotency lookup
+    decides, and a run Coasty names counts only if its metadata names ours). The answer stays
+    the unknown run's; the refusal limits bound how often this can be asked."""
+    closed = (
+        Run.objects.filter(pk=run_id, upstream_id__isnull=True, orphan_upstream_id="")
+        .exclude(status=RunStatus.PENDING)
+        .exists()
+    )
+    if not closed:
+        return
+    if isinstance(body, bytes):
+        raw = body
+    elif size is not None and size <= WEBHOOK_MAX_BYTES:
+        raw = body()
+    else:
+        raw = b""
+    enqueue_on_commit(tasks.check_orphan, str(run_id), _named_run(raw[:WEBHOOK_MAX_BYTES]))
+
+
+def _named_run(body: bytes) -> str | None:
+    """The Coasty run id an unverified delivery names, if it looks like one: only a hint, to
+    ask Coasty about (run_check_orphan checks the run is ours)."""
+    try:
+        payload = strict_json.loads_object(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    named = payload.get("run_id") if isinstance(payload, dict) else None
+    if (
+        isinstance(named, str)
+        and 0 < len(named) <= 128
+        and named.isprintable()
+        and "/" not in named
+    ):
+        return named
+    return None
+
+
 @dataclass(frozen=True)
 class WebhookAnswer:
     """What the webhook view answers: a status code, a short message, and for a 429 how many
@@ -139,6 +179,8 @@ def webhook_receive(
         # Also a run without a secret (launched without webhooks, or not yet accepted: Coasty
         # retries a non-2xx, and by then the secret is stored): exactly like an unknown run.
         limits.refused(run_known=False)
+        if known is not None and not known[1]:
+            _orphan_check_maybe(run_id, body, size)
         return UNKNOWN_RUN
     secret_encrypted, upstream_id = known
     lower = {k.lower(): v for k, v in headers.items()}

@@ -229,6 +229,17 @@ def create_app(config: SimConfig | None = None) -> Starlette:
                 "NOT_FOUND",
                 f"Machine {run_request['machine_id']!r} not found for this key. GET /v1/machines lists them.",
             )
+        if key is not None and sim.faults.fire("spent_key", "create_run"):
+            # The start failed and was refunded: the key is spent; its answer is stored.
+            spent = ApiError(
+                "INTERNAL_ERROR",
+                "The run failed to start and was refunded (fault spent_key). Use a new key.",
+                retry_with_same_idempotency_key=False,
+            )
+            record = sim.reserve_key(kind, key, body_fingerprint)
+            record.status, record.response_status = "completed", spent.status
+            record.response_body = spent.body(request_id)
+            raise spent
         hold = sim.faults.fire("in_flight", "create_run") if key is not None else None
         record = sim.reserve_key(kind, key, body_fingerprint) if key is not None else None
         if sim.config.create_latency_seconds:

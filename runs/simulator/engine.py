@@ -93,6 +93,7 @@ class Run:
     task: asyncio.Task | None = None
     gone: bool = False  # removed by /_sim/reset: open streams close
     shape_data: Callable[[int, str, dict[str, Any]], dict[str, Any]] | None = None
+    forgotten: bool = False  # fault forget_run: the public API answers 404 for it
 
     @property
     def step_price(self) -> int:
@@ -158,6 +159,7 @@ class IdempotencyRecord:
     status: str = "processing"  # processing | completed
     response_status: int | None = None
     response_body: dict[str, Any] | None = None
+    ttl_seconds: float | None = None  # fault key_expiry: kept this long instead of the config's
 
 
 def fingerprint(body: Any) -> str:
@@ -228,16 +230,18 @@ class Simulator:
 
     def idempotency_record(self, kind: str, key: str) -> IdempotencyRecord | None:
         record = self.idempotency.get((kind, key))
-        if (
-            record is not None
-            and self.now() - record.stored_at >= self.config.idempotency_ttl_seconds
-        ):
+        ttl: float = self.config.idempotency_ttl_seconds
+        if record is not None and record.ttl_seconds is not None:
+            ttl = record.ttl_seconds
+        if record is not None and self.now() - record.stored_at >= ttl:
             del self.idempotency[(kind, key)]  # expired: as if never seen
             return None
         return record
 
     def reserve_key(self, kind: str, key: str, body_fingerprint: str) -> IdempotencyRecord:
         record = IdempotencyRecord(kind, key, body_fingerprint, stored_at=self.now())
+        if spec := self.faults.fire("key_expiry", "create_run"):
+            record.ttl_seconds = spec.options.get("after_seconds", 10.0)
         self.idempotency[(kind, key)] = record
         return record
 
@@ -245,7 +249,7 @@ class Simulator:
 
     def visible_run(self, kind: str, run_id: str) -> Run | None:
         run = self.runs.get(run_id)
-        return run if run is not None and run.kind == kind else None
+        return run if run is not None and run.kind == kind and not run.forgotten else None
 
     def create_run(self, *, kind: str, request: dict[str, Any], idempotency_key: str | None) -> Run:
         """Create and start a run. Synchronous: no await, so a key can never create two."""
@@ -321,6 +325,9 @@ class Simulator:
         run.emit("tool_result", {"step": step, "tool": tool, "ok": not failing, "output": output})
         run.steps_completed = step
         run.emit("step", {"step": step, "steps_completed": step})
+        if self.faults.fire("stray_step", "step"):
+            stray = step + self.faults.rng.randint(10, 40)
+            run.emit("step", {"step": stray, "steps_completed": stray})
         price = run.step_price
         run.credits_charged += price
         run.emit(
@@ -450,6 +457,9 @@ class Simulator:
             },
         )
         self._send_webhook(run, status)
+        if spec := self.faults.fire("forget_run", "run_end"):
+            delay = self.config.real(spec.options.get("after_seconds", 0.0))
+            asyncio.get_running_loop().call_later(delay, setattr, run, "forgotten", True)
         task = run.task
         if task is not None and task is not asyncio.current_task():
             task.cancel()

@@ -69,6 +69,18 @@ FAULTS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, tuple[Any, ...] |
     ),
     "envelope_data": (("stream_events",), {}),
     "tool_field_names": (("stream_events",), {"names": (str, ("name_args", "action_type_params"))}),
+    # Convergence faults (issue 12), decided per run or per key, not per request:
+    # Coasty forgets a run `after_seconds` (simulated, default 0) after it ends: GET, cancel and
+    # the stream answer 404 (purged, or the key switched between test and live).
+    "forget_run": (("run_end",), {"after_seconds": (float, None)}),
+    # An extra `step` event with a stray high step number (not a step Coasty counts).
+    "stray_step": (("step",), {}),
+    # POST /v1/runs answers 500 retryable but retry_with_same_idempotency_key false: the key is
+    # spent (Coasty refunded the failed start); the answer is stored under the key, no run made.
+    "spent_key": (("create_run",), {}),
+    # Coasty forgets this key `after_seconds` (REAL seconds, default 10) after it was first
+    # used, instead of after idempotency_ttl_seconds: the lookup answers 404 and the key is new.
+    "key_expiry": (("create_run",), {"after_seconds": (float, None)}),
 }
 
 FAULT_NAMES = tuple(FAULTS)

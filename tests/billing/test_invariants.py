@@ -113,3 +113,69 @@ def test_every_broken_invariant_is_named_not_just_the_first(team):
     assert code == 1
     assert "stores a balance" in err and "completed steps" in err
     assert "broken invariant(s)" in err
+
+
+# --- issue 12, case 8: resolutions honoured, each hold on its own accounts, runs settled ---
+
+
+def overcharged_and_settled(team):
+    """A hold charged 4 steps by the stream, settled on Coasty's count of 2: a discrepancy."""
+    top_up(team, 1000)
+    hold = place_hold(team, 100)
+    for step in (1, 2, 3, 4):
+        services.hold_capture(reference=hold.reference, step=step, amount_cents=5, caused_by="r")
+    services.hold_settle(
+        reference=hold.reference,
+        steps_completed=2,
+        step_price_cents=5,
+        upstream_credits_charged=10,
+        upstream_test_mode=False,
+        caused_by="r",
+    )
+    return hold
+
+
+def test_a_discrepancy_resolved_with_a_credit_no_longer_fails_check_ledger(team, billing_admin):
+    # given a run charged two steps more than Coasty counted: check_ledger names it
+    hold = overcharged_and_settled(team)
+    assert any("Coasty reported 2 completed steps" in p for p in ledger_problems())
+
+    # when a billing admin credits the team the difference
+    services.reconciliation_resolve_with_adjustment(
+        reconciliation=hold.reconciliation,
+        amount_cents=10,
+        direction="credit",
+        reason="two stray step charges",
+        actor=billing_admin,
+        idempotency_key="fix-1",
+    )
+
+    # then the ledger is sound again
+    code, _out, err = check_ledger()
+    assert code == 0, err
+
+
+def test_a_hold_transfer_on_another_shards_account_is_named(team, settings):
+    settings.BILLING_ACCOUNT_SHARDS = 4
+    top_up(team, 1000)
+    first = place_hold(team, 100)
+    second = place_hold(team, 100)
+    while second.held_account_id == first.held_account_id:
+        second = place_hold(team, 100)
+    services.hold_capture(reference=first.reference, step=1, amount_cents=5, caused_by="r")
+    with broken_for_a_moment():
+        # the capture of the first hold, booked as if on the other hold's shard
+        Transfer.objects.filter(hold=first, kind=TransferKind.CAPTURE).update(
+            debit_account_id=second.held_account_id, credit_account_id=second.spend_account_id
+        )
+        problems = ledger_problems()
+    assert any("does not use that hold's own accounts" in p for p in problems)
+
+
+def test_a_hold_transfer_for_another_team_is_named(team, other_team):
+    top_up(team, 1000)
+    hold = place_hold(team, 100)
+    with broken_for_a_moment():
+        Transfer.objects.filter(hold=hold).update(team=other_team)
+        problems = ledger_problems()
+    assert any("does not use that hold's own accounts or team" in p for p in problems)

@@ -4,6 +4,12 @@ tests/runs/conftest.py): launched, accepted, fed step events and webhooks, and t
 from dataclasses import dataclass, field
 
 from runs import services
+from runs.coasty import (
+    CoastyIdempotencyKeyReused,
+    CoastyInvalidState,
+    CoastyNotFound,
+    CoastyTransportError,
+)
 from runs.services import IncomingEvent, LaunchRequest
 
 
@@ -43,7 +49,56 @@ class FakeCoasty:
 
     def get_run(self, upstream_id):
         self.calls.append(("get", upstream_id))
+        if upstream_id in self.forgotten:
+            raise CoastyNotFound("No such run", status=404, code="NOT_FOUND")
         return {k: v for k, v in self.runs[upstream_id].items() if k != "webhook_secret"}
+
+    # --- what the convergence tests need (issue 12) ---
+    forgotten: set = field(default_factory=set)  # runs GET answers 404 for
+    bodies_by_key: dict = field(default_factory=dict)
+    lookup_fails_with: Exception | None = None
+
+    def idempotency_lookup(self, key):
+        from runs.coasty import IdempotencyLookup
+
+        self.calls.append(("lookup", key))
+        if self.lookup_fails_with:
+            raise self.lookup_fails_with
+        if key not in self.creates_by_key:
+            raise CoastyNotFound("Unknown idempotency key", status=404, code="NOT_FOUND")
+        run = dict(self.runs[self.creates_by_key[key]])
+        return IdempotencyLookup(status="completed", result=run, original_status=201)
+
+    def cancel_run(self, upstream_id):
+        self.calls.append(("cancel", upstream_id))
+        run = self.runs[upstream_id]
+        if run["status"] in ("succeeded", "failed", "cancelled", "timed_out"):
+            raise CoastyInvalidState("Run already ended", status=409, code="INVALID_STATE")
+        run["status"] = "cancelled"
+        return dict(run)
+
+    def create_lost(self, body, *, idempotency_key):
+        """Coasty creates the run, the answer never arrives (nor the lookup's)."""
+        self.calls.append(("create", idempotency_key, body))
+        if idempotency_key in self.bodies_by_key and self.bodies_by_key[idempotency_key] != body:
+            raise CoastyIdempotencyKeyReused(
+                "Idempotency-Key reused with a different body",
+                status=422,
+                code="IDEMPOTENCY_KEY_REUSED",
+            )
+        self.bodies_by_key[idempotency_key] = body
+        if idempotency_key not in self.creates_by_key:
+            upstream_id = f"run_{len(self.runs) + 1}"
+            self.runs[upstream_id] = {
+                "id": upstream_id,
+                "object": "agent.run",
+                "status": "queued",
+                "steps_completed": 0,
+                "credits_charged": 0,
+                "webhook_secret": f"whsec_{upstream_id}",
+            }
+            self.creates_by_key[idempotency_key] = upstream_id
+        raise CoastyTransportError("connection reset", code="TRANSPORT_ERROR", retryable=True)
 
     def finish(self, upstream_id, status, steps, price=5):
         self.runs[upstream_id].update(

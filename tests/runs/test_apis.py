@@ -244,3 +244,22 @@ def test_events_after_a_seq_and_paged(world, bob):
     assert after["results"][0]["data"] == {"n": 6}
     for bad in ("after=-1", "after=x", "limit=501"):
         assert error_of(bob.get(f"{url}?{bad}"), 400)["code"] == "VALIDATION_ERROR"
+
+
+def test_a_run_says_when_its_money_is_final_and_what_its_hold_still_holds(world, bob):
+    # given a run just launched: its whole hold is reserved, its money not final
+    run = bob.post(RUNS_URL, LAUNCH_BODY).json()
+    assert (run["settled_at"], run["hold_remaining_cents"]) == (None, run["held_cents"])
+
+    # when Coasty refuses it and the hold comes back
+    from runs.coasty import CoastyValidationError
+    from runs.services import run_mark_submit_failed
+
+    run_mark_submit_failed(
+        run_id=run["id"], error=CoastyValidationError("bad machine", status=422, code="X")
+    )
+
+    # then the API says the money is final and nothing is held; held_cents stays as launched
+    again = bob.get(f"/api/v1/runs/{run['id']}/").json()
+    assert again["settled_at"] is not None and again["hold_remaining_cents"] == 0
+    assert again["held_cents"] == run["held_cents"]

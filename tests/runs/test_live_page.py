@@ -9,6 +9,7 @@ import pytest
 from django.templatetags.static import static
 from django.utils import timezone
 
+from billing.services import hold_release
 from runs import services
 from runs.models import Run, RunEvent, RunStatus
 from runs.services import LaunchRequest
@@ -51,6 +52,8 @@ def ended(run, *, settled_ago: dt.timedelta, events=()):
         settled_at=timezone.now() - settled_ago,
         finished_at=timezone.now() - settled_ago,
     )
+    # A settled run's hold is closed (check_ledger holds runs to it).
+    hold_release(reference=run.hold_reference, caused_by="test")
     for seq, kind in enumerate(events, start=1):
         RunEvent.objects.create(run=run, seq=seq, type=kind, data={"status": "succeeded"})
 
@@ -105,3 +108,23 @@ def test_the_run_page_gets_htmx_from_our_static_files_with_no_inline_code(bob_an
     assert not re.search(r"\s(data-)?hx-(on|vars)|js:", html)
     tag = re.search(r'<section id="run-live"[^>]*>', html)[0]
     assert polls(tag, run)
+
+
+def test_the_run_page_says_what_is_still_held_and_when_the_money_became_final(
+    bob_and_run, client_for
+):
+    bob, run = bob_and_run
+    html, _ = live_region(client_for, bob, run)
+    assert 'id="hold-remaining">$0.50<' in html and "settled-at" not in html
+
+    ended(run, settled_ago=dt.timedelta(seconds=61), events=["status", "done"])
+    html, _ = live_region(client_for, bob, run)
+    assert 'id="settled-at"' in html and "Money final" in html
+
+
+def test_a_run_settled_lost_upstream_says_so_on_its_page(bob_and_run, client_for):
+    bob, run = bob_and_run
+    ended(run, settled_ago=dt.timedelta(seconds=61), events=["done"])
+    Run.objects.filter(pk=run.pk).update(lost_upstream_at=timezone.now())
+    html, _ = live_region(client_for, bob, run)
+    assert "Lost upstream" in html
