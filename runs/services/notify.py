@@ -28,14 +28,16 @@ def run_url(run: Run) -> str:
     return settings.PORTAL_PUBLIC_URL.rstrip("/") + reverse("run_detail", args=[run.pk])
 
 
-def run_event_data(run: Run) -> dict[str, str]:
+def run_event_data(run: Run) -> dict[str, str | int]:
     """The public `data` of a run event: the contract's {run_id, team, status, task, url}
-    but `team`, which fan-out adds from the event's team (one query less on the hot path)."""
+    but `team`, which fan-out adds from the event's team (one query less on the hot path),
+    plus `charged_cents` so far (Slack messages show the cost)."""
     return {
         "run_id": str(run.pk),
         "status": str(run.status),
         "task": run.task,
         "url": run_url(run),
+        "charged_cents": run.charged_cents,
     }
 
 
