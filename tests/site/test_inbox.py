@@ -8,10 +8,14 @@ from runs import services as runs
 from runs.models import Run, RunStatus
 from runs.services import IncomingEvent
 from tests.factories import TeamFactory
-from tests.runs.conftest import coasty, funded_team  # noqa: F401 — shared fixtures
+from tests.runs import conftest as runs_fixtures
 from tests.runs.support import _accepted_run
 
 pytestmark = pytest.mark.django_db
+
+# The runs tests' fixtures: a fake Coasty and a funded team.
+coasty = runs_fixtures.coasty
+funded_team = runs_fixtures.funded_team
 
 
 def pause(run, seq=4):
