@@ -7,6 +7,13 @@ from rest_framework.negotiation import DefaultContentNegotiation
 
 from billing.apis import LedgerApi, TopUpApi, WalletApi
 from portal.core.rest.errors import api_not_found
+from portal.notifications.apis import (
+    EndpointApi,
+    EndpointDeliveriesApi,
+    EndpointTestApi,
+    NotificationsApi,
+    TeamEndpointsApi,
+)
 from portal.site.apis import TeamListApi
 from runs.apis import RunCancelApi, RunDetailApi, RunEventsApi, RunResumeApi, TeamRunsApi
 
@@ -20,6 +27,25 @@ v1 = [
     path("runs/<uuid:run_id>/cancel/", RunCancelApi.as_view(), name="api_run_cancel"),
     path("runs/<uuid:run_id>/resume/", RunResumeApi.as_view(), name="api_run_resume"),
     path("runs/<uuid:run_id>/events/", RunEventsApi.as_view(), name="api_run_events"),
+    path(
+        "teams/<slug:slug>/webhook-endpoints/",
+        TeamEndpointsApi.as_view(),
+        name="api_webhook_endpoints",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/", EndpointApi.as_view(), name="api_webhook_endpoint"
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/test/",
+        EndpointTestApi.as_view(),
+        name="api_webhook_endpoint_test",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/deliveries/",
+        EndpointDeliveriesApi.as_view(),
+        name="api_webhook_endpoint_deliveries",
+    ),
+    path("notifications/", NotificationsApi.as_view(), name="api_notifications"),
 ]
 
 urlpatterns = [

@@ -130,6 +130,11 @@ def test_schema_documents_auth_idempotency_and_errors(client):
         "/api/v1/runs/{run_id}/cancel/",
         "/api/v1/runs/{run_id}/resume/",
         "/api/v1/runs/{run_id}/events/",
+        "/api/v1/teams/{slug}/webhook-endpoints/",
+        "/api/v1/webhook-endpoints/{endpoint_id}/",
+        "/api/v1/webhook-endpoints/{endpoint_id}/test/",
+        "/api/v1/webhook-endpoints/{endpoint_id}/deliveries/",
+        "/api/v1/notifications/",
     }
 
 
