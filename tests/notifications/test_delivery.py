@@ -210,3 +210,23 @@ def test_a_private_url_is_refused_when_the_endpoint_is_made(team, settings):
         services.endpoint_create(
             team=team, user=None, url="http://127.0.0.1:9/x", events=["run.failed"]
         )
+
+
+def test_the_simulators_demo_receiver_gets_the_demo_teams_deliveries(team):
+    # given an endpoint at the simulator's receiver, as seed_demo makes for `make run`
+    import httpx
+
+    from runs.simulator.testing import run_simulator
+
+    with run_simulator() as sim:
+        endpoint, _ = services.endpoint_create(
+            team=team, user=None, url=sim.base_url + "/_sim/webhook-receiver", events=["run.failed"]
+        )
+        event_record(EventType.RUN_FAILED, team_id=team.pk, subject="run:1", key="k", data={})
+        [delivery_id] = services.event_fan_out(key="k")
+        # when it is sent
+        after = services.delivery_attempt(delivery_id=delivery_id)
+        # then it arrived, and the receiver lists it with its webhook-id
+        assert after.status == "delivered"
+        [got] = httpx.get(sim.base_url + "/_sim/webhook-receiver").json()["received"]
+        assert got["headers"]["webhook-id"] == after.webhook_id
