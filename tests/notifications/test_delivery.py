@@ -219,7 +219,7 @@ def test_the_simulators_demo_receiver_gets_the_demo_teams_deliveries(team):
     from runs.simulator.testing import run_simulator
 
     with run_simulator() as sim:
-        endpoint, _ = services.endpoint_create(
+        services.endpoint_create(
             team=team, user=None, url=sim.base_url + "/_sim/webhook-receiver", events=["run.failed"]
         )
         event_record(EventType.RUN_FAILED, team_id=team.pk, subject="run:1", key="k", data={})
