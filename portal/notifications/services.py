@@ -89,23 +89,29 @@ def event_fan_out(*, key: str) -> list[int]:
     """Turn the event recorded under `key` into what each channel sends; return the ids of the
     deliveries waiting for their first attempt.
 
-    Idempotent: notifications are unique per (event, person) and deliveries per (event,
-    endpoint), so running it again (the sweep after the on-commit task, a retried task) adds
-    nothing; each email is claimed before it is sent. `dispatched_at` is set last, so an event
-    whose fan-out crashed half-way is picked up again by the sweep.
+    One transaction, under the event's row lock (so two fan-outs of one event take turns):
+    notifications (unique per event and person), deliveries (unique per event and endpoint),
+    the claim on each email, and `dispatched_at`. Running it again finds the event dispatched
+    and does nothing. Emails leave after the commit; one that cannot be sent gives its claim
+    back and clears `dispatched_at`, so the sweep tries the fan-out again.
     """
-    event = OutboxEvent.objects.select_related("team", "user").filter(key=key).first()
-    if event is None:
-        return []
-    presented = present(event)
-    recipients = event_recipients(event)
-    endpoints = [
-        endpoint
-        for endpoint in WebhookEndpoint.objects.filter(team_id=event.team_id, enabled=True)
-        if event.type in endpoint.events
-    ]
-    now = timezone.now()
     with transaction.atomic():
+        event = (
+            OutboxEvent.objects.select_for_update(of=("self",))
+            .select_related("team", "user")
+            .filter(key=key, dispatched_at__isnull=True)
+            .first()
+        )
+        if event is None:
+            return []  # unknown, or already fanned out
+        presented = present(event)
+        recipients = event_recipients(event)
+        endpoints = [
+            endpoint
+            for endpoint in WebhookEndpoint.objects.filter(team_id=event.team_id, enabled=True)
+            if event.type in endpoint.events
+        ]
+        now = timezone.now()
         Notification.objects.bulk_create(
             [
                 Notification(
@@ -131,17 +137,18 @@ def event_fan_out(*, key: str) -> list[int]:
                 )
                 for endpoint in endpoints
             ],
-            ignore_conflicts=True,
+            ignore_conflicts=True,  # a fan-out retried after a failed email made them already
         )
-    _emails_send(event, presented)
-    OutboxEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(
-        dispatched_at=timezone.now()
-    )
-    return list(
-        WebhookDelivery.objects.filter(
-            event=event, status=DeliveryStatus.PENDING, attempts=0
-        ).values_list("pk", flat=True)
-    )
+        deliveries = list(
+            WebhookDelivery.objects.filter(
+                event=event, status=DeliveryStatus.PENDING, attempts=0
+            ).values_list("pk", flat=True)
+        )
+        emails = _emails_claim(event, [user for user in recipients if user.email], now=now)
+        OutboxEvent.objects.filter(pk=event.pk).update(dispatched_at=now)
+    for notification in emails:
+        _email_send(notification, team_name=event.team.name, event_id=event.pk)
+    return deliveries
 
 
 def webhook_id_new() -> str:
@@ -210,26 +217,21 @@ def _email_wanted(user_ids: list[int], event_type: str) -> set[int]:
     return {pk for pk in user_ids if chosen.get(pk, default)}
 
 
-def _emails_send(event: OutboxEvent, presented: Presented) -> None:
-    pending = list(
-        Notification.objects.filter(event=event, email_sent_at__isnull=True)
-        .exclude(user__email="")
-        .select_related("user")
-    )
-    wanted = _email_wanted([n.user_id for n in pending], event.type)
-    for notification in pending:
-        if notification.user_id in wanted:
-            _email_send_once(notification, team_name=event.team.name)
+def _emails_claim(event: OutboxEvent, people: list[Any], *, now: Any) -> list[Notification]:
+    """Mark the email of each person who wants one as sent (inside the fan-out's transaction);
+    the caller sends them after the commit."""
+    wanted = _email_wanted([user.pk for user in people], event.type)
+    if not wanted:
+        return []
+    rows = Notification.objects.filter(event=event, user_id__in=wanted, email_sent_at__isnull=True)
+    claimed = list(rows.select_related("user"))
+    rows.update(email_sent_at=now)
+    return claimed
 
 
-def _email_send_once(notification: Notification, *, team_name: str) -> None:
-    """Claim the notification's one email, then send it; a failed send gives the claim back
-    (and raises, so the fan-out is retried by the sweep)."""
-    claimed = Notification.objects.filter(pk=notification.pk, email_sent_at__isnull=True).update(
-        email_sent_at=timezone.now()
-    )
-    if not claimed:
-        return  # another fan-out of the same event sent it
+def _email_send(notification: Notification, *, team_name: str, event_id: int | None) -> None:
+    """Send one claimed email; if it cannot be sent, give the claim back (and reopen the event
+    for the sweep) and raise."""
     context = {
         "text": notification.text,
         "url": notification.url,
@@ -247,6 +249,8 @@ def _email_send_once(notification: Notification, *, team_name: str) -> None:
         message.send()
     except Exception:
         Notification.objects.filter(pk=notification.pk).update(email_sent_at=None)
+        if event_id is not None:
+            OutboxEvent.objects.filter(pk=event_id).update(dispatched_at=None)
         raise
 
 
@@ -426,21 +430,22 @@ def delivery_claim(*, delivery_id: int, now: Any = None) -> DeliveryAttempt | No
     finished, or leased by a live worker. One UPDATE decides it, so two workers never both
     send the same attempt; a lease that ran out belongs to a worker that died mid-send."""
     now = now or timezone.now()
-    claimed = (
-        WebhookDelivery.objects.filter(
-            pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+    with transaction.atomic():
+        claimed = (
+            WebhookDelivery.objects.filter(
+                pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+            )
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+            .update(lease_until=now + lease_length(), attempts=F("attempts") + 1)
         )
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + lease_length(), attempts=F("attempts") + 1)
-    )
-    if not claimed:
-        return None
-    delivery = WebhookDelivery.objects.select_related("endpoint", "endpoint__team").get(
-        pk=delivery_id
-    )
-    return DeliveryAttempt.objects.create(
-        delivery=delivery, number=delivery.attempts, started_at=now
-    )
+        if not claimed:
+            return None
+        delivery = WebhookDelivery.objects.select_related("endpoint", "endpoint__team").get(
+            pk=delivery_id
+        )
+        return DeliveryAttempt.objects.create(
+            delivery=delivery, number=delivery.attempts, started_at=now
+        )
 
 
 def delivery_attempt(*, delivery_id: int, now: Any = None) -> WebhookDelivery | None:
@@ -579,7 +584,8 @@ def _endpoint_count_failure(endpoint_id: int) -> None:
     def email_all() -> None:
         for notification in notifications:
             if notification.user.email:
-                _email_send_once(notification, team_name=team_name)
+                Notification.objects.filter(pk=notification.pk).update(email_sent_at=timezone.now())
+                _email_send(notification, team_name=team_name, event_id=None)
 
     transaction.on_commit(email_all)
 

@@ -207,3 +207,28 @@ def test_a_slack_endpoint_gets_a_message_with_a_link(team, make_member, receiver
     text = json.loads(got.body)["text"]
     assert "Book &lt;a&gt; room" in text and "$2.50" in text and "failed" in text
     assert "webhook-signature" not in got.headers
+
+
+def test_an_email_that_cannot_be_sent_is_sent_by_the_next_fan_out(team, make_member, monkeypatch):
+    # given a manager, and a mail server that fails once
+    manager = make_member(team, Role.MANAGER)
+    event_record(EventType.BUDGET_THRESHOLD, team_id=team.pk, subject="b", key="k")
+    real_send = mail.EmailMultiAlternatives.send
+    failures = [RuntimeError("smtp down")]
+
+    def flaky_send(self, *args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real_send(self, *args, **kwargs)
+
+    monkeypatch.setattr(mail.EmailMultiAlternatives, "send", flaky_send)
+    mail.outbox.clear()
+    # when the first fan-out fails on the email
+    with pytest.raises(RuntimeError):
+        services.event_fan_out(key="k")
+    # then the event is open again, and the next fan-out (the sweep's) sends it, once
+    assert OutboxEvent.objects.get().dispatched_at is None
+    services.event_fan_out(key="k")
+    services.event_fan_out(key="k")
+    assert [m.to for m in mail.outbox] == [[manager.email]]
+    assert Notification.objects.count() == 1
