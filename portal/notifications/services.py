@@ -79,7 +79,7 @@ def event_record(
     )
     # Fan-out after commit; the sweep (tasks.notifications_sweep) catches any event whose task
     # was lost (a crash between commit and enqueue), and fanning out twice changes nothing.
-    enqueue_on_commit(tasks.event_fan_out, key=key)
+    enqueue_on_commit(tasks.event_fan_out, key)
 
 
 # --- Fan-out: from one event to notifications, emails and deliveries ------------------------------

@@ -24,7 +24,7 @@ SHORT_RETRY_SECONDS = 10
 SWEEP_GRACE = timedelta(seconds=20)
 
 
-def event_fan_out(*, key: str) -> int:
+def event_fan_out(key: str) -> int:
     from portal.notifications.services import event_fan_out as fan_out
 
     deliveries = fan_out(key=key)
