@@ -422,7 +422,7 @@ def retry_delay(tries: int) -> timedelta:
 
 def lease_length() -> timedelta:
     # Longer than one send can take (the HTTP timeout), so a live worker never loses its lease.
-    return timedelta(seconds=settings.NOTIFY_DELIVERY_TIMEOUT_SECONDS + 50)
+    return timedelta(seconds=settings.NOTIFY_DELIVERY_LEASE_SECONDS)
 
 
 def delivery_claim(*, delivery_id: int, now: Any = None) -> DeliveryAttempt | None:
