@@ -14,8 +14,17 @@ from portal.notifications.models import (
 )
 
 
+UNREAD_SHOWN = 99  # the bell says "99+" past this
+
+
 def unread_count(user: Any) -> int:
-    return Notification.objects.filter(user=user, read_at__isnull=True).count()
+    """Unread notifications, counted up to UNREAD_SHOWN + 1: the bell is on every page, so it
+    reads a few ids through the partial index instead of a COUNT over a long history."""
+    return len(
+        Notification.objects.filter(user=user, read_at__isnull=True).values_list("pk", flat=True)[
+            : UNREAD_SHOWN + 1
+        ]
+    )
 
 
 def notifications_for_user(user: Any) -> QuerySet[Notification]:
