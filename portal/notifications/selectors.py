@@ -13,7 +13,6 @@ from portal.notifications.models import (
     WebhookEndpoint,
 )
 
-
 UNREAD_SHOWN = 99  # the bell says "99+" past this
 
 
