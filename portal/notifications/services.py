@@ -526,11 +526,13 @@ def delivery_attempt_record(
     delivery = attempt.delivery
     finished = timezone.now()
     with transaction.atomic():
-        attempt.finished_at = finished
-        attempt.status_code = result.status_code
-        attempt.error = result.error[:300]
-        attempt.response_prefix = result.response_prefix[:RESPONSE_PREFIX_BYTES]
-        attempt.save(update_fields=["finished_at", "status_code", "error", "response_prefix"])
+        # UPDATE by id (not save()): a manager may have deleted the endpoint meanwhile.
+        DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+            finished_at=finished,
+            status_code=result.status_code,
+            error=result.error[:300],
+            response_prefix=result.response_prefix[:RESPONSE_PREFIX_BYTES],
+        )
         fields: dict[str, Any] = {
             "lease_until": None,
             "last_status_code": result.status_code,
@@ -555,8 +557,7 @@ def delivery_attempt_record(
                 WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(failed_streak=0)
             elif ended_failed and delivery.event_id is not None:
                 _endpoint_count_failure(delivery.endpoint_id)
-    delivery.refresh_from_db()
-    return delivery
+    return WebhookDelivery.objects.filter(pk=delivery.pk).first() or delivery
 
 
 def _endpoint_count_failure(endpoint_id: int) -> None:

@@ -230,3 +230,14 @@ def test_the_simulators_demo_receiver_gets_the_demo_teams_deliveries(team):
         assert after.status == "delivered"
         [got] = httpx.get(sim.base_url + "/_sim/webhook-receiver").json()["received"]
         assert got["headers"]["webhook-id"] == after.webhook_id
+
+
+def test_an_endpoint_deleted_mid_send_does_not_break_the_worker(team, receiver):
+    delivery, endpoint, _ = one_delivery(team, receiver)
+    attempt = services.delivery_claim(delivery_id=delivery.pk)
+    services.endpoint_delete(endpoint=endpoint)
+    after = services.delivery_attempt_record(
+        attempt=attempt, result=services.AttemptResult(status_code=200), now=timezone.now()
+    )
+    assert after.pk == delivery.pk
+    assert not WebhookDelivery.objects.exists()

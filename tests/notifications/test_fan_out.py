@@ -142,7 +142,11 @@ def test_other_teams_endpoints_and_unsubscribed_ones_get_nothing(team, make_memb
 @pytest.mark.parametrize(
     ("event_type", "who"),
     [
+        (EventType.RUN_AWAITING_HUMAN, {"launcher"}),
+        (EventType.RUN_SUCCEEDED, {"launcher"}),
         (EventType.RUN_FAILED, {"launcher"}),
+        (EventType.RUN_CANCELLED, {"launcher"}),
+        (EventType.RUN_TIMED_OUT, {"launcher"}),
         (EventType.RUN_AWAITING_APPROVAL, {"manager"}),
         (EventType.BUDGET_THRESHOLD, {"manager"}),
         (EventType.WALLET_LOW_BALANCE, {"manager", "treasurer"}),
