@@ -4,6 +4,11 @@ from portal.notifications import views
 
 urlpatterns = [
     path("notifications/", views.notification_list, name="notifications"),
+    path(
+        "notifications/<int:notification_id>/open/",
+        views.notification_open,
+        name="notification_open",
+    ),
     path("account/email/", views.email_preferences, name="email_preferences"),
     path("teams/<slug:slug>/endpoints/", views.endpoint_list, name="endpoint_list"),
     path(

@@ -6,6 +6,7 @@ every team page.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -41,6 +42,19 @@ def notification_list(request: AuthenticatedRequest) -> HttpResponse:
         request.GET.get("page")
     )
     return render(request, "notifications/list.html", {"page": page})
+
+
+@login_required
+@require_POST
+def notification_open(request: AuthenticatedRequest, notification_id: int) -> HttpResponse:
+    """Mark one notification read and go where it points (inside the portal only)."""
+    notification = get_object_or_404(
+        selectors.notifications_for_user(request.user), pk=notification_id
+    )
+    services.notifications_mark_read(user=request.user, ids=[notification.pk])
+    path = notification.url.removeprefix(settings.PORTAL_PUBLIC_URL)
+    safe = path.startswith("/") and not path.startswith("//")
+    return redirect(path if safe else "notifications")
 
 
 @login_required

@@ -82,3 +82,19 @@ def test_email_choices_are_saved_from_the_account_page(team, make_member, client
     client.post("/account/email/", {"email": ["run.succeeded"]})
     chosen = dict(EmailPreference.objects.filter(user=person).values_list("event_type", "enabled"))
     assert chosen["run.succeeded"] is True and chosen["run.awaiting_human"] is False
+
+
+def test_opening_a_notification_marks_it_read_and_goes_to_its_page(team, make_member, client_for):
+    from portal.notifications.models import Notification
+
+    person = make_member(team)
+    mine = Notification.objects.create(
+        user=person, type="run.failed", text="x", url="http://127.0.0.1:8000/runs/abc/"
+    )
+    theirs = Notification.objects.create(user=make_member(team), type="run.failed", text="y")
+    client = client_for(person)
+    answer = client.post(f"/notifications/{mine.pk}/open/")
+    assert answer["Location"] == "/runs/abc/"
+    mine.refresh_from_db()
+    assert mine.read_at is not None
+    assert client.post(f"/notifications/{theirs.pk}/open/").status_code == 404
