@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each in its own process, then one table and results.json.
 
-    python -m bench [webhook ingest ledger pages launch schedules budget]
+    python -m bench [webhook ingest ledger pages launch schedules budget notify]
     python -m bench --markdown      # bench/results.json as a Markdown table
 
 Each benchmark starts from a fresh `portal_bench` database (the pages dataset lives in
@@ -15,7 +15,7 @@ import time
 
 from bench.common import BENCH_DB, PY, REPO, VAR, django_env, recreate_database
 
-BENCHMARKS = ("webhook", "ingest", "ledger", "pages", "launch", "schedules", "budget")
+BENCHMARKS = ("webhook", "ingest", "ledger", "pages", "launch", "schedules", "budget", "notify")
 RESULTS = REPO / "bench" / "results.json"
 KEYS = ("name", "value", "unit", "limit", "ratio", "goal", "met")
 

@@ -7,6 +7,13 @@ from rest_framework.negotiation import DefaultContentNegotiation
 
 from billing.apis import BudgetApi, LedgerApi, MemberLimitApi, TopUpApi, WalletApi
 from portal.core.rest.errors import api_not_found
+from portal.notifications.apis import (
+    EndpointApi,
+    EndpointDeliveriesApi,
+    EndpointTestApi,
+    NotificationsApi,
+    TeamEndpointsApi,
+)
 from portal.site.apis import TeamListApi
 from runs.apis import (
     RunApproveApi,
@@ -44,6 +51,25 @@ v1 = [
         ScheduleLaunchesApi.as_view(),
         name="api_schedule_launches",
     ),
+    path(
+        "teams/<slug:slug>/webhook-endpoints/",
+        TeamEndpointsApi.as_view(),
+        name="api_webhook_endpoints",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/", EndpointApi.as_view(), name="api_webhook_endpoint"
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/test/",
+        EndpointTestApi.as_view(),
+        name="api_webhook_endpoint_test",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/deliveries/",
+        EndpointDeliveriesApi.as_view(),
+        name="api_webhook_endpoint_deliveries",
+    ),
+    path("notifications/", NotificationsApi.as_view(), name="api_notifications"),
 ]
 
 urlpatterns = [

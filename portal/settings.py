@@ -427,6 +427,27 @@ SPECTACULAR_SETTINGS = {
 # measured against. Off everywhere else.
 BENCH_ENDPOINTS = env.bool("PORTAL_BENCH_ENDPOINTS", default=False)
 
+# --- Notifications ------------------------------------------------------------------------------
+
+# Team endpoints may be http:// or private/loopback addresses only when this is on (development,
+# `make run`, the tests); in production they must be public https:// URLs.
+NOTIFY_ALLOW_PRIVATE_URLS = env.bool("NOTIFY_ALLOW_PRIVATE_URLS", default=False)
+NOTIFY_DELIVERY_TIMEOUT_SECONDS = env.float("NOTIFY_DELIVERY_TIMEOUT_SECONDS", default=10.0)
+# How long a worker holds a delivery it is sending: past it, the worker is taken for dead and
+# another sends the delivery again (same webhook-id). Longer than any send can take.
+NOTIFY_DELIVERY_LEASE_SECONDS = env.float(
+    "NOTIFY_DELIVERY_LEASE_SECONDS", default=NOTIFY_DELIVERY_TIMEOUT_SECONDS + 50
+)
+# Seconds before retry n (1-based) of a delivery, each with up to ±20% jitter: 7 attempts over
+# about 1 h 43 min, the first retry within 10 s.
+NOTIFY_RETRY_DELAYS = (5, 30, 120, 600, 1800, 3600)
+# Deliveries in a row that end `failed` before the endpoint is disabled and its managers told.
+NOTIFY_DISABLE_AFTER_FAILED_DELIVERIES = env.int(
+    "NOTIFY_DISABLE_AFTER_FAILED_DELIVERIES", default=3
+)
+# How long the previous secret keeps signing after a rotation.
+NOTIFY_SECRET_OVERLAP_HOURS = 24
+
 # --- Logging ------------------------------------------------------------------------------------
 
 LOGGING = {

@@ -53,6 +53,7 @@ urlpatterns = [
     path("api/", include("portal.api_urls")),
     # The team pages before the site's /teams/<slug>/: /teams/new/ is the create page.
     path("", include("portal.teams.urls")),
+    path("", include("portal.notifications.urls")),
     path("", include("portal.site.urls")),
     path("", include("billing.urls")),
     path("admin/", admin.site.urls),

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -216,7 +217,7 @@ def run_cancel(request: AuthenticatedRequest, run_id) -> HttpResponse:
             request,
             "Cancel requested. The unused part of the hold returns to the wallet when the run ends.",
         )
-    return redirect("run_detail", run_id=run.pk)
+    return _back_to(request, run)
 
 
 @login_required
@@ -227,13 +228,23 @@ def run_resume(request: AuthenticatedRequest, run_id) -> HttpResponse:
     form = ResumeForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The note is too long: keep it under 2,000 characters.")
-        return redirect("run_detail", run_id=run.pk)
+        return _back_to(request, run)
     try:
         services.run_request_resume(run=run, user=request.user, note=form.cleaned_data["note"])
     except services.RunActionRefused as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, "Resume requested. The agent carries on in a moment.")
+    return _back_to(request, run)
+
+
+def _back_to(request: AuthenticatedRequest, run: Run) -> HttpResponse:
+    """After an action: the page it was taken from (the inbox acts inline), else the run."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
     return redirect("run_detail", run_id=run.pk)
 
 

@@ -16,10 +16,18 @@ hypothesis_settings.register_profile("ci", print_blob=True, database=None)
 hypothesis_settings.register_profile("dev", print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# Team endpoints on 127.0.0.1 (local receivers), here and in the worker processes tests start.
+os.environ.setdefault("NOTIFY_ALLOW_PRIVATE_URLS", "true")
+
 
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _notify_private_urls(settings):
+    settings.NOTIFY_ALLOW_PRIVATE_URLS = True
 
 
 @pytest.fixture(autouse=True)

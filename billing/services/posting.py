@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Union
 from django.conf import settings
 from django.utils import timezone
 
-from billing import tasks
 from billing.errors import (
     IdempotencyConflict,
     InsufficientFunds,
@@ -22,7 +21,6 @@ from billing.models import (
     AccountKind,
     Transfer,
 )
-from portal.core.queue import enqueue_on_commit
 from portal.notifications.models import EventType
 from portal.notifications.services import event_record
 
@@ -61,8 +59,9 @@ def post_balances(deltas: dict[int, int], *, available: int | None = None) -> No
 
 
 def _low_balance_alert(available: int) -> None:
-    """Crossing below the team's level sends one email (after commit); climbing back to it
-    re-arms the alert. The caller holds the account's lock, so the crossing is decided once."""
+    """Crossing below the team's level records one `wallet.low_balance` event (its managers and
+    the billing admins hear about it, by email too); climbing back to it re-arms the alert.
+    The caller holds the account's lock, so the crossing is decided once."""
     account = Account.objects.only(
         "team_id", "balance_cents", "low_balance_threshold_cents", "low_balance_alerted"
     ).get(pk=available)
@@ -81,12 +80,6 @@ def _low_balance_alert(available: int) -> None:
                 "available_cents": account.balance_cents,
                 "threshold_cents": account.low_balance_threshold_cents,
             },
-        )
-        enqueue_on_commit(
-            tasks.send_low_balance_email,
-            team_id=account.team_id,
-            available_cents=account.balance_cents,
-            threshold_cents=account.low_balance_threshold_cents,
         )
 
 

@@ -6,9 +6,46 @@ change; recording the same key again is a no-op.
 
 from __future__ import annotations
 
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from portal.notifications.models import EventType, OutboxEvent
+import httpx
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.db.models import F, Q
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from portal.core.crypto import decrypt_secret, encrypt_secret
+from portal.core.money import format_cents
+from portal.core.queue import enqueue_on_commit
+from portal.notifications import tasks
+from portal.notifications.destinations import DestinationRefused, url_check
+from portal.notifications.models import (
+    ENDPOINT_DISABLED,
+    WEBHOOK_TEST,
+    DeliveryAttempt,
+    DeliveryStatus,
+    EmailPreference,
+    EndpointFormat,
+    EventType,
+    Notification,
+    OutboxEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from portal.notifications.presenters import Presented, absolute, present
+from portal.notifications.recipients import EMAIL_DEFAULTS, event_recipients, team_managers
+from portal.notifications.signing import secret_new, signature_header
+
+logger = logging.getLogger(__name__)
 
 
 def event_record(
@@ -39,4 +76,537 @@ def event_record(
             )
         ],
         ignore_conflicts=True,
+    )
+    # Fan-out after commit; the sweep (tasks.notifications_sweep) catches any event whose task
+    # was lost (a crash between commit and enqueue), and fanning out twice changes nothing.
+    enqueue_on_commit(tasks.event_fan_out, key)
+
+
+# --- Fan-out: from one event to notifications, emails and deliveries ------------------------------
+
+
+def event_fan_out(*, key: str) -> list[int]:
+    """Turn the event recorded under `key` into what each channel sends; return the ids of the
+    deliveries waiting for their first attempt.
+
+    One transaction, under the event's row lock (so two fan-outs of one event take turns):
+    notifications (unique per event and person), deliveries (unique per event and endpoint),
+    the claim on each email, and `dispatched_at`. Running it again finds the event dispatched
+    and does nothing. Emails leave after the commit; one that cannot be sent gives its claim
+    back and clears `dispatched_at`, so the sweep tries the fan-out again.
+    """
+    with transaction.atomic():
+        event = (
+            OutboxEvent.objects.select_for_update(of=("self",))
+            .select_related("team", "user")
+            .filter(key=key, dispatched_at__isnull=True)
+            .first()
+        )
+        if event is None:
+            return []  # unknown, or already fanned out
+        presented = present(event)
+        recipients = event_recipients(event)
+        endpoints = [
+            endpoint
+            for endpoint in WebhookEndpoint.objects.filter(team_id=event.team_id, enabled=True)
+            if event.type in endpoint.events
+        ]
+        now = timezone.now()
+        Notification.objects.bulk_create(
+            [
+                Notification(
+                    user=user,
+                    event=event,
+                    type=event.type,
+                    text=presented.text[:300],
+                    url=presented.url[:500],
+                )
+                for user in recipients
+            ],
+            ignore_conflicts=True,
+        )
+        WebhookDelivery.objects.bulk_create(
+            [
+                WebhookDelivery(
+                    endpoint=endpoint,
+                    event=event,
+                    event_type=event.type,
+                    webhook_id=webhook_id_new(),
+                    body=delivery_body(endpoint, event, presented),
+                    next_attempt_at=now,
+                )
+                for endpoint in endpoints
+            ],
+            ignore_conflicts=True,  # a fan-out retried after a failed email made them already
+        )
+        deliveries = list(
+            WebhookDelivery.objects.filter(
+                event=event, status=DeliveryStatus.PENDING, attempts=0
+            ).values_list("pk", flat=True)
+        )
+        emails = _emails_claim(event, [user for user in recipients if user.email], now=now)
+        OutboxEvent.objects.filter(pk=event.pk).update(dispatched_at=now)
+    for notification in emails:
+        _email_send(notification, team_name=event.team.name, event_id=event.pk)
+    return deliveries
+
+
+def webhook_id_new() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def delivery_body(endpoint: WebhookEndpoint, event: OutboxEvent, presented: Presented) -> str:
+    """The exact body every attempt of this delivery sends (compact JSON)."""
+    if endpoint.format == EndpointFormat.SLACK:
+        return _json({"text": slack_text(event.type, event.data, presented)})
+    return _json(
+        {
+            "type": event.type,
+            "timestamp": event.created_at.isoformat(),
+            "data": event.public_data(),
+        }
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(type: str, data: dict[str, Any], presented: Presented) -> str:
+    """A Slack message: the line as a link, then the run's task, status and cost if known."""
+    lines = [f"<{presented.url}|{_slack_escape(presented.text)}>"]
+    if isinstance(data.get("task"), str):
+        lines.append(f"*Task:* {_slack_escape(data['task'][:300])}")
+    if isinstance(data.get("status"), str):
+        lines.append(f"*Status:* {_slack_escape(data['status'])}")
+    cost = data.get("charged_cents")
+    if isinstance(cost, int) and not isinstance(cost, bool):
+        lines.append(f"*Cost so far:* {format_cents(cost)}")
+    return "\n".join(lines)
+
+
+# --- Email ----------------------------------------------------------------------------------------
+
+
+def email_preferences_for(user: Any) -> dict[str, bool]:
+    """Every event type with whether `user` gets an email for it (their choice or the default)."""
+    chosen = dict(EmailPreference.objects.filter(user=user).values_list("event_type", "enabled"))
+    return {value: chosen.get(value, EMAIL_DEFAULTS.get(value, True)) for value in EventType.values}
+
+
+def email_preferences_set(*, user: Any, enabled_types: set[str]) -> None:
+    """Store `user`'s choice for every event type: email for `enabled_types`, not for others."""
+    with transaction.atomic():
+        for value in EventType.values:
+            EmailPreference.objects.update_or_create(
+                user=user, event_type=value, defaults={"enabled": value in enabled_types}
+            )
+
+
+def _email_wanted(user_ids: list[int], event_type: str) -> set[int]:
+    chosen = dict(
+        EmailPreference.objects.filter(user_id__in=user_ids, event_type=event_type).values_list(
+            "user_id", "enabled"
+        )
+    )
+    default = EMAIL_DEFAULTS.get(event_type, True)
+    return {pk for pk in user_ids if chosen.get(pk, default)}
+
+
+def _emails_claim(event: OutboxEvent, people: list[Any], *, now: Any) -> list[Notification]:
+    """Mark the email of each person who wants one as sent (inside the fan-out's transaction);
+    the caller sends them after the commit."""
+    wanted = _email_wanted([user.pk for user in people], event.type)
+    if not wanted:
+        return []
+    rows = Notification.objects.filter(event=event, user_id__in=wanted, email_sent_at__isnull=True)
+    claimed = list(rows.select_related("user"))
+    rows.update(email_sent_at=now)
+    return claimed
+
+
+def _email_send(notification: Notification, *, team_name: str, event_id: int | None) -> None:
+    """Send one claimed email; if it cannot be sent, give the claim back (and reopen the event
+    for the sweep) and raise."""
+    context = {
+        "text": notification.text,
+        "url": notification.url,
+        "team_name": team_name,
+        "user": notification.user,
+        "preferences_url": absolute("/account/#email-preferences"),
+    }
+    message = EmailMultiAlternatives(
+        subject=f"[Coasty Portal] {notification.text}"[:200],
+        body=render_to_string("notifications/email.txt", context),
+        to=[notification.user.email],
+    )
+    message.attach_alternative(render_to_string("notifications/email.html", context), "text/html")
+    try:
+        message.send()
+    except Exception:
+        Notification.objects.filter(pk=notification.pk).update(email_sent_at=None)
+        if event_id is not None:
+            OutboxEvent.objects.filter(pk=event_id).update(dispatched_at=None)
+        raise
+
+
+# --- In the portal --------------------------------------------------------------------------------
+
+
+def notifications_mark_read(*, user: Any, ids: list[int] | None = None) -> int:
+    """Mark `user`'s notifications read (these ids, or all); returns how many changed."""
+    rows = Notification.objects.filter(user=user, read_at__isnull=True)
+    if ids is not None:
+        rows = rows.filter(pk__in=ids)
+    return rows.update(read_at=timezone.now())
+
+
+# --- Team endpoints -------------------------------------------------------------------------------
+
+
+def _events_clean(events: list[str]) -> list[str]:
+    unknown = sorted(set(events) - set(EventType.values))
+    if unknown:
+        raise ValidationError({"events": [f"Unknown event type(s): {', '.join(unknown)}."]})
+    if not events:
+        raise ValidationError({"events": ["Choose at least one event type."]})
+    return [value for value in EventType.values if value in set(events)]
+
+
+def endpoint_create(
+    *,
+    team: Any,
+    user: Any,
+    url: str,
+    events: list[str],
+    format: str = EndpointFormat.STANDARD,
+    description: str = "",
+) -> tuple[WebhookEndpoint, str]:
+    """A new endpoint and its signing secret, which the caller shows once: only its encrypted
+    form is kept."""
+    try:
+        url_check(url, resolve=False)
+    except DestinationRefused as exc:
+        raise ValidationError({"url": [str(exc)]}) from None
+    if format not in EndpointFormat.values:
+        raise ValidationError({"format": ["Choose standard or slack."]})
+    secret = secret_new()
+    endpoint = WebhookEndpoint.objects.create(
+        team=team,
+        url=url,
+        events=_events_clean(events),
+        format=format,
+        description=description[:200],
+        secret_encrypted=encrypt_secret(secret),
+        created_by=user if getattr(user, "pk", None) else None,
+    )
+    return endpoint, secret
+
+
+def endpoint_secret_rotate(*, endpoint: WebhookEndpoint) -> str:
+    """A new secret (returned once); the old one keeps signing alongside it for the overlap
+    window, so receivers can switch without missing a delivery."""
+    secret = secret_new()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+    endpoint.previous_secret_until = timezone.now() + timedelta(
+        hours=settings.NOTIFY_SECRET_OVERLAP_HOURS
+    )
+    endpoint.secret_encrypted = encrypt_secret(secret)
+    endpoint.save(
+        update_fields=["secret_encrypted", "previous_secret_encrypted", "previous_secret_until"]
+    )
+    return secret
+
+
+def endpoint_secrets(endpoint: WebhookEndpoint, *, now: Any = None) -> list[str]:
+    """The secrets that sign a delivery now: the current one, and the previous one during the
+    overlap window."""
+    now = now or timezone.now()
+    secrets = [decrypt_secret(endpoint.secret_encrypted)]
+    if (
+        endpoint.previous_secret_encrypted
+        and endpoint.previous_secret_until
+        and endpoint.previous_secret_until > now
+    ):
+        secrets.append(decrypt_secret(endpoint.previous_secret_encrypted))
+    return secrets
+
+
+def endpoint_set_enabled(*, endpoint: WebhookEndpoint, enabled: bool) -> WebhookEndpoint:
+    endpoint.enabled = enabled
+    endpoint.disabled_reason = "" if enabled else "Disabled by a manager."
+    if enabled:
+        endpoint.failed_streak = 0
+    endpoint.save(update_fields=["enabled", "disabled_reason", "failed_streak"])
+    return endpoint
+
+
+def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    endpoint.delete()
+
+
+def endpoint_test_send(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
+    """A `webhook.test` delivery to the endpoint, sent like any other (retries included)."""
+    now = timezone.now()
+    data = {
+        "team": endpoint.team.slug,
+        "message": "A test delivery from the Coasty Portal.",
+        "url": absolute(f"/teams/{endpoint.team.slug}/endpoints/"),
+    }
+    if endpoint.format == EndpointFormat.SLACK:
+        body = _json({"text": f"<{data['url']}|Test delivery> from the Coasty Portal"})
+    else:
+        body = _json({"type": WEBHOOK_TEST, "timestamp": now.isoformat(), "data": data})
+    delivery = WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        event=None,
+        event_type=WEBHOOK_TEST,
+        webhook_id=webhook_id_new(),
+        body=body,
+        next_attempt_at=now,
+    )
+    enqueue_on_commit(tasks.delivery_send, delivery_id=delivery.pk)
+    return delivery
+
+
+def delivery_resend(*, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a finished delivery again, same webhook-id and body, with a new round of retries."""
+    changed = (
+        WebhookDelivery.objects.filter(pk=delivery.pk)
+        .exclude(status=DeliveryStatus.PENDING)
+        .update(
+            status=DeliveryStatus.PENDING,
+            round_start=F("attempts"),
+            next_attempt_at=timezone.now(),
+            lease_until=None,
+        )
+    )
+    if changed:
+        enqueue_on_commit(tasks.delivery_send, delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    return delivery
+
+
+# --- Delivery -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status_code: int | None = None
+    error: str = ""
+    response_prefix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+RESPONSE_PREFIX_BYTES = 200
+
+
+def max_attempts() -> int:
+    return len(settings.NOTIFY_RETRY_DELAYS) + 1
+
+
+def retry_delay(tries: int) -> timedelta:
+    """The wait after the `tries`-th failed attempt of a round: exponential, ±20% jitter so
+    endpoints that failed together are not retried together."""
+    delays = settings.NOTIFY_RETRY_DELAYS
+    base = delays[min(tries, len(delays)) - 1]
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+def lease_length() -> timedelta:
+    # Longer than one send can take (the HTTP timeout), so a live worker never loses its lease.
+    return timedelta(seconds=settings.NOTIFY_DELIVERY_LEASE_SECONDS)
+
+
+def delivery_claim(*, delivery_id: int, now: Any = None) -> DeliveryAttempt | None:
+    """Take the lease on a due delivery and open its next attempt, or None if it is not due,
+    finished, or leased by a live worker. One UPDATE decides it, so two workers never both
+    send the same attempt; a lease that ran out belongs to a worker that died mid-send."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        claimed = (
+            WebhookDelivery.objects.filter(
+                pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+            )
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+            .update(lease_until=now + lease_length(), attempts=F("attempts") + 1)
+        )
+        if not claimed:
+            return None
+        delivery = WebhookDelivery.objects.select_related("endpoint", "endpoint__team").get(
+            pk=delivery_id
+        )
+        return DeliveryAttempt.objects.create(
+            delivery=delivery, number=delivery.attempts, started_at=now
+        )
+
+
+def delivery_attempt(*, delivery_id: int, now: Any = None) -> WebhookDelivery | None:
+    """One attempt at a due delivery: claim, send, record. Returns the delivery after it, or
+    None if there was nothing to attempt."""
+    now = now or timezone.now()
+    attempt = delivery_claim(delivery_id=delivery_id, now=now)
+    if attempt is None:
+        return None
+    delivery = attempt.delivery
+    endpoint = delivery.endpoint
+    if not endpoint.enabled:
+        result = AttemptResult(error="The endpoint is disabled.")
+    else:
+        result = delivery_post(endpoint=endpoint, delivery=delivery, now=now)
+    return delivery_attempt_record(attempt=attempt, result=result, now=now)
+
+
+def delivery_post(
+    *, endpoint: WebhookEndpoint, delivery: WebhookDelivery, now: Any
+) -> AttemptResult:
+    """POST the delivery once: destination checked after DNS, no redirects, a timeout, and
+    only the first bytes of the answer read."""
+    try:
+        url_check(endpoint.url, resolve=True)
+    except DestinationRefused as exc:
+        return AttemptResult(error=str(exc)[:300])
+    timestamp = int(now.timestamp())
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "CoastyPortal-Webhooks/1.0",
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if endpoint.format == EndpointFormat.STANDARD:
+        headers["webhook-signature"] = signature_header(
+            endpoint_secrets(endpoint, now=now),
+            webhook_id=delivery.webhook_id,
+            timestamp=timestamp,
+            body=delivery.body,
+        )
+    try:
+        with (
+            httpx.Client(
+                timeout=settings.NOTIFY_DELIVERY_TIMEOUT_SECONDS,
+                follow_redirects=False,
+                trust_env=False,
+            ) as client,
+            client.stream(
+                "POST", endpoint.url, content=delivery.body.encode(), headers=headers
+            ) as response,
+        ):
+            prefix = b""
+            for chunk in response.iter_bytes():
+                prefix += chunk
+                if len(prefix) >= RESPONSE_PREFIX_BYTES:
+                    break
+            return AttemptResult(
+                status_code=response.status_code,
+                response_prefix=prefix[:RESPONSE_PREFIX_BYTES].decode("utf-8", "replace"),
+                error="" if response.status_code < 300 else _redirect_note(response),
+            )
+    except httpx.HTTPError as exc:
+        return AttemptResult(error=f"{exc.__class__.__name__}: {exc}"[:300])
+
+
+def _redirect_note(response: httpx.Response) -> str:
+    if 300 <= response.status_code < 400:
+        return "Redirects are not followed: give the final URL."
+    return ""
+
+
+def delivery_attempt_record(
+    *, attempt: DeliveryAttempt, result: AttemptResult, now: Any
+) -> WebhookDelivery:
+    """Write what an attempt got, and what happens next: delivered, a later retry, or failed
+    after the round's last attempt."""
+    delivery = attempt.delivery
+    finished = timezone.now()
+    with transaction.atomic():
+        # UPDATE by id (not save()): a manager may have deleted the endpoint meanwhile.
+        DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+            finished_at=finished,
+            status_code=result.status_code,
+            error=result.error[:300],
+            response_prefix=result.response_prefix[:RESPONSE_PREFIX_BYTES],
+        )
+        fields: dict[str, Any] = {
+            "lease_until": None,
+            "last_status_code": result.status_code,
+            "last_error": result.error[:300],
+        }
+        tries = delivery.attempts - delivery.round_start
+        ended_failed = False
+        if result.ok:
+            fields |= {"status": DeliveryStatus.DELIVERED, "delivered_at": finished}
+        elif tries >= max_attempts() or not delivery.endpoint.enabled:
+            fields |= {"status": DeliveryStatus.FAILED}
+            ended_failed = True
+        else:
+            fields |= {"next_attempt_at": now + retry_delay(tries)}
+        # Only while the lease is still ours: a worker that outlived its lease does not
+        # overwrite what the one that took over decided.
+        mine = WebhookDelivery.objects.filter(
+            pk=delivery.pk, attempts=delivery.attempts, status=DeliveryStatus.PENDING
+        ).update(**fields)
+        if mine:
+            if result.ok:
+                WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(failed_streak=0)
+            elif ended_failed and delivery.event_id is not None:
+                _endpoint_count_failure(delivery.endpoint_id)
+    return WebhookDelivery.objects.filter(pk=delivery.pk).first() or delivery
+
+
+def _endpoint_count_failure(endpoint_id: int) -> None:
+    """One more delivery ended failed; past the limit the endpoint is disabled and its managers
+    are told (in the portal and by email), once."""
+    WebhookEndpoint.objects.filter(pk=endpoint_id).update(failed_streak=F("failed_streak") + 1)
+    limit = settings.NOTIFY_DISABLE_AFTER_FAILED_DELIVERIES
+    disabled = WebhookEndpoint.objects.filter(
+        pk=endpoint_id, enabled=True, failed_streak__gte=limit
+    ).update(
+        enabled=False,
+        disabled_reason=f"Disabled after {limit} deliveries in a row failed every attempt.",
+    )
+    if not disabled:
+        return
+    endpoint = WebhookEndpoint.objects.select_related("team").get(pk=endpoint_id)
+    text = f"An endpoint of {endpoint.team.name} was disabled: {endpoint.url[:120]} keeps failing"
+    url = absolute(f"/teams/{endpoint.team.slug}/endpoints/{endpoint.pk}/")
+    notifications = [
+        Notification.objects.create(user=user, type=ENDPOINT_DISABLED, text=text[:300], url=url)
+        for user in team_managers(endpoint.team_id)
+    ]
+    team_name = endpoint.team.name
+
+    def email_all() -> None:
+        for notification in notifications:
+            if notification.user.email:
+                Notification.objects.filter(pk=notification.pk).update(email_sent_at=timezone.now())
+                _email_send(notification, team_name=team_name, event_id=None)
+
+    transaction.on_commit(email_all)
+
+
+def due_deliveries(*, now: Any = None, limit: int = 500) -> list[int]:
+    """Pending deliveries whose next attempt is due and that no live worker holds."""
+    now = now or timezone.now()
+    return list(
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def undispatched_event_keys(*, older_than: timedelta, limit: int = 500) -> list[str]:
+    """Events whose fan-out has not finished and whose on-commit task had time to run."""
+    cutoff = timezone.now() - older_than
+    return list(
+        OutboxEvent.objects.filter(dispatched_at__isnull=True, created_at__lte=cutoff)
+        .order_by("created_at")
+        .values_list("key", flat=True)[:limit]
     )

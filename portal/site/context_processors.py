@@ -1,5 +1,6 @@
 from django.conf import settings
 
+from portal.notifications.selectors import unread_count
 from portal.teams.access import is_billing_admin
 from portal.teams.selectors import memberships_for_user
 
@@ -18,4 +19,8 @@ def navigation(request):
         "nav_memberships": memberships,
         "current_team": current,
         "is_billing_admin": is_billing_admin(request.user),
+        "unread_notifications": unread_count(request.user),
+        "current_can_manage": any(
+            m.team == current and m.can_manage for m in memberships if current is not None
+        ),
     }

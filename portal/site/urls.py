@@ -12,6 +12,7 @@ urlpatterns = [
         name="api_token_revoke",
     ),
     path("teams/<slug:slug>/", views.team_dashboard, name="team_dashboard"),
+    path("inbox/", views.inbox, name="inbox"),
     path("healthz", views.healthz, name="healthz"),
 ]
 

@@ -21,7 +21,10 @@ from portal.core.http import AuthenticatedRequest
 from portal.core.logins import lockout_lift_for_account
 from portal.core.rest.authentication import BearerTokenAuthentication
 from portal.core.selectors import api_tokens_for_user
+from portal.notifications.models import EventType
+from portal.notifications.services import email_preferences_for
 from portal.site.dashboard import team_dashboard_context
+from portal.site.inbox import inbox_for_user
 from portal.teams.access import TeamRequest, team_view, token_scopes_allowed
 from portal.teams.selectors import memberships_for_user
 
@@ -98,9 +101,20 @@ def account(request: AuthenticatedRequest) -> HttpResponse:
             "new_token": request.session.pop(NEW_TOKEN_SESSION_KEY, None),
             "tokens": api_tokens_for_user(request.user),
             "memberships": memberships_for_user(request.user),
+            "email_preferences": [
+                (value, EventType(value).label, enabled)
+                for value, enabled in email_preferences_for(request.user).items()
+            ],
         },
         status=status,
     )
+
+
+@login_required
+def inbox(request: AuthenticatedRequest) -> HttpResponse:
+    """What waits for the person across their teams: paused runs (resume or cancel here) and,
+    for managers, runs waiting for approval."""
+    return render(request, "portal/inbox.html", {"entries": inbox_for_user(request.user)})
 
 
 @login_required

@@ -28,15 +28,19 @@ def run_url(run: Run) -> str:
     return settings.PORTAL_PUBLIC_URL.rstrip("/") + reverse("run_detail", args=[run.pk])
 
 
-def run_event_data(run: Run) -> dict[str, str]:
+def run_event_data(run: Run) -> dict[str, str | int]:
     """The public `data` of a run event: the contract's {run_id, team, status, task, url}
-    but `team`, which fan-out adds from the event's team (one query less on the hot path)."""
-    return {
+    but `team`, which fan-out adds from the event's team (one query less on the hot path),
+    plus `charged_cents` so far when the caller loaded it (Slack messages show the cost)."""
+    data: dict[str, str | int] = {
         "run_id": str(run.pk),
         "status": str(run.status),
         "task": run.task,
         "url": run_url(run),
     }
+    if "charged_cents" not in run.get_deferred_fields():  # never a query of its own
+        data["charged_cents"] = run.charged_cents
+    return data
 
 
 def run_status_notify(run: Run) -> None:

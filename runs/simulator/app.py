@@ -22,6 +22,8 @@ import asyncio
 import json
 import logging
 import secrets
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -465,6 +467,30 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         }
         return _json(data)
 
+    # -- a demo receiver for the portal's team endpoints ---------------------------------------
+    # `make run`'s demo team has an endpoint pointed here: what arrives is kept (the last 50,
+    # bodies cut to 2 kB) and listed by GET, so the demo shows deliveries with nothing set up.
+    received: deque[dict[str, Any]] = deque(maxlen=50)
+
+    async def receiver_post(request: Request) -> Response:
+        body = await request.body()
+        received.appendleft(
+            {
+                "received_at": time.time(),
+                "headers": {
+                    k: v
+                    for k, v in request.headers.items()
+                    if k.startswith("webhook-") or k == "content-type"
+                },
+                "body": body[:2048].decode("utf-8", "replace"),
+            }
+        )
+        logger.info("demo receiver: %s", request.headers.get("webhook-id", "(no webhook-id)"))
+        return _json({"ok": True})
+
+    async def receiver_get(request: Request) -> Response:
+        return _json({"received": list(received)})
+
     # -- errors Starlette raises itself (unknown path, wrong method) ---------------------------
 
     async def http_exception(request: Request, exc: Exception) -> Response:
@@ -512,6 +538,8 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         Route("/_sim/config", config_get, methods=["GET"]),
         Route("/_sim/config", config_post, methods=["POST"]),
         Route("/_sim/runs/{run_id}", admin_run, methods=["GET"]),
+        Route("/_sim/webhook-receiver", receiver_post, methods=["POST"]),
+        Route("/_sim/webhook-receiver", receiver_get, methods=["GET"]),
     ]
 
     @asynccontextmanager

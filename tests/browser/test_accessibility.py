@@ -11,6 +11,7 @@ import zoneinfo
 import pytest
 from playwright.sync_api import expect
 
+from portal.notifications.models import WebhookEndpoint
 from runs import services
 from runs.models import Run, RunStatus
 from runs.services import LaunchRequest
@@ -65,8 +66,16 @@ def test_every_main_page_passes_the_accessibility_audit(runs_in_every_state, ope
             "/teams/research/wallet/",
             "/teams/research/members/",
             "/teams/nowhere/",  # 404
+            "/inbox/",
+            "/notifications/",
+            "/account/",
         ],
-        "carol": ["/teams/ops/runs/", "/teams/ops/wallet/?kind=capture"],  # empty states
+        "alice": [
+            "/teams/research/endpoints/",
+            f"/teams/research/endpoints/{WebhookEndpoint.objects.get().pk}/",  # seed_demo's
+            "/inbox/",
+        ],
+        "carol": ["/teams/ops/runs/", "/teams/ops/wallet/?kind=capture", "/inbox/"],  # empty states
         "victor": ["/teams/research/runs/new/"],  # 403
         "admin": [
             "/billing/",

@@ -137,6 +137,11 @@ def test_schema_documents_auth_idempotency_and_errors(client):
         "/api/v1/teams/{slug}/schedules/",
         "/api/v1/schedules/{schedule_id}/",
         "/api/v1/schedules/{schedule_id}/launches/",
+        "/api/v1/teams/{slug}/webhook-endpoints/",
+        "/api/v1/webhook-endpoints/{endpoint_id}/",
+        "/api/v1/webhook-endpoints/{endpoint_id}/test/",
+        "/api/v1/webhook-endpoints/{endpoint_id}/deliveries/",
+        "/api/v1/notifications/",
     }
 
 

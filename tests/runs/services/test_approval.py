@@ -40,14 +40,18 @@ def people(funded_team, make_member):
 
 
 def test_a_launch_above_the_threshold_waits_holds_and_is_not_submitted(
-    funded_team, people, django_capture_on_commit_callbacks
+    funded_team, people, django_capture_on_commit_callbacks, monkeypatch
 ):
     approval_above(funded_team, 40)
-    with django_capture_on_commit_callbacks() as callbacks:
+    queued = []
+    monkeypatch.setattr("portal.core.queue.async_task", lambda path, *a, **k: queued.append(path))
+    with django_capture_on_commit_callbacks(execute=True):
         run, _ = _launch(funded_team, people["bob"], max_steps=10)  # 50 cents > 40
     assert run.status == RunStatus.AWAITING_APPROVAL
     assert _wallet(funded_team) == (4950, 50, 0)
-    assert callbacks == []  # nothing queued for Coasty
+    # nothing queued for Coasty (the notifications' fan-out of the approval request is)
+    assert [path for path in queued if path.startswith("runs.")] == []
+    assert "portal.notifications.tasks.event_fan_out" in queued
     event = OutboxEvent.objects.get(type=EventType.RUN_AWAITING_APPROVAL)
     assert event.subject == f"run:{run.pk}" and event.data["status"] == "awaiting_approval"
     assert not run.is_terminal

@@ -217,7 +217,7 @@ def test_cancelling_a_run_whose_submit_is_unanswered_asks_coasty_now_and_cancels
 
 
 def test_an_acceptance_for_a_run_closed_here_is_an_orphan_cancelled_and_recorded(
-    funded_team, make_member, coasty, django_capture_on_commit_callbacks
+    funded_team, make_member, coasty, django_capture_on_commit_callbacks, monkeypatch
 ):
     # given a run that failed here while Coasty was creating it after all
     run, _ = _launch(funded_team, make_member(funded_team))
@@ -227,14 +227,18 @@ def test_an_acceptance_for_a_run_closed_here_is_an_orphan_cancelled_and_recorded
     answer = coasty.create_run_or_recover({}, idempotency_key="other").run
 
     # when Coasty's acceptance arrives (twice: a repeat changes nothing)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    queued = []
+    monkeypatch.setattr("portal.core.queue.async_task", lambda path, *a, **k: queued.append(path))
+    with django_capture_on_commit_callbacks(execute=True):
         run_mark_accepted(run_id=run.pk, answer=answer)
         run_mark_accepted(run_id=run.pk, answer=answer)
     services.run_cancel_orphan_upstream(run_id=run.pk)
 
     # then it is cancelled upstream, recorded on the run and as a discrepancy, never charged
     run.refresh_from_db()
-    assert len(callbacks) == 1
+    assert [path for path in queued if path.startswith("runs.")] == [
+        "runs.tasks.cancel_orphan_upstream"
+    ]
     assert run.status == RunStatus.SUBMIT_FAILED and run.orphan_upstream_id == answer["id"]
     assert run.orphan_cancelled_at is not None
     assert coasty.runs[answer["id"]]["status"] == "cancelled"

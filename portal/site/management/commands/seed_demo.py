@@ -39,7 +39,7 @@ class Command(BaseCommand):
                 )
                 if was_created:
                     created.append(f"team {slug}")
-            admin = None
+            admin = alice = None
             for username, (is_superuser, memberships) in PEOPLE.items():
                 user = User.objects.filter(username=username).first()
                 if user is None:
@@ -53,11 +53,14 @@ class Command(BaseCommand):
                     created.append(f"user {username}")
                 if username == "admin":
                     admin = user
+                if username == "alice":
+                    alice = user
                 for slug, role in memberships:
                     if not Membership.objects.filter(team=teams[slug], user=user).exists():
                         membership_add(team=teams[slug], user=user, role=role, actor=admin)
                         created.append(f"{username} as {role} of {slug}")
             created += self.seed_money(teams=teams, admin=admin)
+            created += self.seed_endpoint(team=teams["research"], manager=alice)
         if created:
             self.stdout.write(self.style.SUCCESS("Created: " + ", ".join(created)))
         else:
@@ -91,3 +94,28 @@ class Command(BaseCommand):
             if topped_up:
                 created.append(f"5000 cents for {slug}")
         return created
+
+    def seed_endpoint(self, *, team, manager) -> list[str]:
+        """Give research an endpoint at the simulator's demo receiver, so `make run` shows
+        signed deliveries with nothing to set up. Only where local URLs are allowed (the
+        simulator is on 127.0.0.1), and only once: one the team already has is left alone."""
+        from django.conf import settings
+
+        from portal.notifications.models import EventType, WebhookEndpoint
+        from portal.notifications.services import endpoint_create
+
+        url = settings.COASTY_BASE_URL.rstrip("/") + "/_sim/webhook-receiver"
+        if not settings.NOTIFY_ALLOW_PRIVATE_URLS or not url.startswith(
+            ("http://127.0.0.1", "http://localhost")
+        ):
+            return []
+        if WebhookEndpoint.objects.filter(team=team, url=url).exists():
+            return []
+        endpoint_create(
+            team=team,
+            user=manager,
+            url=url,
+            events=[value for value in EventType.values if value.startswith(("run.", "wallet."))],
+            description="Demo: the simulator's receiver (GET it to see what arrived)",
+        )
+        return [f"a demo endpoint for {team.slug}"]
