@@ -14,7 +14,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from portal.teams.access import membership_or_404
+from portal.teams.access import membership_or_404, team_read_access
 from portal.teams.models import Membership, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
@@ -35,6 +35,16 @@ def run_for_member(user, run_id) -> tuple[Run, Membership]:
     except (Run.DoesNotExist, ValueError, TypeError) as exc:
         raise Http404("No such run.") from exc
     return run, membership_or_404(user, run.team)
+
+
+def run_for_reader(user, run_id) -> tuple[Run, Membership | None]:
+    """The run and the caller's membership of its team, None for a billing admin who reads it
+    without being a member (portal.teams.access.team_read_access); 404 for anyone else."""
+    try:
+        run = Run.objects.select_related("team", "created_by").get(pk=run_id)
+    except (Run.DoesNotExist, ValueError, TypeError) as exc:
+        raise Http404("No such run.") from exc
+    return run, team_read_access(user, run.team).membership
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from billing.prices import step_price_cents
 from billing.selectors import wallet_summary
 from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
-from portal.teams.access import TeamRequest, require_role, team_view
+from portal.teams.access import TeamReadRequest, TeamRequest, require_membership, team_view
 from portal.teams.models import Role
 from runs import selectors, services
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 WEBHOOK_MAX_BYTES = 256 * 1024
 
 
-@team_view()
+@team_view(billing_admins_read=True)
 @require_GET
-def run_list(request: TeamRequest, slug: str) -> HttpResponse:
+def run_list(request: TeamReadRequest, slug: str) -> HttpResponse:
     team = request.team
     form = RunFilterForm(request.GET or None, creators=selectors.team_creators(team))
     filters = selectors.RunFilters()
@@ -67,7 +67,7 @@ def run_list(request: TeamRequest, slug: str) -> HttpResponse:
     )
 
 
-@team_view(Role.MEMBER, action="launch runs")
+@team_view(Role.MEMBER, action="launch runs", billing_admins_read=True)
 @require_http_methods(["GET", "POST"])
 def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
     team = request.team
@@ -135,8 +135,8 @@ def _insufficient_funds_message(exc: InsufficientFunds) -> str:
 
 @login_required
 @require_GET
-def run_detail(request: TeamRequest, run_id) -> HttpResponse:
-    run, membership = selectors.run_for_member(request.user, run_id)
+def run_detail(request: TeamReadRequest, run_id) -> HttpResponse:
+    run, membership = selectors.run_for_reader(request.user, run_id)
     # The team navigation and the wallet banner follow request.team, as on the team's pages.
     request.team, request.membership = run.team, membership
     return render(request, "runs/run_detail.html", _detail_context(run, membership))
@@ -146,7 +146,7 @@ def run_detail(request: TeamRequest, run_id) -> HttpResponse:
 @require_GET
 def run_live(request: AuthenticatedRequest, run_id) -> HttpResponse:
     """The live part of the run page, fetched every couple of seconds while the run is live."""
-    run, membership = selectors.run_for_member(request.user, run_id)
+    run, membership = selectors.run_for_reader(request.user, run_id)
     return render(request, "runs/_run_live.html", _detail_context(run, membership))
 
 
@@ -186,8 +186,8 @@ def _live_final(run: Run, events: list[RunEvent]) -> bool:
 @login_required
 @require_POST
 def run_cancel(request: AuthenticatedRequest, run_id) -> HttpResponse:
-    run, membership = selectors.run_for_member(request.user, run_id)
-    require_role(membership, Role.MEMBER, action="cancel runs")
+    run, reader = selectors.run_for_reader(request.user, run_id)
+    require_membership(reader, Role.MEMBER, action="cancel runs")
     try:
         services.run_request_cancel(run=run, user=request.user)
     except services.RunActionRefused as exc:
@@ -203,8 +203,8 @@ def run_cancel(request: AuthenticatedRequest, run_id) -> HttpResponse:
 @login_required
 @require_POST
 def run_resume(request: AuthenticatedRequest, run_id) -> HttpResponse:
-    run, membership = selectors.run_for_member(request.user, run_id)
-    require_role(membership, Role.MEMBER, action="resume runs")
+    run, reader = selectors.run_for_reader(request.user, run_id)
+    require_membership(reader, Role.MEMBER, action="resume runs")
     form = ResumeForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The note is too long: keep it under 2,000 characters.")

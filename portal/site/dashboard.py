@@ -7,7 +7,8 @@ from runs.models import LIVE_STATUSES, RunStatus
 from runs.selectors import runs_for_team, team_run_stats
 
 
-def team_dashboard_context(*, team: Team, membership: Membership) -> dict:
+def team_dashboard_context(*, team: Team, membership: Membership | None) -> dict:
+    """membership is None for a billing admin reading the team without belonging to it."""
     runs = runs_for_team(team)
     live = list(runs.filter(status__in=[*LIVE_STATUSES, RunStatus.PENDING])[:8])
     return {

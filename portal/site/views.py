@@ -16,7 +16,7 @@ from portal.core.forms import ApiTokenForm
 from portal.core.http import AuthenticatedRequest
 from portal.core.selectors import api_tokens_for_user
 from portal.site.dashboard import team_dashboard_context
-from portal.teams.access import TeamRequest, team_view
+from portal.teams.access import TeamReadRequest, is_billing_admin, team_view
 from portal.teams.selectors import memberships_for_user
 
 logger = logging.getLogger(__name__)
@@ -27,14 +27,18 @@ User = get_user_model()
 
 @login_required
 def home(request: AuthenticatedRequest) -> HttpResponse:
+    """Where a person starts: a billing admin at the billing overview (every team's wallet, and
+    from there each team's pages), anyone else at their first team's dashboard."""
+    if is_billing_admin(request.user):
+        return redirect("billing_overview")
     first = memberships_for_user(request.user).first()
     if first is not None:
         return redirect("team_dashboard", slug=first.team.slug)
     return redirect("team_list")
 
 
-@team_view()
-def team_dashboard(request: TeamRequest, slug: str) -> HttpResponse:
+@team_view(billing_admins_read=True)
+def team_dashboard(request: TeamReadRequest, slug: str) -> HttpResponse:
     context = team_dashboard_context(team=request.team, membership=request.membership)
     return render(request, "portal/team_dashboard.html", context)
 
