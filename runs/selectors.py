@@ -145,9 +145,85 @@ def run_events(run: Run, *, after: int = 0, limit: int = 200) -> list[RunEvent]:
     return list(run.events.filter(seq__gt=after).order_by("seq")[:limit])
 
 
+def run_events_with_activity(run: Run, *, after: int = 0, limit: int = 200) -> tuple[list, bool]:
+    """Coasty's events after `after` (up to `limit`) and the portal's own records placed among
+    them (RunActivity.as_event, `source` "portal"), oldest first; and whether more follow.
+
+    A record sits after the Coasty event it followed, so it comes on the page of that event:
+    pass the last Coasty seq you have as `after` and you get what came after it.
+    """
+    rows = list(
+        run.events.select_related("actor").filter(seq__gt=after).order_by("seq")[: limit + 1]
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    records = run.activities.select_related("actor").filter(after_seq__gte=after)
+    if after:
+        records = records.filter(after_seq__gt=after)
+    if more:
+        records = records.filter(after_seq__lte=rows[-1].seq)
+    return _merged(rows, records[:ACTIVITY_LIMIT]), more
+
+
 def run_latest_events(run: Run, *, limit: int = 200) -> list[RunEvent]:
     """The newest `limit` events, oldest first, for the timeline."""
     return list(reversed(run.events.order_by("-seq")[:limit]))
+
+
+TIMELINE_PAGE = 200
+ACTIVITY_LIMIT = 500  # people's own records are few; a bound all the same
+SEQ_MAX = 2**62
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One page of a run's timeline, oldest first: Coasty's events and the portal's records."""
+
+    events: list[RunEvent]
+    before: int | None  # the page's own bound (None: the latest page)
+    earlier: int | None  # `?before=` of the page of earlier events; None on the first page
+    last_upstream: RunEvent | None  # the newest of Coasty's events on the page
+
+
+def timeline_before(raw: str | None) -> int | None:
+    """`?before=` as a seq, or None (the latest page) for anything that is not one."""
+    if not raw or len(raw) > 20 or not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if 1 <= value <= SEQ_MAX else None
+
+
+def run_timeline(run: Run, *, before: int | None = None, limit: int = TIMELINE_PAGE) -> Timeline:
+    """The newest `limit` of Coasty's events below `before` (all when None), with the portal's
+    records placed among them; `earlier` pages back until the first event.
+
+    Keyset by seq, so the 50th page back costs what the first does.
+    """
+    events = run.events.select_related("actor")
+    if before is not None:
+        events = events.filter(seq__lt=before)
+    rows = list(events.order_by("-seq")[: limit + 1])
+    has_earlier = len(rows) > limit
+    rows = list(reversed(rows[:limit]))
+    records = run.activities.select_related("actor")
+    if before is not None:
+        records = records.filter(after_seq__lt=before)
+    if has_earlier:
+        # A record after an event on an earlier page is shown on that page.
+        records = records.filter(after_seq__gte=rows[0].seq)
+    return Timeline(
+        events=_merged(rows, records.order_by("-after_seq", "-id")[:ACTIVITY_LIMIT]),
+        before=before,
+        earlier=rows[0].seq if has_earlier else None,
+        last_upstream=rows[-1] if rows else None,
+    )
+
+
+def _merged(events: list[RunEvent], records) -> list[RunEvent]:
+    merged = [*events, *(record.as_event() for record in records)]
+    # Coasty's event first, then what people did after it, in the order they did it.
+    merged.sort(key=lambda e: (e.seq, e.source == "portal", e.created_at))
+    return merged
 
 
 def team_creators(team: Team) -> list[tuple[int, str]]:

@@ -62,6 +62,14 @@ class RunEventSerializer(serializers.Serializer):
     type = serializers.CharField(help_text="status, text, reasoning, tool_call, … done.")
     data = serializers.JSONField(help_text="The event's data, as Coasty sent it.")  # type: ignore[assignment]  # a field named like Serializer.data
     created_at = serializers.DateTimeField(help_text="When the portal stored it.")
+    actor = serializers.SerializerMethodField(
+        help_text="The username of the person who caused it (resumed, cancel_requested, "
+        "approved, rejected), or null."
+    )
+
+    def get_actor(self, event) -> str | None:
+        actor = event.actor
+        return actor.get_username() if actor is not None else None
 
 
 RunPageSerializer = page_serializer(RunSerializer, "RunPage")

@@ -139,7 +139,8 @@ def run_detail(request: TeamReadRequest, run_id) -> HttpResponse:
     run, membership = selectors.run_for_reader(request.user, run_id)
     # The team navigation and the wallet banner follow request.team, as on the team's pages.
     request.team, request.membership = run.team, membership
-    return render(request, "runs/run_detail.html", _detail_context(run, membership))
+    before = selectors.timeline_before(request.GET.get("before"))
+    return render(request, "runs/run_detail.html", _detail_context(run, membership, before))
 
 
 @login_required
@@ -147,17 +148,19 @@ def run_detail(request: TeamReadRequest, run_id) -> HttpResponse:
 def run_live(request: AuthenticatedRequest, run_id) -> HttpResponse:
     """The live part of the run page, fetched every couple of seconds while the run is live."""
     run, membership = selectors.run_for_reader(request.user, run_id)
-    return render(request, "runs/_run_live.html", _detail_context(run, membership))
+    before = selectors.timeline_before(request.GET.get("before"))
+    return render(request, "runs/_run_live.html", _detail_context(run, membership, before))
 
 
-def _detail_context(run: Run, membership) -> dict:
-    events = selectors.run_latest_events(run)
+def _detail_context(run: Run, membership, before: int | None = None) -> dict:
+    timeline = selectors.run_timeline(run, before=before)
     return {
         "run": run,
         "team": run.team,
         "membership": membership,
-        "events": events,
-        "live_final": _live_final(run, events),
+        "events": timeline.events,
+        "timeline": timeline,
+        "live_final": _live_final(run, timeline.last_upstream),
         "resume_form": ResumeForm(),
         "webhooks_note": "" if run.webhook_url else webhooks_disabled_reason(),
     }
@@ -167,7 +170,7 @@ def _detail_context(run: Run, membership) -> dict:
 LIVE_EVENTS_GRACE = timedelta(seconds=60)
 
 
-def _live_final(run: Run, events: list[RunEvent]) -> bool:
+def _live_final(run: Run, last_event: RunEvent | None) -> bool:
     """Whether the run page can stop polling: nothing it shows will change any more.
 
     Settling reads Coasty's figures and does not wait for the event stream, so a run can be
@@ -179,7 +182,7 @@ def _live_final(run: Run, events: list[RunEvent]) -> bool:
         return True
     if not (run.is_terminal and run.settled_at):
         return False
-    stream_ended = bool(events) and events[-1].type == "done"
+    stream_ended = last_event is not None and last_event.type == "done"
     return stream_ended or timezone.now() - run.settled_at > LIVE_EVENTS_GRACE
 
 

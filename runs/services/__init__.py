@@ -5,6 +5,7 @@
 - ingest: stream events, stored and applied once per (run, seq);
 - webhooks: Coasty's signed deliveries, verified, stored and applied once;
 - actions: cancel and resume, asked for by people and carried to Coasty;
+- activity: the portal's own records of what a person did to a run, with the person (actor);
 - settle: the money of an ended run, from Coasty's own record;
 - housekeeping: the every-minute safety net for whatever a crash left behind.
 
@@ -21,6 +22,7 @@ from runs.services.actions import (
     run_request_resume,
     run_resume_upstream,
 )
+from runs.services.activity import run_activity_record
 from runs.services.housekeeping import runs_housekeeping
 from runs.services.ingest import IncomingEvent, events_ingest
 from runs.services.launch import LaunchRequest, run_launch, upstream_request_body
@@ -34,6 +36,7 @@ __all__ = [
     "RunActionRefused",
     "WebhookAnswer",
     "events_ingest",
+    "run_activity_record",
     "run_cancel_upstream",
     "run_launch",
     "run_mark_accepted",
