@@ -4,7 +4,6 @@ Each view parses input, calls one service or a few selectors, and renders. Queri
 bounded whatever the size of the ledger (keyset pages, one-query summaries).
 """
 
-import csv
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -28,6 +27,7 @@ from billing.forms import (
     fresh_key,
 )
 from billing.models import Reconciliation
+from portal.core.csv_export import csv_lines, spreadsheet_safe
 from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
 from portal.teams.access import (
@@ -125,38 +125,28 @@ CSV_COLUMNS = [
 ]
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 def _csv_lines(transfers) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
+    return csv_lines(CSV_COLUMNS, _csv_rows(transfers))
+
+
+def _csv_rows(transfers) -> Iterator[list]:
     for transfer in transfers.iterator(chunk_size=2000):
         deltas = selectors.team_deltas(transfer)
-        yield writer.writerow(
-            [
-                transfer.pk,
-                transfer.created_at.isoformat(),
-                transfer.kind,
-                transfer.amount_cents,
-                deltas["available"],
-                deltas["held"],
-                deltas["spend"],
-                transfer.run_id or "",
-                transfer.step or "",
-                _spreadsheet_safe(transfer.reference),
-                _spreadsheet_safe(transfer.memo),
-                _spreadsheet_safe(transfer.caused_by),
-                transfer.idempotency_key,
-            ]
-        )
-
-
-def _spreadsheet_safe(text: str) -> str:
-    """A reference typed by a person must not run as a formula when the CSV is opened."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+        yield [
+            transfer.pk,
+            transfer.created_at.isoformat(),
+            transfer.kind,
+            transfer.amount_cents,
+            deltas["available"],
+            deltas["held"],
+            deltas["spend"],
+            transfer.run_id or "",
+            transfer.step or "",
+            spreadsheet_safe(transfer.reference),
+            spreadsheet_safe(transfer.memo),
+            spreadsheet_safe(transfer.caused_by),
+            transfer.idempotency_key,
+        ]
 
 
 # --- Billing admin --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from billing.keys import run_hold_reference
 from portal.teams.models import Team
@@ -28,6 +29,10 @@ TERMINAL_STATUSES = frozenset(
         RunStatus.CANCELLED,
         RunStatus.TIMED_OUT,
     }
+)
+# Ended without doing the task: these show a failure reason.
+FAILED_STATUSES = frozenset(
+    {RunStatus.SUBMIT_FAILED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}
 )
 UPSTREAM_TERMINAL_STATUSES = TERMINAL_STATUSES - {RunStatus.SUBMIT_FAILED}
 LIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.AWAITING_HUMAN})
@@ -218,6 +223,30 @@ class Run(models.Model):
     @property
     def released_cents(self) -> int:
         return self.held_cents - self.charged_cents if self.settled_at else 0
+
+    @property
+    def duration_seconds(self) -> int | None:
+        """From launch to the end (or to now, while it lasts); None if the clock is unknown."""
+        if self.created_at is None:
+            return None
+        end = self.finished_at or (None if self.is_terminal else timezone.now())
+        if end is None:
+            return None
+        return max(0, int((end - self.created_at).total_seconds()))
+
+    @property
+    def failure_reason(self) -> str:
+        """Why a run that did not succeed ended, in words; "" for the others."""
+        if self.status not in FAILED_STATUSES:
+            return ""
+        if self.error:
+            return self.error
+        return {
+            RunStatus.TIMED_OUT: "It ran past its deadline.",
+            RunStatus.CANCELLED: "It was cancelled.",
+            RunStatus.FAILED: "Coasty did not say why.",
+            RunStatus.SUBMIT_FAILED: "Coasty refused the run.",
+        }[RunStatus(self.status)]
 
     @property
     def still_held_cents(self) -> int:

@@ -33,6 +33,24 @@ def words(value) -> str:
 
 
 @register.filter
+def duration(seconds) -> str:
+    """Seconds for people: 42 -> "42 s", 125 -> "2 min 5 s", 7260 -> "2 h 1 min"; "—" if unknown."""
+    if seconds is None or seconds == "":
+        return "—"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+@register.filter
 def as_json(value) -> str:
     """A JSON value as readable, stable JSON (not Python's repr)."""
     import json
