@@ -226,7 +226,8 @@ def run_live(request: AuthenticatedRequest, run_id) -> HttpResponse:
     """The live part of the run page, fetched every couple of seconds while the run is live."""
     run, membership = selectors.run_for_reader(request.user, run_id)
     before = selectors.timeline_before(request.GET.get("before"))
-    return render(request, "runs/_run_live.html", _detail_context(run, membership, before))
+    context = {**_detail_context(run, membership, before), "fragment": True}
+    return render(request, "runs/_run_live.html", context)
 
 
 def _detail_context(run: Run, membership, before: int | None = None) -> dict:
