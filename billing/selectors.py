@@ -406,3 +406,13 @@ def hold_captured_cents(reference: str) -> int:
         Hold.objects.filter(reference=reference).values_list("captured_cents", flat=True).first()
     )
     return int(captured or 0)
+
+
+def top_ups_with_reference(reference: str, *, limit: int = 5) -> list[Transfer]:
+    """Earlier top-ups (of any team) recorded under this reference, newest first: the review
+    step warns that an invoice may be about to be paid in twice."""
+    return list(
+        Transfer.objects.filter(kind=TransferKind.TOP_UP, reference=reference.strip())
+        .select_related("credit_account__team")
+        .order_by("-created_at", "-id")[:limit]
+    )

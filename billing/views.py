@@ -191,7 +191,12 @@ def top_up(request: AuthenticatedRequest, slug: str) -> HttpResponse:
         return render(
             request,
             "billing/top_up_review.html",
-            {"team": team, "form": form, "summary": selectors.wallet_summary(team)},
+            {
+                "team": team,
+                "form": form,
+                "summary": selectors.wallet_summary(team),
+                "reference_used": selectors.top_ups_with_reference(reference),
+            },
         )
     try:
         _transfer, created = services.wallet_top_up(
@@ -336,7 +341,12 @@ def threshold(request: AuthenticatedRequest, slug: str) -> HttpResponse:
 
 def _render_team_admin(request, team, top_up_form, *, threshold_form=None, status=200):
     summary = selectors.wallet_summary(team)
-    recent = selectors.ledger_for_team(team).filter(kind__in=["top_up", "adjustment"])[:10]
+    recent = [
+        (transfer, selectors.team_deltas(transfer))
+        for transfer in selectors.ledger_for_team(team).filter(kind__in=["top_up", "adjustment"])[
+            :10
+        ]
+    ]
     return render(
         request,
         "billing/team_admin.html",
