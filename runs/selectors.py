@@ -15,7 +15,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from portal.teams.access import membership_or_404, team_read_access
-from portal.teams.models import Membership, Team
+from portal.teams.models import Membership, Role, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
 from runs.upstream import coasty_quick
@@ -224,6 +224,18 @@ def _merged(events: list[RunEvent], records) -> list[RunEvent]:
     # Coasty's event first, then what people did after it, in the order they did it.
     merged.sort(key=lambda e: (e.seq, e.source == "portal", e.created_at))
     return merged
+
+
+def runs_waiting_for(user) -> int:
+    """How many runs wait for this person: paused for a human in a team where they may resume
+    them (members and managers). The tab title shows it."""
+    if not getattr(user, "is_authenticated", False):
+        return 0
+    return Run.objects.filter(
+        status=RunStatus.AWAITING_HUMAN,
+        team__memberships__user=user,
+        team__memberships__role__in=[Role.MEMBER, Role.MANAGER],
+    ).count()
 
 
 def team_creators(team: Team) -> list[tuple[int, str]]:

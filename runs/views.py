@@ -48,6 +48,17 @@ def _filters(form: RunFilterForm) -> selectors.RunFilters:
 @team_view(billing_admins_read=True)
 @require_GET
 def run_list(request: TeamReadRequest, slug: str) -> HttpResponse:
+    return _run_list(request, template="runs/run_list.html")
+
+
+@team_view(billing_admins_read=True)
+@require_GET
+def run_list_live(request: TeamReadRequest, slug: str) -> HttpResponse:
+    """The runs list's results, fetched every few seconds while the list is open (htmx)."""
+    return _run_list(request, template="runs/_run_list_live.html", fragment=True)
+
+
+def _run_list(request: TeamReadRequest, *, template: str, fragment: bool = False) -> HttpResponse:
     team = request.team
     form = RunFilterForm(request.GET or None, creators=selectors.team_creators(team))
     filters = _filters(form)
@@ -57,18 +68,22 @@ def run_list(request: TeamReadRequest, slug: str) -> HttpResponse:
             runs, before=request.GET.get("before", ""), after=request.GET.get("after", "")
         )
     except selectors.InvalidCursor:
-        messages.warning(request, "That page link was malformed; showing the newest runs.")
+        if not fragment:
+            messages.warning(request, "That page link was malformed; showing the newest runs.")
         page = selectors.keyset_page(runs)
     filtered = any(request.GET.get(k) for k in ("status", "creator", "since", "until", "q"))
     return render(
         request,
-        "runs/run_list.html",
+        template,
         {
             "team": team,
             "membership": request.membership,
             "form": form,
             "page": page,
             "filtered": filtered,
+            "fragment": fragment,
+            "waiting_count": selectors.runs_waiting_for(request.user),
+            "waiting_here": [run for run in page.items if run.status == RunStatus.AWAITING_HUMAN],
         },
         status=200 if not form.errors else 400,
     )

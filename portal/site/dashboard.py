@@ -4,10 +4,10 @@ from billing.charts import spend_chart
 from billing.selectors import spend_per_day, wallet_summary
 from portal.teams.models import Membership, Team
 from runs.models import LIVE_STATUSES, RunStatus
-from runs.selectors import runs_for_team, team_run_stats
+from runs.selectors import runs_for_team, runs_waiting_for, team_run_stats
 
 
-def team_dashboard_context(*, team: Team, membership: Membership | None) -> dict:
+def team_dashboard_context(*, team: Team, membership: Membership | None, user=None) -> dict:
     """membership is None for a billing admin reading the team without belonging to it."""
     runs = runs_for_team(team)
     live = list(runs.filter(status__in=[*LIVE_STATUSES, RunStatus.PENDING])[:8])
@@ -20,4 +20,5 @@ def team_dashboard_context(*, team: Team, membership: Membership | None) -> dict
         "needs_human": [run for run in live if run.status == RunStatus.AWAITING_HUMAN],
         "recent_runs": list(runs.exclude(status__in=[*LIVE_STATUSES, RunStatus.PENDING])[:8]),
         "chart": spend_chart(spend_per_day(team, days=30)),
+        "waiting_count": runs_waiting_for(user),
     }

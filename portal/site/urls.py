@@ -12,6 +12,7 @@ urlpatterns = [
         name="api_token_revoke",
     ),
     path("teams/<slug:slug>/", views.team_dashboard, name="team_dashboard"),
+    path("teams/<slug:slug>/live/", views.team_dashboard_live, name="team_dashboard_live"),
     path("healthz", views.healthz, name="healthz"),
 ]
 

@@ -38,9 +38,22 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
 
 
 @team_view(billing_admins_read=True)
+@require_GET
 def team_dashboard(request: TeamReadRequest, slug: str) -> HttpResponse:
-    context = team_dashboard_context(team=request.team, membership=request.membership)
+    context = team_dashboard_context(
+        team=request.team, membership=request.membership, user=request.user
+    )
     return render(request, "portal/team_dashboard.html", context)
+
+
+@team_view(billing_admins_read=True)
+@require_GET
+def team_dashboard_live(request: TeamReadRequest, slug: str) -> HttpResponse:
+    """The dashboard's changing part, fetched every few seconds while it is open (htmx)."""
+    context = team_dashboard_context(
+        team=request.team, membership=request.membership, user=request.user
+    )
+    return render(request, "portal/_dashboard_live.html", {**context, "fragment": True})
 
 
 # --- Account and API tokens -----------------------------------------------------------------------
