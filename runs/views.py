@@ -163,8 +163,9 @@ def _export_rows(runs) -> Iterator[list]:
 @require_http_methods(["GET", "POST"])
 def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
     team = request.team
+    machines, machines_note = selectors.machines_for_launch()
     if request.method == "POST":
-        form = LaunchForm(request.POST)
+        form = LaunchForm(request.POST, machines=machines)
         if form.is_valid():
             try:
                 run, created = services.run_launch(
@@ -187,7 +188,6 @@ def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
                 return redirect("run_detail", run_id=run.pk)
     else:
         form = LaunchForm(initial={"launch_token": uuid.uuid4(), **_initial_from(request)})
-    machines, machines_note = selectors.machines_for_launch()
     prices = {version.value: step_price_cents(version.value) for version in CuaVersion}
     return render(
         request,
