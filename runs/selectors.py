@@ -253,14 +253,22 @@ def team_run_stats(team: Team) -> dict:
     totals = Run.objects.filter(team=team, created_at__gte=since).aggregate(
         steps=Sum("steps_completed"), charged=Sum("charged_cents")
     )
+    total = sum(counts.values())
+    live = sum(counts.get(s, 0) for s in [*LIVE_STATUSES, RunStatus.PENDING])
+    succeeded = counts.get(RunStatus.SUCCEEDED, 0)
+    failed = sum(
+        counts.get(s, 0) for s in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SUBMIT_FAILED)
+    )
+    cancelled = counts.get(RunStatus.CANCELLED, 0)
     return {
-        "last_30_days": sum(counts.values()),
-        "live": sum(counts.get(s, 0) for s in [*LIVE_STATUSES, RunStatus.PENDING]),
-        "succeeded": counts.get(RunStatus.SUCCEEDED, 0),
-        "failed": sum(
-            counts.get(s, 0)
-            for s in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SUBMIT_FAILED)
-        ),
+        "last_30_days": total,
+        "live": live,
+        "succeeded": succeeded,
+        "failed": failed,
+        "cancelled": cancelled,
+        # Every status counts somewhere: whatever is none of the above (a status added later,
+        # waiting for approval, rejected) is "other", so the parts always add up to the total.
+        "other": total - live - succeeded - failed - cancelled,
         "steps": totals["steps"] or 0,
         "charged_cents": totals["charged"] or 0,
     }

@@ -1,5 +1,7 @@
 """What a team's dashboard shows: money, what is running now, and how the last month went."""
 
+from django.utils import timezone
+
 from billing.charts import spend_chart
 from billing.selectors import spend_per_day, wallet_summary
 from portal.teams.models import Membership, Team
@@ -21,4 +23,6 @@ def team_dashboard_context(*, team: Team, membership: Membership | None, user=No
         "recent_runs": list(runs.exclude(status__in=[*LIVE_STATUSES, RunStatus.PENDING])[:8]),
         "chart": spend_chart(spend_per_day(team, days=30)),
         "waiting_count": runs_waiting_for(user),
+        # "Spent this month" counts from here (the viewer's zone), as wallet_summary does.
+        "month_start": timezone.localdate().replace(day=1),
     }

@@ -104,3 +104,20 @@ def test_a_list_with_bad_filters_does_not_poll(people, team, client_for):
     assert html.status_code == 400
     tag = re.search(r'<section id="runs-live"[^>]*>', html.content.decode())[0]
     assert "hx-trigger" not in tag
+
+
+def test_the_dashboards_figures_say_their_window_and_count_every_status(people, team, client_for):
+    # given runs that ended every way, cancelled among them
+    statuses = [RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CANCELLED]
+    for n, status in enumerate(statuses):
+        run = _launch(team, people["bob"], f"run {n}")
+        Run.objects.filter(pk=run.pk).update(status=status)
+
+    page = client_for(people["bob"]).get(reverse("team_dashboard", args=[team.slug]))
+
+    html = page.content.decode()
+    assert "1 succeeded · 1 failed · 2 cancelled · 0 live" in html
+    # "Spent this month" is captioned with the month, not with a 30-day figure
+    spent = re.search(r"Spent this month</span>.*?<span class=\"hint\">([^<]*)<", html, re.S)[1]
+    assert spent.startswith("since 1 ")
+    assert "30 days" not in spent
