@@ -53,10 +53,9 @@ def test_the_live_fragment_of_an_ended_run_completes_the_page(ended, client_for)
 
     fragment = client_for(bob).get(reverse("run_live", args=[run.pk])).content.decode()
 
-    # final: no more polling; the money says what was charged, not what is held
+    # final: no more polling; the money is settled
     assert "hx-trigger" not in fragment
-    assert "$0.00 <span" in fragment and "charged</span>" in fragment
-    assert "of $0.50 held</span>" not in fragment
+    assert "Settled: $0.50 returned to the wallet." in fragment
     # the details' times and the "Run launched" message, outside the region, are replaced
     assert 'id="run-times" hx-swap-oob="true"' in fragment
     assert "<dt>Ended</dt>" in fragment
