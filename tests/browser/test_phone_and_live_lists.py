@@ -102,3 +102,34 @@ def test_the_runs_list_shows_a_run_launched_elsewhere_without_a_reload(demo, ope
     expect(row).to_be_visible(timeout=20_000)
     expect(page).to_have_title(re.compile(r"^\(1\) Runs"), timeout=20_000)
     assert page.evaluate("window.__sameDocument === true")
+
+
+def test_a_run_that_ends_while_its_page_is_open_completes_the_page(demo, open_page):
+    # given bob launched a run from the form and watches its page ("Run launched" showing)
+    page = open_page("bob")
+    page.goto("/teams/research/runs/new/")
+    page.get_by_label("Machine", exact=True).fill("vm-linux-1")
+    page.get_by_label("Task", exact=True).fill("Export the new leads")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.locator("#messages")).to_contain_text("Run launched")
+    page.evaluate("window.__sameDocument = true")
+    run = Run.objects.get()
+
+    # when it ends and is settled meanwhile
+    from django.utils import timezone
+
+    from runs.models import RunEvent
+
+    now = timezone.now()
+    RunEvent.objects.create(run=run, seq=1, type="done", data={"status": "succeeded"})
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.SUCCEEDED, finished_at=now, settled_at=now, last_seq=1
+    )
+
+    # then, without a reload, the details say when it ended and how long it took, and the
+    # launch message is gone
+    times = page.locator("#run-times")
+    expect(times).to_contain_text("Ended", timeout=20_000)
+    expect(page.locator("#run-duration")).not_to_contain_text("so far")
+    expect(page.locator("#messages")).to_have_count(0)
+    assert page.evaluate("window.__sameDocument === true")
