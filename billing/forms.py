@@ -1,14 +1,13 @@
 """Forms for the money pages. People type dollars ("50.00"); the ledger gets integer cents."""
 
 import uuid
-from decimal import InvalidOperation
 
 from django import forms
 from django.conf import settings
 
 from billing.models import TransferKind
 from billing.selectors import LedgerFilters
-from portal.core.forms import FilterDateField
+from portal.core.forms import FilterDateField, MoneyField
 from portal.core.money import format_cents
 
 
@@ -24,29 +23,8 @@ def idempotency_key_field() -> forms.RegexField:
     )
 
 
-class DollarsField(forms.DecimalField):
-    """An amount in dollars with at most two decimals, cleaned to integer cents."""
-
-    def __init__(self, *, min_cents: int = 1, **kwargs):
-        self.min_cents = min_cents
-        kwargs.setdefault("widget", forms.TextInput(attrs={"inputmode": "decimal"}))
-        super().__init__(max_digits=12, decimal_places=2, **kwargs)
-
-    def clean(self, value):
-        amount = super().clean(value)
-        if amount is None:
-            return None
-        try:
-            cents = int((amount * 100).to_integral_exact())
-        except InvalidOperation:
-            raise forms.ValidationError("Enter an amount in dollars and cents.") from None
-        if cents < self.min_cents:
-            raise forms.ValidationError(
-                f"Enter at least {format_cents(self.min_cents)}."
-                if self.min_cents > 0
-                else "The amount cannot be negative."
-            )
-        return cents
+# The portal's one money field: "$25", "25.00" and "1,000" all read as people mean them.
+DollarsField = MoneyField
 
 
 def fresh_key() -> str:
@@ -54,7 +32,7 @@ def fresh_key() -> str:
 
 
 class TopUpForm(forms.Form):
-    amount = DollarsField(label="Amount (US$)", help_text="For example 50.00.")
+    amount = DollarsField(label="Amount (US$)", help_text="For example 50, 50.00 or 1,000.")
     reference = forms.CharField(
         max_length=255,
         help_text="An invoice or purchase-order number, so the top-up can be traced.",

@@ -363,6 +363,12 @@ class Transfer(models.Model):
                 condition=Q(caused_by_user__isnull=False),
                 name="billing_xfer_by_user",
             ),
+            # "Was this invoice paid in before?", asked by the top-up review step.
+            models.Index(
+                fields=["reference"],
+                condition=Q(kind="top_up"),
+                name="billing_xfer_topup_reference",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -382,7 +388,7 @@ class Transfer(models.Model):
 TRANSFER_BADGES: dict[str, str] = {
     TransferKind.TOP_UP: "credit",
     TransferKind.HOLD: "info",
-    TransferKind.CAPTURE: "debit",
+    TransferKind.CAPTURE: "capture",  # a step's charge: the ordinary case, not an alarm
     TransferKind.RELEASE: "idle",
     TransferKind.ADJUSTMENT: "warn",
 }

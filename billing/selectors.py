@@ -549,3 +549,13 @@ def member_limits(team: Team) -> dict[int, MemberMonth]:
 def approval_threshold_cents(team: Team) -> int | None:
     """Launches that can cost more than this wait for a manager's approval (None: never)."""
     return Budget.objects.filter(team=team).values_list("approval_above_cents", flat=True).first()
+
+
+def top_ups_with_reference(reference: str, *, limit: int = 5) -> list[Transfer]:
+    """Earlier top-ups (of any team) recorded under this reference, newest first: the review
+    step warns that an invoice may be about to be paid in twice."""
+    return list(
+        Transfer.objects.filter(kind=TransferKind.TOP_UP, reference=reference.strip())
+        .select_related("credit_account__team")
+        .order_by("-created_at", "-id")[:limit]
+    )

@@ -4,7 +4,6 @@ Each view parses input, calls one service or a few selectors, and renders. Queri
 bounded whatever the size of the ledger (keyset pages, one-query summaries).
 """
 
-import csv
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -31,6 +30,7 @@ from billing.forms import (
     fresh_key,
 )
 from billing.models import Reconciliation
+from portal.core.csv_export import csv_lines, spreadsheet_safe
 from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
 from portal.teams.access import (
@@ -224,38 +224,28 @@ CSV_COLUMNS = [
 ]
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 def _csv_lines(transfers) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
+    return csv_lines(CSV_COLUMNS, _csv_rows(transfers))
+
+
+def _csv_rows(transfers) -> Iterator[list]:
     for transfer in transfers.iterator(chunk_size=2000):
         deltas = selectors.team_deltas(transfer)
-        yield writer.writerow(
-            [
-                transfer.pk,
-                transfer.created_at.isoformat(),
-                transfer.kind,
-                transfer.amount_cents,
-                deltas["available"],
-                deltas["held"],
-                deltas["spend"],
-                transfer.run_id or "",
-                transfer.step or "",
-                _spreadsheet_safe(transfer.reference),
-                _spreadsheet_safe(transfer.memo),
-                _spreadsheet_safe(transfer.caused_by),
-                transfer.idempotency_key,
-            ]
-        )
-
-
-def _spreadsheet_safe(text: str) -> str:
-    """A reference typed by a person must not run as a formula when the CSV is opened."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+        yield [
+            transfer.pk,
+            transfer.created_at.isoformat(),
+            transfer.kind,
+            transfer.amount_cents,
+            deltas["available"],
+            deltas["held"],
+            deltas["spend"],
+            transfer.run_id or "",
+            transfer.step or "",
+            spreadsheet_safe(transfer.reference),
+            spreadsheet_safe(transfer.memo),
+            spreadsheet_safe(transfer.caused_by),
+            transfer.idempotency_key,
+        ]
 
 
 # --- Billing admin --------------------------------------------------------------------------------
@@ -300,7 +290,12 @@ def top_up(request: AuthenticatedRequest, slug: str) -> HttpResponse:
         return render(
             request,
             "billing/top_up_review.html",
-            {"team": team, "form": form, "summary": selectors.wallet_summary(team)},
+            {
+                "team": team,
+                "form": form,
+                "summary": selectors.wallet_summary(team),
+                "reference_used": selectors.top_ups_with_reference(reference),
+            },
         )
     try:
         _transfer, created = services.wallet_top_up(
@@ -445,7 +440,12 @@ def threshold(request: AuthenticatedRequest, slug: str) -> HttpResponse:
 
 def _render_team_admin(request, team, top_up_form, *, threshold_form=None, status=200):
     summary = selectors.wallet_summary(team)
-    recent = selectors.ledger_for_team(team).filter(kind__in=["top_up", "adjustment"])[:10]
+    recent = [
+        (transfer, selectors.team_deltas(transfer))
+        for transfer in selectors.ledger_for_team(team).filter(kind__in=["top_up", "adjustment"])[
+            :10
+        ]
+    ]
     return render(
         request,
         "billing/team_admin.html",

@@ -1,7 +1,14 @@
 from django.contrib import admin
 
 from portal.core.admin import ReadOnlyAdmin
-from runs.models import FollowerSlot, Run, RunEvent, WebhookDelivery, WebhookRefusalCount
+from runs.models import (
+    FollowerSlot,
+    Run,
+    RunActivity,
+    RunEvent,
+    WebhookDelivery,
+    WebhookRefusalCount,
+)
 
 
 class RunEventInline(admin.TabularInline):
@@ -97,10 +104,18 @@ class RunAdmin(ReadOnlyAdmin):
 
 @admin.register(RunEvent)
 class RunEventAdmin(ReadOnlyAdmin):
-    list_display = ["run", "seq", "type", "created_at"]
+    list_display = ["run", "seq", "type", "actor", "created_at"]
     list_filter = ["type"]
     search_fields = ["=run__id", "=run__upstream_id"]
     raw_id_fields = ["run"]
+
+
+@admin.register(RunActivity)
+class RunActivityAdmin(ReadOnlyAdmin):
+    list_display = ["run", "after_seq", "kind", "actor", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["=run__id"]
+    raw_id_fields = ["run", "actor"]
 
 
 @admin.register(WebhookDelivery)

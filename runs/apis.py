@@ -287,7 +287,10 @@ class RunEventsApi(APIView):
         operation_id="runs_events",
         summary="A run's stored events",
         description="Oldest first. Pass the last `seq` you have as `after` to get only newer "
-        "events (or follow `next`).",
+        "events (or follow `next`). Besides Coasty's events, the portal's own records of what a "
+        "person did (`cancel_requested`, `approved`, `rejected`) carry the `seq` of the Coasty "
+        "event they followed. Events a person caused (those records, and `resumed` when asked "
+        "for in the portal) carry `actor`, their username; it is null on the others.",
         parameters=[RUN_ID, RunEventsQuerySerializer, *COMMON_HEADERS],
         responses={200: RunEventPageSerializer, **error_responses(*READ_ERRORS)},
         tags=["runs"],
@@ -297,9 +300,9 @@ class RunEventsApi(APIView):
         query = RunEventsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit = query.validated_data["limit"]
-        events = selectors.run_events(run, after=query.validated_data["after"], limit=limit + 1)
-        more = len(events) > limit
-        events = events[:limit]
+        events, more = selectors.run_events_with_activity(
+            run, after=query.validated_data["after"], limit=limit
+        )
         return Response(
             {
                 "results": RunEventSerializer(events, many=True).data,

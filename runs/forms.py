@@ -77,10 +77,24 @@ class LaunchForm(forms.Form):
         help_text="Replaces the agent's base prompt entirely. Leave empty unless you know you need it.",
     )
 
+    def __init__(self, *args, machines: list[dict] | None = None, **kwargs):
+        """`machines`: Coasty's list (runs.selectors.machines_for_launch). When it is known a
+        machine must be one of it; when it could not be fetched, any id is taken as typed."""
+        super().__init__(*args, **kwargs)
+        self.machines = machines or []
+
     def clean_machine_id(self):
         value = self.cleaned_data["machine_id"].strip()
         if not value:
             raise forms.ValidationError("Choose a machine.")
+        known = [m["id"] for m in self.machines]
+        if known and value not in known:
+            listed = ", ".join(known[:10]) + (
+                f" and {len(known) - 10} more" if len(known) > 10 else ""
+            )
+            raise forms.ValidationError(
+                f"Coasty has no machine “{value}”. Pick one of your machines: {listed}."
+            )
         return value
 
     def clean_task(self):

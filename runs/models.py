@@ -3,6 +3,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from billing.keys import run_hold_reference
 from portal.teams.models import Team
@@ -33,6 +34,10 @@ TERMINAL_STATUSES = frozenset(
         RunStatus.CANCELLED,
         RunStatus.TIMED_OUT,
     }
+)
+# Ended without doing the task: these show a failure reason.
+FAILED_STATUSES = frozenset(
+    {RunStatus.SUBMIT_FAILED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}
 )
 UPSTREAM_TERMINAL_STATUSES = TERMINAL_STATUSES - {RunStatus.SUBMIT_FAILED, RunStatus.REJECTED}
 LIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.AWAITING_HUMAN})
@@ -141,6 +146,16 @@ class Run(models.Model):
         max_length=8, choices=PendingAction.choices, default=PendingAction.NONE, blank=True
     )
     resume_note = models.TextField(blank=True)
+    # Who asked for the resume now pending: Coasty's `resumed` event names them as its actor
+    # when it arrives (then this is cleared, so a resume made elsewhere is not pinned on them).
+    resume_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
 
@@ -264,6 +279,30 @@ class Run(models.Model):
         return self.held_cents - self.charged_cents if self.settled_at else 0
 
     @property
+    def duration_seconds(self) -> int | None:
+        """From launch to the end (or to now, while it lasts); None if the clock is unknown."""
+        if self.created_at is None:
+            return None
+        end = self.finished_at or (None if self.is_terminal else timezone.now())
+        if end is None:
+            return None
+        return max(0, int((end - self.created_at).total_seconds()))
+
+    @property
+    def failure_reason(self) -> str:
+        """Why a run that did not succeed ended, in words; "" for the others."""
+        if self.status not in FAILED_STATUSES:
+            return ""
+        if self.error:
+            return self.error
+        return {
+            RunStatus.TIMED_OUT: "It ran past its deadline.",
+            RunStatus.CANCELLED: "It was cancelled.",
+            RunStatus.FAILED: "Coasty did not say why.",
+            RunStatus.SUBMIT_FAILED: "Coasty refused the run.",
+        }[RunStatus(self.status)]
+
+    @property
     def still_held_cents(self) -> int:
         return 0 if self.settled_at else self.held_cents - self.charged_cents
 
@@ -290,6 +329,12 @@ class RunEvent(models.Model):
     type = models.CharField(max_length=32)
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The person who caused it, where one did (a `resumed` asked for in the portal).
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    source = "coasty"
 
     class Meta:
         ordering = ["run", "seq"]
@@ -299,6 +344,52 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} #{self.seq} {self.type}"
+
+
+class RunActivity(models.Model):
+    """One thing a person did to a run in the portal (asked for a cancel, approved, rejected),
+    recorded by the portal itself beside Coasty's stream.
+
+    Not a RunEvent: Coasty's seq numbers are Coasty's (the follower resumes from the highest
+    one stored), so the portal's own records never take one. Each is placed in the timeline
+    after the Coasty event it followed (`after_seq`, the run's last_seq when it was recorded).
+    """
+
+    class Kind(models.TextChoices):
+        CANCEL_REQUESTED = "cancel_requested", "Cancel requested"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="activities")
+    kind = models.CharField(max_length=32)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    after_seq = models.BigIntegerField(default=0)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "after_seq", "id"]
+        indexes = [models.Index(fields=["run", "after_seq"], name="run_activity_place")]
+        verbose_name_plural = "run activities"
+
+    def __str__(self) -> str:
+        return f"{self.run_id} after #{self.after_seq} {self.kind}"
+
+    def as_event(self) -> RunEvent:
+        """The record as the timeline and the API show events: placed at `after_seq`, with
+        `source` "portal" (never saved as a RunEvent)."""
+        event = RunEvent(
+            run_id=self.run_id,
+            seq=self.after_seq,
+            type=self.kind,
+            data=self.data,
+            created_at=self.created_at,
+            actor=self.actor,
+        )
+        event.source = "portal"
+        return event
 
 
 class WebhookDelivery(models.Model):

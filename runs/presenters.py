@@ -62,6 +62,8 @@ class EventRow:
     badge: str = ""  # a short red label ("failed", an error code)
     detail: str = ""  # JSON shown preformatted
     notes: list[str] = field(default_factory=list)  # what the portal did to the data
+    actor: str = ""  # who did it, for what a person caused (a resume, the portal's records)
+    source: str = "coasty"  # "portal" for the portal's own records of what a person did
 
 
 def present_events(events: Iterable[Any]) -> list[EventRow]:
@@ -87,10 +89,17 @@ def present_event(event: Any) -> EventRow:
                 parts = present(data)
             except Exception:  # a presenter's own bug must not break the page: show the JSON
                 parts = {}
-    if not any(value.strip() for value in parts.values()):
+    source = "portal" if getattr(event, "source", "") == "portal" else "coasty"
+    if source == "portal":
+        # The portal's own record (cancel requested, approved, rejected): the person's words.
+        note = data.get("note") or data.get("reason") if isinstance(data, dict) else None
+        parts = {"text": f"“{note}”" if isinstance(note, str) and note else " "}
+    elif not any(value.strip() for value in parts.values()):
         oversize = bool(notes) and data == {}
         parts = {"text": "(no data)"} if data in ({}, None) or oversize else {"detail": _json(data)}
     return EventRow(
+        actor=_actor_name(event),
+        source=source,
         seq=seq if isinstance(seq, int) else 0,
         created_at=created_at if isinstance(created_at, dt.datetime) else None,
         type=kind,
@@ -99,6 +108,14 @@ def present_event(event: Any) -> EventRow:
         notes=[_printable(note) for note in notes],
         **{name: _printable(value) for name, value in parts.items()},
     )
+
+
+def _actor_name(event: Any) -> str:
+    try:
+        actor = getattr(event, "actor", None)
+    except Exception:  # an unsaved or odd object: no actor
+        return ""
+    return actor.get_username() if actor is not None else ""
 
 
 # A lone surrogate (stored before the strict decoder replaced them) cannot be written as UTF-8.

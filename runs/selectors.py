@@ -15,7 +15,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from portal.teams.access import membership_or_404
+from portal.teams.access import membership_or_404, team_read_access
 from portal.teams.models import Membership, Role, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
@@ -39,6 +39,16 @@ def run_for_member(user, run_id) -> tuple[Run, Membership]:
     try:
         run = Run.objects.select_related("team", "created_by", "decided_by").get(pk=run_id)
         return run, membership_or_404(user, run.team)
+    except (Run.DoesNotExist, Http404, ValueError, TypeError, ValidationError) as exc:
+        raise Http404(NO_SUCH_RUN) from exc
+
+
+def run_for_reader(user, run_id) -> tuple[Run, Membership | None]:
+    """The run and the caller's membership of its team, None for a billing admin who reads it
+    without being a member (portal.teams.access.team_read_access); 404 for anyone else."""
+    try:
+        run = Run.objects.select_related("team", "created_by", "decided_by").get(pk=run_id)
+        return run, team_read_access(user, run.team).membership
     except (Run.DoesNotExist, Http404, ValueError, TypeError, ValidationError) as exc:
         raise Http404(NO_SUCH_RUN) from exc
 
@@ -143,9 +153,97 @@ def run_events(run: Run, *, after: int = 0, limit: int = 200) -> list[RunEvent]:
     return list(run.events.filter(seq__gt=after).order_by("seq")[:limit])
 
 
+def run_events_with_activity(run: Run, *, after: int = 0, limit: int = 200) -> tuple[list, bool]:
+    """Coasty's events after `after` (up to `limit`) and the portal's own records placed among
+    them (RunActivity.as_event, `source` "portal"), oldest first; and whether more follow.
+
+    A record sits after the Coasty event it followed, so it comes on the page of that event:
+    pass the last Coasty seq you have as `after` and you get what came after it.
+    """
+    rows = list(
+        run.events.select_related("actor").filter(seq__gt=after).order_by("seq")[: limit + 1]
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    records = run.activities.select_related("actor").filter(after_seq__gte=after)
+    if after:
+        records = records.filter(after_seq__gt=after)
+    if more:
+        records = records.filter(after_seq__lte=rows[-1].seq)
+    return _merged(rows, records[:ACTIVITY_LIMIT]), more
+
+
 def run_latest_events(run: Run, *, limit: int = 200) -> list[RunEvent]:
     """The newest `limit` events, oldest first, for the timeline."""
     return list(reversed(run.events.order_by("-seq")[:limit]))
+
+
+TIMELINE_PAGE = 200
+ACTIVITY_LIMIT = 500  # people's own records are few; a bound all the same
+SEQ_MAX = 2**62
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One page of a run's timeline, oldest first: Coasty's events and the portal's records."""
+
+    events: list[RunEvent]
+    before: int | None  # the page's own bound (None: the latest page)
+    earlier: int | None  # `?before=` of the page of earlier events; None on the first page
+    last_upstream: RunEvent | None  # the newest of Coasty's events on the page
+
+
+def timeline_before(raw: str | None) -> int | None:
+    """`?before=` as a seq, or None (the latest page) for anything that is not one."""
+    if not raw or len(raw) > 20 or not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if 1 <= value <= SEQ_MAX else None
+
+
+def run_timeline(run: Run, *, before: int | None = None, limit: int = TIMELINE_PAGE) -> Timeline:
+    """The newest `limit` of Coasty's events below `before` (all when None), with the portal's
+    records placed among them; `earlier` pages back until the first event.
+
+    Keyset by seq, so the 50th page back costs what the first does.
+    """
+    events = run.events.select_related("actor")
+    if before is not None:
+        events = events.filter(seq__lt=before)
+    rows = list(events.order_by("-seq")[: limit + 1])
+    has_earlier = len(rows) > limit
+    rows = list(reversed(rows[:limit]))
+    records = run.activities.select_related("actor")
+    if before is not None:
+        records = records.filter(after_seq__lt=before)
+    if has_earlier:
+        # A record after an event on an earlier page is shown on that page.
+        records = records.filter(after_seq__gte=rows[0].seq)
+    return Timeline(
+        events=_merged(rows, records.order_by("-after_seq", "-id")[:ACTIVITY_LIMIT]),
+        before=before,
+        earlier=rows[0].seq if has_earlier else None,
+        last_upstream=rows[-1] if rows else None,
+    )
+
+
+def _merged(events: list[RunEvent], records) -> list[RunEvent]:
+    merged = [*events, *(record.as_event() for record in records)]
+    # Coasty's event first, then what people did after it, in the order they did it.
+    merged.sort(key=lambda e: (e.seq, e.source == "portal", e.created_at))
+    return merged
+
+
+def runs_waiting_for(user) -> int:
+    """How many runs wait for this person: paused for a human in a team where they may resume
+    them (members and managers). The tab title shows it."""
+    if not getattr(user, "is_authenticated", False):
+        return 0
+    return Run.objects.filter(
+        status=RunStatus.AWAITING_HUMAN,
+        team__memberships__user=user,
+        team__memberships__role__in=[Role.MEMBER, Role.MANAGER],
+    ).count()
 
 
 def team_creators(team: Team) -> list[tuple[int, str]]:
@@ -163,22 +261,22 @@ def team_run_stats(team: Team) -> dict:
     totals = Run.objects.filter(team=team, created_at__gte=since).aggregate(
         steps=Sum("steps_completed"), charged=Sum("charged_cents")
     )
+    total = sum(counts.values())
+    live = sum(counts.get(s, 0) for s in [*LIVE_STATUSES, RunStatus.PENDING])
+    succeeded = counts.get(RunStatus.SUCCEEDED, 0)
+    failed = sum(
+        counts.get(s, 0) for s in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.SUBMIT_FAILED)
+    )
+    cancelled = counts.get(RunStatus.CANCELLED, 0)
     return {
-        "last_30_days": sum(counts.values()),
-        "live": sum(
-            counts.get(s, 0)
-            for s in [*LIVE_STATUSES, RunStatus.PENDING, RunStatus.AWAITING_APPROVAL]
-        ),
-        "succeeded": counts.get(RunStatus.SUCCEEDED, 0),
-        "failed": sum(
-            counts.get(s, 0)
-            for s in (
-                RunStatus.FAILED,
-                RunStatus.TIMED_OUT,
-                RunStatus.SUBMIT_FAILED,
-                RunStatus.REJECTED,
-            )
-        ),
+        "last_30_days": total,
+        "live": live,
+        "succeeded": succeeded,
+        "failed": failed,
+        "cancelled": cancelled,
+        # Every status counts somewhere: whatever is none of the above (a status added later,
+        # waiting for approval, rejected) is "other", so the parts always add up to the total.
+        "other": total - live - succeeded - failed - cancelled,
         "steps": totals["steps"] or 0,
         "charged_cents": totals["charged"] or 0,
     }

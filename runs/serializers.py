@@ -87,6 +87,14 @@ class RunEventSerializer(serializers.Serializer):
         "has only `_portal.oversize_bytes`."
     )
     created_at = serializers.DateTimeField(help_text="When the portal stored it.")
+    actor = serializers.SerializerMethodField(
+        help_text="The username of the person who caused it (resumed, cancel_requested, "
+        "approved, rejected), or null."
+    )
+
+    def get_actor(self, event) -> str | None:
+        actor = event.actor
+        return actor.get_username() if actor is not None else None
 
 
 RunPageSerializer = page_serializer(RunSerializer, "RunPage")

@@ -4,6 +4,8 @@ from runs import views
 
 urlpatterns = [
     path("teams/<slug:slug>/runs/", views.run_list, name="run_list"),
+    path("teams/<slug:slug>/runs/live/", views.run_list_live, name="run_list_live"),
+    path("teams/<slug:slug>/runs/export.csv", views.run_export, name="run_export"),
     path("teams/<slug:slug>/runs/new/", views.run_launch, name="run_launch"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<uuid:run_id>/live/", views.run_live, name="run_live"),

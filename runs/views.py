@@ -1,13 +1,14 @@
 import dataclasses
 import logging
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -17,9 +18,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from billing.errors import BudgetExceeded, InsufficientFunds, MemberLimitExceeded
 from billing.prices import step_price_cents
 from billing.selectors import budget_status, member_month, wallet_summary
+from portal.core.csv_export import csv_lines, spreadsheet_safe
 from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
-from portal.teams.access import TeamRequest, require_role, team_view
+from portal.teams.access import TeamReadRequest, TeamRequest, require_membership, team_view
 from portal.teams.models import Role
 from runs import selectors, services
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
@@ -31,50 +33,141 @@ from runs.upstream import webhooks_disabled_reason
 logger = logging.getLogger(__name__)
 
 
-@team_view()
+def _filters(form: RunFilterForm) -> selectors.RunFilters:
+    """The list's filters from its form; none when the form is unbound or not valid."""
+    if not form.is_valid():
+        return selectors.RunFilters()
+    data = form.cleaned_data
+    return selectors.RunFilters(
+        status=data["status"] or "",
+        creator_id=int(data["creator"]) if data["creator"] else None,
+        since=data["since"],
+        until=data["until"],
+        search=data["q"].strip(),
+    )
+
+
+@team_view(billing_admins_read=True)
 @require_GET
-def run_list(request: TeamRequest, slug: str) -> HttpResponse:
+def run_list(request: TeamReadRequest, slug: str) -> HttpResponse:
+    return _run_list(request, template="runs/run_list.html")
+
+
+@team_view(billing_admins_read=True)
+@require_GET
+def run_list_live(request: TeamReadRequest, slug: str) -> HttpResponse:
+    """The runs list's results, fetched every few seconds while the list is open (htmx)."""
+    return _run_list(request, template="runs/_run_list_live.html", fragment=True)
+
+
+def _run_list(request: TeamReadRequest, *, template: str, fragment: bool = False) -> HttpResponse:
     team = request.team
     form = RunFilterForm(request.GET or None, creators=selectors.team_creators(team))
-    filters = selectors.RunFilters()
-    if form.is_valid():
-        data = form.cleaned_data
-        filters = selectors.RunFilters(
-            status=data["status"] or "",
-            creator_id=int(data["creator"]) if data["creator"] else None,
-            since=data["since"],
-            until=data["until"],
-            search=data["q"].strip(),
-        )
+    filters = _filters(form)
     runs = selectors.runs_for_team(team, filters)
     try:
         page = selectors.keyset_page(
             runs, before=request.GET.get("before", ""), after=request.GET.get("after", "")
         )
     except selectors.InvalidCursor:
-        messages.warning(request, "That page link was malformed; showing the newest runs.")
+        if not fragment:
+            messages.warning(request, "That page link was malformed; showing the newest runs.")
         page = selectors.keyset_page(runs)
     filtered = any(request.GET.get(k) for k in ("status", "creator", "since", "until", "q"))
     return render(
         request,
-        "runs/run_list.html",
+        template,
         {
             "team": team,
             "membership": request.membership,
             "form": form,
             "page": page,
             "filtered": filtered,
+            "fragment": fragment,
+            "waiting_count": selectors.runs_waiting_for(request.user),
+            "waiting_here": [run for run in page.items if run.status == RunStatus.AWAITING_HUMAN],
         },
         status=200 if not form.errors else 400,
     )
 
 
-@team_view(Role.MEMBER, action="launch runs")
+EXPORT_COLUMNS = [
+    "id",
+    "task",
+    "status",
+    "launched_by",
+    "created_at",
+    "ended_at",
+    "duration_seconds",
+    "steps_completed",
+    "max_steps",
+    "charged_cents",
+    "held_cents",
+    "machine_id",
+    "cua_version",
+    "failure_reason",
+]
+
+
+@team_view(billing_admins_read=True)
+@require_GET
+def run_export(request: TeamReadRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
+    """The runs list, with its filters, as CSV streamed a row at a time (the ledger's way).
+
+    Filters that are not valid are refused (400, plain text) rather than left out: a download
+    that quietly held every run would pass for the filtered list.
+    """
+    team = request.team
+    form = RunFilterForm(request.GET or None, creators=selectors.team_creators(team))
+    if form.is_bound and not form.is_valid():
+        lines = [
+            f"{form[name].label if name in form.fields else 'Filters'}: {message}"
+            for name, messages_ in form.errors.items()
+            for message in messages_
+        ]
+        return HttpResponse(
+            "The runs were not exported: correct these filters and try again.\n"
+            + "\n".join(lines)
+            + "\n",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    runs = selectors.runs_for_team(team, _filters(form))
+    filename = f"{team.slug}-runs-{timezone.localdate().isoformat()}.csv"
+    response = StreamingHttpResponse(
+        csv_lines(EXPORT_COLUMNS, _export_rows(runs)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _export_rows(runs) -> Iterator[list]:
+    for run in runs.iterator(chunk_size=1000):
+        yield [
+            run.pk,
+            spreadsheet_safe(run.task),
+            run.status,
+            spreadsheet_safe(run.created_by.get_username() if run.created_by else ""),
+            run.created_at.isoformat(),
+            run.finished_at.isoformat() if run.finished_at else "",
+            "" if run.duration_seconds is None else run.duration_seconds,
+            run.steps_completed,
+            run.max_steps,
+            run.charged_cents,
+            run.held_cents,
+            spreadsheet_safe(run.machine_id),
+            run.cua_version,
+            spreadsheet_safe(run.failure_reason),
+        ]
+
+
+@team_view(Role.MEMBER, action="launch runs", billing_admins_read=True)
 @require_http_methods(["GET", "POST"])
 def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
     team = request.team
+    machines, machines_note = selectors.machines_for_launch()
     if request.method == "POST":
-        form = LaunchForm(request.POST)
+        form = LaunchForm(request.POST, machines=machines)
         if form.is_valid():
             try:
                 run, created = services.run_launch(
@@ -105,7 +198,6 @@ def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
                 return redirect("run_detail", run_id=run.pk)
     else:
         form = LaunchForm(initial={"launch_token": uuid.uuid4(), **_initial_from(request)})
-    machines, machines_note = selectors.machines_for_launch()
     prices = {version.value: step_price_cents(version.value) for version in CuaVersion}
     return render(
         request,
@@ -147,29 +239,33 @@ def _insufficient_funds_message(exc: InsufficientFunds) -> str:
 
 @login_required
 @require_GET
-def run_detail(request: TeamRequest, run_id) -> HttpResponse:
-    run, membership = selectors.run_for_member(request.user, run_id)
+def run_detail(request: TeamReadRequest, run_id) -> HttpResponse:
+    run, membership = selectors.run_for_reader(request.user, run_id)
     # The team navigation and the wallet banner follow request.team, as on the team's pages.
     request.team, request.membership = run.team, membership
-    return render(request, "runs/run_detail.html", _detail_context(run, membership))
+    before = selectors.timeline_before(request.GET.get("before"))
+    return render(request, "runs/run_detail.html", _detail_context(run, membership, before))
 
 
 @login_required
 @require_GET
 def run_live(request: AuthenticatedRequest, run_id) -> HttpResponse:
     """The live part of the run page, fetched every couple of seconds while the run is live."""
-    run, membership = selectors.run_for_member(request.user, run_id)
-    return render(request, "runs/_run_live.html", _detail_context(run, membership))
+    run, membership = selectors.run_for_reader(request.user, run_id)
+    before = selectors.timeline_before(request.GET.get("before"))
+    context = {**_detail_context(run, membership, before), "fragment": True}
+    return render(request, "runs/_run_live.html", context)
 
 
-def _detail_context(run: Run, membership) -> dict:
-    events = selectors.run_latest_events(run)
+def _detail_context(run: Run, membership, before: int | None = None) -> dict:
+    timeline = selectors.run_timeline(run, before=before)
     return {
         "run": run,
         "team": run.team,
         "membership": membership,
-        "events": present_events(events),
-        "live_final": _live_final(run, events),
+        "events": present_events(timeline.events),
+        "timeline": timeline,
+        "live_final": _live_final(run, timeline.last_upstream),
         "resume_form": ResumeForm(),
         # A manager of the team other than the launcher (runs.services.approval decides again).
         "can_decide": run.awaits_approval
@@ -185,7 +281,7 @@ def _detail_context(run: Run, membership) -> dict:
 LIVE_EVENTS_GRACE = timedelta(seconds=60)
 
 
-def _live_final(run: Run, events: list[RunEvent]) -> bool:
+def _live_final(run: Run, last_event: RunEvent | None) -> bool:
     """Whether the run page can stop polling: nothing it shows will change any more.
 
     Settling reads Coasty's figures and does not wait for the event stream, so a run can be
@@ -199,15 +295,15 @@ def _live_final(run: Run, events: list[RunEvent]) -> bool:
         return True  # ended before Coasty had it (withdrawn while awaiting approval)
     if not (run.is_terminal and run.settled_at):
         return False
-    stream_ended = bool(events) and events[-1].type == "done"
+    stream_ended = last_event is not None and last_event.type == "done"
     return stream_ended or timezone.now() - run.settled_at > LIVE_EVENTS_GRACE
 
 
 @login_required
 @require_POST
 def run_cancel(request: AuthenticatedRequest, run_id) -> HttpResponse:
-    run, membership = selectors.run_for_member(request.user, run_id)
-    require_role(membership, Role.MEMBER, action="cancel runs")
+    run, reader = selectors.run_for_reader(request.user, run_id)
+    require_membership(reader, Role.MEMBER, action="cancel runs")
     try:
         services.run_request_cancel(run=run, user=request.user)
     except services.RunActionRefused as exc:
@@ -223,8 +319,8 @@ def run_cancel(request: AuthenticatedRequest, run_id) -> HttpResponse:
 @login_required
 @require_POST
 def run_resume(request: AuthenticatedRequest, run_id) -> HttpResponse:
-    run, membership = selectors.run_for_member(request.user, run_id)
-    require_role(membership, Role.MEMBER, action="resume runs")
+    run, reader = selectors.run_for_reader(request.user, run_id)
+    require_membership(reader, Role.MEMBER, action="resume runs")
     form = ResumeForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The note is too long: keep it under 2,000 characters.")
@@ -251,8 +347,8 @@ def _back_to(request: AuthenticatedRequest, run: Run) -> HttpResponse:
 @login_required
 @require_POST
 def run_approve(request: AuthenticatedRequest, run_id) -> HttpResponse:
-    run, membership = selectors.run_for_member(request.user, run_id)
-    require_role(membership, Role.MANAGER, action="approve runs")
+    run, reader = selectors.run_for_reader(request.user, run_id)
+    require_membership(reader, Role.MANAGER, action="approve runs")
     try:
         services.run_approve(run=run, user=request.user)
     except (services.NotAnApprover, services.RunActionRefused) as exc:
@@ -265,8 +361,8 @@ def run_approve(request: AuthenticatedRequest, run_id) -> HttpResponse:
 @login_required
 @require_POST
 def run_reject(request: AuthenticatedRequest, run_id) -> HttpResponse:
-    run, membership = selectors.run_for_member(request.user, run_id)
-    require_role(membership, Role.MANAGER, action="reject runs")
+    run, reader = selectors.run_for_reader(request.user, run_id)
+    require_membership(reader, Role.MANAGER, action="reject runs")
     try:
         services.run_reject(run=run, user=request.user, reason=request.POST.get("reason", ""))
     except (services.NotAnApprover, services.RunActionRefused) as exc:

@@ -1,12 +1,16 @@
-"""Form pieces every app's pages share: the renderer, a bounded filter date, the token form."""
+"""Form pieces every app's pages share: the renderer, a bounded filter date, money typed by
+people, the token form."""
 
 import datetime as dt
+import re
+from decimal import InvalidOperation
 
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.forms.renderers import TemplatesSetting
 
 from portal.core.models import TokenScope
+from portal.core.money import format_cents
 
 
 class PortalFormRenderer(TemplatesSetting):
@@ -35,6 +39,63 @@ class FilterDateField(forms.DateField):
             [MinValueValidator(self.EARLIEST, message), MaxValueValidator(self.LATEST, message)],
         )
         super().__init__(**kwargs)
+
+
+# "1,000" and "12,345.50": commas only between groups of three digits, so "1,0" is refused
+# rather than read as ten.
+_GROUPED = re.compile(r"^\d{1,3}(,\d{3})+(\.\d*)?$")
+
+
+class MoneyField(forms.DecimalField):
+    """An amount of money typed as people write it: "25", "25.00", "$25", "1,000", "$1,000.50"
+    (US dollars, at most two decimals), cleaned to integer cents.
+
+    Every money field of the portal is one of these, so each accepts the same writing.
+    """
+
+    default_error_messages = {
+        "invalid": "Enter an amount in dollars, like 25, 25.00, $25 or 1,000.",
+    }
+
+    def __init__(self, *, min_cents: int = 1, **kwargs):
+        self.min_cents = min_cents
+        kwargs.setdefault("widget", forms.TextInput(attrs={"inputmode": "decimal"}))
+        super().__init__(max_digits=12, decimal_places=2, **kwargs)
+
+    def to_python(self, value):
+        if isinstance(value, str):
+            value = self._plain(value)
+        return super().to_python(value)
+
+    def _plain(self, text: str) -> str:
+        text = text.strip().replace("\u00a0", " ")
+        for prefix in ("US$", "USD", "$"):
+            if text.upper().startswith(prefix):
+                text = text[len(prefix) :].strip()
+                break
+        if "," in text:
+            if not _GROUPED.match(text):
+                raise forms.ValidationError(
+                    "Write thousands as 1,000 or 1000.", code="invalid_grouping"
+                )
+            text = text.replace(",", "")
+        return text
+
+    def clean(self, value):
+        amount = super().clean(value)
+        if amount is None:
+            return None
+        try:
+            cents = int((amount * 100).to_integral_exact())
+        except InvalidOperation:
+            raise forms.ValidationError("Enter an amount in dollars and cents.") from None
+        if cents < self.min_cents:
+            raise forms.ValidationError(
+                f"Enter at least {format_cents(self.min_cents)}."
+                if self.min_cents > 0
+                else "The amount cannot be negative."
+            )
+        return cents
 
 
 class ApiTokenForm(forms.Form):

@@ -13,6 +13,7 @@ urlpatterns = [
     ),
     path("teams/<slug:slug>/", views.team_dashboard, name="team_dashboard"),
     path("inbox/", views.inbox, name="inbox"),
+    path("teams/<slug:slug>/live/", views.team_dashboard_live, name="team_dashboard_live"),
     path("healthz", views.healthz, name="healthz"),
 ]
 

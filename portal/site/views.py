@@ -25,7 +25,12 @@ from portal.notifications.models import EventType
 from portal.notifications.services import email_preferences_for
 from portal.site.dashboard import team_dashboard_context
 from portal.site.inbox import inbox_for_user
-from portal.teams.access import TeamRequest, team_view, token_scopes_allowed
+from portal.teams.access import (
+    TeamReadRequest,
+    is_billing_admin,
+    team_view,
+    token_scopes_allowed,
+)
 from portal.teams.selectors import memberships_for_user
 
 logger = logging.getLogger(__name__)
@@ -36,15 +41,22 @@ User = get_user_model()
 
 @login_required
 def home(request: AuthenticatedRequest) -> HttpResponse:
+    """Where a person starts: a billing admin at the billing overview (every team's wallet, and
+    from there each team's pages), anyone else at their first team's dashboard."""
+    if is_billing_admin(request.user):
+        return redirect("billing_overview")
     first = memberships_for_user(request.user).first()
     if first is not None:
         return redirect("team_dashboard", slug=first.team.slug)
     return redirect("team_list")
 
 
-@team_view()
-def team_dashboard(request: TeamRequest, slug: str) -> HttpResponse:
-    context = team_dashboard_context(team=request.team, membership=request.membership)
+@team_view(billing_admins_read=True)
+@require_GET
+def team_dashboard(request: TeamReadRequest, slug: str) -> HttpResponse:
+    context = team_dashboard_context(
+        team=request.team, membership=request.membership, user=request.user
+    )
     return render(request, "portal/team_dashboard.html", context)
 
 
@@ -56,6 +68,16 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         response = super().form_valid(form)
         lockout_lift_for_account(username=form.user.get_username())
         return response
+
+
+@team_view(billing_admins_read=True)
+@require_GET
+def team_dashboard_live(request: TeamReadRequest, slug: str) -> HttpResponse:
+    """The dashboard's changing part, fetched every few seconds while it is open (htmx)."""
+    context = team_dashboard_context(
+        team=request.team, membership=request.membership, user=request.user
+    )
+    return render(request, "portal/_dashboard_live.html", {**context, "fragment": True})
 
 
 # --- Account and API tokens -----------------------------------------------------------------------

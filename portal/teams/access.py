@@ -3,7 +3,8 @@
 A person who may not see a team gets 404, on every page and endpoint: the team's existence is
 not theirs to learn. A member whose role is too low for an action gets 403 with a message that
 says which role it needs. Billing admins (the `billing.manage_wallets` permission) may read any
-team's wallet without being a member (`billing_admins_read=True`).
+team's wallet, dashboard, runs and run pages without being a member (`billing_admins_read=True`):
+they follow money to what spent it. Reading is all: every action still needs a membership.
 """
 
 from collections.abc import Callable
@@ -12,8 +13,9 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 
@@ -25,7 +27,25 @@ BILLING_ADMIN_PERMISSION = "billing.manage_wallets"
 
 
 def is_billing_admin(user: Any) -> bool:
-    return bool(user.is_authenticated and user.has_perm(BILLING_ADMIN_PERMISSION))
+    """Whether `user` holds the billing admin permission (directly or through a group).
+
+    One query, remembered on the user object for the request: every page asks (the menu, the
+    read rule), and Django's `has_perm` would load all of the person's permissions in two.
+    """
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    cached = getattr(user, "_billing_admin", None)
+    if cached is None:
+        app_label, codename = BILLING_ADMIN_PERMISSION.split(".", 1)
+        cached = (
+            Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+            .filter(Q(user=user) | Q(group__user=user))
+            .exists()
+        )
+        user._billing_admin = cached
+    return bool(cached)
 
 
 class TeamRequest(AuthenticatedRequest):
@@ -81,6 +101,33 @@ def team_access(user: Any, slug: str, *, billing_admins_read: bool = False) -> T
     raise Http404("No such team.")
 
 
+def team_read_access(user: Any, team: Team) -> TeamAccess:
+    """The access of `user` to a team already loaded (a run's, say): a member, or a billing
+    admin reading as such (membership None); Http404 for anyone else. The same rule as
+    `team_access(..., billing_admins_read=True)`."""
+    if not user.is_authenticated:
+        raise Http404("No such team.")
+    membership = Membership.objects.filter(team=team, user=user).first()
+    if membership is not None:
+        membership.team = team
+        return TeamAccess(team=team, membership=membership)
+    if is_billing_admin(user):
+        return TeamAccess(team=team, membership=None)
+    raise Http404("No such team.")
+
+
+def require_membership(membership: Membership | None, role: str, *, action: str) -> Membership:
+    """`require_role` for a reader who may have no membership (a billing admin reading a team):
+    they may look, not act."""
+    if membership is None:
+        raise PermissionDenied(
+            f"You can read this team's pages as a billing admin; to {action} you need to be a "
+            f"{Role(role).label.lower()} of the team. Ask one of its managers to add you."
+        )
+    require_role(membership, role, action=action)
+    return membership
+
+
 def membership_or_404(user: Any, team: Team | int | str) -> Membership:
     """The user's membership of a team (given as object, id or slug), or 404."""
     if not user.is_authenticated:
@@ -109,10 +156,11 @@ def team_view(
     role: str = Role.VIEWER, *, action: str = "do that", billing_admins_read: bool = False
 ) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view taking `slug`: sets request.team and request.membership (None for a
-    billing admin reading as such), or answers 404/403."""
+    billing admin reading as such), or answers 404/403.
 
-    if billing_admins_read and role != Role.VIEWER:
-        raise ValueError("Billing admins who are not members may only read: use Role.VIEWER.")
+    With `billing_admins_read`, a billing admin who is not a member gets in to a viewer's page
+    and is told (403) on a page that needs a higher role: they can see the team, so a 404
+    would be a lie."""
 
     def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @login_required
@@ -121,6 +169,8 @@ def team_view(
             access = team_access(request.user, slug, billing_admins_read=billing_admins_read)
             if access.membership is not None:
                 require_role(access.membership, role, action=action)
+            elif role != Role.VIEWER:
+                require_membership(None, role, action=action)
             request.team = access.team  # type: ignore[attr-defined]
             request.membership = access.membership  # type: ignore[attr-defined]
             return view(request, slug, *args, **kwargs)

@@ -52,13 +52,20 @@ def team_members_page(request: TeamRequest, slug: str) -> HttpResponse:
 
 
 def _render_members(request: TeamRequest, add_form: MemberAddForm, status: int = 200):
+    members = list(team_members(request.team))
+    managers = sum(1 for m in members if m.role == Role.MANAGER)
     return render(
         request,
         "portal/team_members.html",
         {
             "team": request.team,
             "membership": request.membership,
-            "members": team_members(request.team),
+            "members": members,
+            # The one manager left cannot be removed (membership_remove refuses it): the page
+            # says so beside the button instead of offering it.
+            "last_manager_pk": next((m.pk for m in members if m.role == Role.MANAGER), None)
+            if managers == 1
+            else None,
             "changes": team_membership_changes(request.team),
             "add_form": add_form,
             "roles": [(role, ROLE_DESCRIPTIONS[role]) for role in Role],

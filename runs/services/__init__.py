@@ -7,6 +7,7 @@
 - ingest: stream events, stored and applied once per (run, seq);
 - webhooks: Coasty's signed deliveries, verified, stored and applied once;
 - actions: cancel and resume, asked for by people and carried to Coasty;
+- activity: the portal's own records of what a person did to a run, with the person (actor);
 - settle: the money of an ended run, from Coasty's own record, or on what was captured when
   Coasty forgot the run or it overran its deadline (with a discrepancy);
 - housekeeping: the every-minute safety net for whatever a crash left behind.
@@ -24,6 +25,7 @@ from runs.services.actions import (
     run_request_resume,
     run_resume_upstream,
 )
+from runs.services.activity import run_activity_record
 from runs.services.approval import (
     NotAnApprover,
     may_decide,
@@ -52,6 +54,7 @@ __all__ = [
     "WebhookAnswer",
     "events_ingest",
     "may_decide",
+    "run_activity_record",
     "run_approve",
     "run_cancel_orphan_upstream",
     "run_cancel_upstream",

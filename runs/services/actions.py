@@ -12,7 +12,8 @@ from billing import services as billing
 from portal.core.queue import enqueue_on_commit
 from runs import tasks, upstream
 from runs.coasty import CoastyError, CoastyInvalidState
-from runs.models import PendingAction, Run, RunStatus
+from runs.models import PendingAction, Run, RunActivity, RunStatus
+from runs.services.activity import run_activity_record
 from runs.services.notify import run_status_notify
 from runs.services.status import apply_status
 
@@ -42,6 +43,7 @@ def run_request_cancel(*, run: Run, user) -> Run:
             return locked
         locked.pending_action = PendingAction.CANCEL
         locked.save(update_fields=["pending_action"])
+        run_activity_record(run=locked, kind=RunActivity.Kind.CANCEL_REQUESTED, actor=user)
         if locked.upstream_id:
             enqueue_on_commit(tasks.cancel_run_upstream, str(locked.pk))
         else:
@@ -86,7 +88,9 @@ def run_request_resume(*, run: Run, user, note: str = "") -> Run:
             return locked  # asked twice: one resume
         locked.pending_action = PendingAction.RESUME
         locked.resume_note = note
-        locked.save(update_fields=["pending_action", "resume_note"])
+        # Coasty's `resumed` event, when it comes, names this person (services.ingest).
+        locked.resume_requested_by = user if getattr(user, "is_authenticated", False) else None
+        locked.save(update_fields=["pending_action", "resume_note", "resume_requested_by"])
         enqueue_on_commit(tasks.resume_run_upstream, str(locked.pk))
     logger.info("run %s: resume requested by %s", run.pk, user)
     return locked

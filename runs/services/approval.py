@@ -22,8 +22,9 @@ from portal.notifications.models import EventType
 from portal.notifications.services import event_record
 from portal.teams.models import Membership, Role
 from runs import tasks
-from runs.models import Run, RunStatus
+from runs.models import Run, RunActivity, RunStatus
 from runs.services.actions import RunActionRefused
+from runs.services.activity import run_activity_record
 from runs.services.notify import run_event_data
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def run_approve(*, run: Run, user) -> Run:
         locked.decided_by = user
         locked.decided_at = timezone.now()
         locked.save(update_fields=["status", "decided_by", "decided_at"])
+        run_activity_record(run=locked, kind=RunActivity.Kind.APPROVED, actor=user)
         enqueue_on_commit(tasks.submit_run, str(locked.pk))
     logger.info("run %s approved by %s", run.pk, user)
     return locked
@@ -116,6 +118,10 @@ def run_reject(*, run: Run, user, reason: str) -> Run:
                 "finished_at",
                 "settled_at",
             ]
+        )
+        # The timeline names who decided (an expiry has no actor) and why.
+        run_activity_record(
+            run=locked, kind=RunActivity.Kind.REJECTED, actor=user, data={"reason": reason}
         )
         billing.hold_release(
             reference=locked.hold_reference,

@@ -55,6 +55,7 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
         if not events:
             return run
         _events_store(run, events)
+        _resumed_actor_attach(run, events)
         # Steps are charged in order, one per number: the next step is the one after the
         # last charged. A number beyond it (a stray step number, or a gap) is not charged
         # here; settle charges Coasty's final count of steps, so nothing is lost and a stray
@@ -128,6 +129,25 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
         if run.is_terminal and run.settled_at is None:
             enqueue_on_commit(tasks.settle_run, str(run.pk))
     return run
+
+
+def _resumed_actor_attach(run: Run, events: list[IncomingEvent]) -> None:
+    """Name the person who asked for the resume on Coasty's `resumed` event, once.
+
+    The run remembers who asked (run_request_resume); the first `resumed` stored after that
+    carries them as its actor, and the run forgets them, so a later resume made elsewhere (on
+    Coasty directly) is not pinned on them. A replayed batch finds the actor already set.
+    """
+    if run.resume_requested_by_id is None:
+        return
+    # Only events new to this run: a replayed `resumed` of an earlier pause is someone else's.
+    resumed = [e.seq for e in events if e.type == "resumed" and e.seq > run.last_seq]
+    if not resumed:
+        return
+    RunEvent.objects.filter(run=run, seq__in=resumed[:1], actor__isnull=True).update(
+        actor_id=run.resume_requested_by_id
+    )
+    run.resume_requested_by = None
 
 
 def _events_store(run: Run, events: list[IncomingEvent]) -> None:

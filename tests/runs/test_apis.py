@@ -240,7 +240,7 @@ def test_events_after_a_seq_and_paged(world, bob):
     assert after["next"] is None
     assert [e["seq"] for e in first_page["results"]] == [1, 2, 3]
     assert [e["seq"] for e in second_page["results"]] == [4, 5, 6]
-    assert set(after["results"][0]) == {"seq", "type", "data", "created_at"}
+    assert set(after["results"][0]) == {"seq", "type", "data", "created_at", "actor"}
     assert after["results"][0]["data"] == {"n": 6}
     for bad in ("after=-1", "after=x", "limit=501"):
         assert error_of(bob.get(f"{url}?{bad}"), 400)["code"] == "VALIDATION_ERROR"

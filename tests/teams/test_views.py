@@ -1,5 +1,7 @@
 """Teams and roles: every team page is scoped by membership and role."""
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
@@ -258,3 +260,22 @@ def test_an_address_derived_from_the_name_that_is_taken_is_a_form_error(creator,
         assert response.status_code == 200
         assert "already exists" in response.content.decode()
     assert Team.objects.count() == 2
+
+
+def test_the_last_managers_remove_is_disabled_with_the_reason(team, make_member, client_for):
+    # given a team with one manager and one member
+    alice = make_member(team, "manager", username="alice")
+    bob = make_member(team, "member", username="bob")
+    url = f"/teams/{team.slug}/members/"
+
+    page = client_for(alice).get(url).content.decode()
+
+    # then alice's Remove is disabled and says why; bob's is offered
+    assert "The team's only manager: make someone else a manager first." in page
+    assert re.search(r'<button[^>]*disabled[^>]*>Remove<span class="visually-hidden"> alice', page)
+    assert f"/members/{bob.memberships.get().pk}/remove/" in page
+
+    # when bob becomes a manager too, then both may be removed
+    bob.memberships.update(role="manager")
+    page = client_for(alice).get(url).content.decode()
+    assert "only manager" not in page
