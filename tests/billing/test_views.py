@@ -377,7 +377,7 @@ def test_change_on_the_review_page_goes_back_to_the_filled_form(team, billing_ad
         ("0.00", "PO", "Enter at least $0.01"),
         ("-5", "PO", "Enter at least $0.01"),
         ("10000.01", "PO", "at most $10,000.00"),
-        ("abc", "PO", "Enter a number"),
+        ("abc", "PO", "Enter an amount in dollars"),
         ("", "PO", "This field is required"),
         ("1.234", "PO", "2 decimal places"),
         ("5.00", "", "This field is required"),
