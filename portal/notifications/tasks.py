@@ -36,7 +36,7 @@ def event_fan_out(key: str) -> int:
 def delivery_send(*, delivery_id: int) -> str:
     """Attempt a delivery; wait in place for a retry due within seconds, else leave it to the
     sweep."""
-    from portal.notifications.services import delivery_attempt
+    from portal.notifications.delivery import delivery_attempt
 
     while True:
         delivery = delivery_attempt(delivery_id=delivery_id)
@@ -53,7 +53,7 @@ def delivery_send(*, delivery_id: int) -> str:
 def notifications_sweep() -> str:
     """The every-minute job: fan out events whose task was lost, send deliveries that are due
     (retries, and those of a worker that died mid-send once its lease ran out)."""
-    from portal.notifications.services import due_deliveries, undispatched_event_keys
+    from portal.notifications.delivery import due_deliveries, undispatched_event_keys
 
     events = 0
     for key in undispatched_event_keys(older_than=SWEEP_GRACE):

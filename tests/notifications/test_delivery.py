@@ -8,6 +8,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
+from portal.notifications import delivery as sending
 from portal.notifications import services
 from portal.notifications.destinations import DestinationRefused, url_check
 from portal.notifications.models import EventType, Notification, WebhookDelivery
@@ -30,7 +31,7 @@ def one_delivery(team, receiver, key="k"):
 def attempt_when_due(delivery):
     """One attempt at the moment the delivery is next due (time moved on, not waited for)."""
     delivery.refresh_from_db()
-    return services.delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
+    return sending.delivery_attempt(delivery_id=delivery.pk, now=delivery.next_attempt_at)
 
 
 def test_a_receiver_failing_twice_gets_the_same_webhook_id_three_times(team, receiver):
@@ -76,16 +77,14 @@ def test_a_worker_killed_between_claim_and_answer_loses_nothing(team, receiver):
     # given a worker that claimed the delivery and died before recording anything
     delivery, _, _ = one_delivery(team, receiver)
     now = timezone.now()
-    assert services.delivery_claim(delivery_id=delivery.pk, now=now) is not None
+    assert sending.delivery_claim(delivery_id=delivery.pk, now=now) is not None
     # when another worker tries while the lease still runs: it leaves it alone
-    assert (
-        services.delivery_attempt(delivery_id=delivery.pk, now=now + timedelta(seconds=5)) is None
-    )
-    assert services.due_deliveries(now=now + timedelta(seconds=5)) == []
+    assert sending.delivery_attempt(delivery_id=delivery.pk, now=now + timedelta(seconds=5)) is None
+    assert sending.due_deliveries(now=now + timedelta(seconds=5)) == []
     # and once the lease has run out, the sweep finds it and a worker sends it
-    later = now + services.lease_length() + timedelta(seconds=1)
-    assert services.due_deliveries(now=later) == [delivery.pk]
-    after = services.delivery_attempt(delivery_id=delivery.pk, now=later)
+    later = now + sending.lease_length() + timedelta(seconds=1)
+    assert sending.due_deliveries(now=later) == [delivery.pk]
+    after = sending.delivery_attempt(delivery_id=delivery.pk, now=later)
     # then it is delivered with its one webhook-id; the log shows the attempt that got no answer
     assert after.status == "delivered"
     [got] = receiver.received
@@ -97,8 +96,8 @@ def test_a_worker_killed_between_claim_and_answer_loses_nothing(team, receiver):
 def test_the_same_attempt_is_never_sent_twice_by_two_workers(team, receiver):
     delivery, _, _ = one_delivery(team, receiver)
     now = timezone.now()
-    assert services.delivery_claim(delivery_id=delivery.pk, now=now) is not None
-    assert services.delivery_claim(delivery_id=delivery.pk, now=now) is None
+    assert sending.delivery_claim(delivery_id=delivery.pk, now=now) is not None
+    assert sending.delivery_claim(delivery_id=delivery.pk, now=now) is None
 
 
 def test_redirects_are_not_followed(team, receiver):
@@ -225,7 +224,7 @@ def test_the_simulators_demo_receiver_gets_the_demo_teams_deliveries(team):
         event_record(EventType.RUN_FAILED, team_id=team.pk, subject="run:1", key="k", data={})
         [delivery_id] = services.event_fan_out(key="k")
         # when it is sent
-        after = services.delivery_attempt(delivery_id=delivery_id)
+        after = sending.delivery_attempt(delivery_id=delivery_id)
         # then it arrived, and the receiver lists it with its webhook-id
         assert after.status == "delivered"
         [got] = httpx.get(sim.base_url + "/_sim/webhook-receiver").json()["received"]
@@ -234,10 +233,10 @@ def test_the_simulators_demo_receiver_gets_the_demo_teams_deliveries(team):
 
 def test_an_endpoint_deleted_mid_send_does_not_break_the_worker(team, receiver):
     delivery, endpoint, _ = one_delivery(team, receiver)
-    attempt = services.delivery_claim(delivery_id=delivery.pk)
+    attempt = sending.delivery_claim(delivery_id=delivery.pk)
     services.endpoint_delete(endpoint=endpoint)
-    after = services.delivery_attempt_record(
-        attempt=attempt, result=services.AttemptResult(status_code=200), now=timezone.now()
+    after = sending.delivery_attempt_record(
+        attempt=attempt, result=sending.AttemptResult(status_code=200), now=timezone.now()
     )
     assert after.pk == delivery.pk
     assert not WebhookDelivery.objects.exists()
