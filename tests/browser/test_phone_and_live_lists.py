@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from billing.services import hold_release
 from runs import services
 from runs.models import Run, RunStatus
 from runs.services import LaunchRequest
@@ -128,6 +129,8 @@ def test_a_run_that_ends_while_its_page_is_open_completes_the_page(demo, open_pa
     Run.objects.filter(pk=run.pk).update(
         status=RunStatus.SUCCEEDED, finished_at=now, settled_at=now, last_seq=1
     )
+    # a settled run's hold is closed (check_ledger holds runs to it)
+    hold_release(reference=run.hold_reference, caused_by="test")
 
     # then, without a reload, the details say when it ended and how long it took, and the
     # launch message is gone

@@ -28,7 +28,8 @@ from django.db.models import F
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from billing.models import Hold, Reconciliation, Transfer
+from billing.models import Hold, MonthUsage, Reconciliation, Transfer
+from billing.months import month_of
 from billing.services import wallet_top_up
 from runs import services
 from runs.models import Run, RunEvent, RunStatus, WebhookDelivery
@@ -186,6 +187,26 @@ def backdate_run(run, when):
         shift(model.objects.filter(run=run), delta)
     for model in (Transfer, Hold, Reconciliation):
         shift(model.objects.filter(run_id=run.pk), delta)
+    recount_months(run)
+
+
+def recount_months(run):
+    """A hold moved into another month counts there: what it still takes moves with it from
+    its month rows to that month's (the budget's rule, which check_ledger verifies)."""
+    for hold in Hold.objects.filter(run_id=run.pk).select_related("team_usage", "member_usage"):
+        month = month_of(hold.created_at)
+        taken = hold.amount_cents - hold.released_cents
+        for field in ("team_usage", "member_usage"):
+            usage = getattr(hold, field)
+            if usage is None or usage.month == month:
+                continue
+            MonthUsage.objects.filter(pk=usage.pk).update(used_cents=F("used_cents") - taken)
+            moved, _ = MonthUsage.objects.get_or_create(
+                team_id=usage.team_id, user_id=usage.user_id, month=month
+            )
+            MonthUsage.objects.filter(pk=moved.pk).update(used_cents=F("used_cents") + taken)
+            setattr(hold, field, moved)
+        hold.save(update_fields=["team_usage", "member_usage"])
 
 
 def moment(days, at):

@@ -199,8 +199,17 @@ def test_a_run_cancelled_before_coasty_accepts_it_is_cancelled_upstream(live_sta
     # given a long run cancelled the moment it exists, before the worker has submitted it
     run = launch(team, bob, task="[steps=60] Long export", max_steps=100)
     services.run_request_cancel(run=run, user=bob)
-
-    # then Coasty gets it, cancels it, and only the steps it did are charged
     run = settled(run, sim=live_stack.sim)
-    assert_kept_promises(run, live_stack, status=RunStatus.CANCELLED)
-    assert run.steps_completed < 60
+
+    if run.upstream_id is None:
+        # then, when no attempt had been sent yet, it ends here: nothing ever reaches Coasty
+        # under its key, and the whole hold comes back
+        assert run.status == RunStatus.CANCELLED and run.charged_cents == 0
+        assert run.idempotency_key not in live_stack.sim.state()["runs_per_idempotency_key"]
+        wallet = wallet_summary(run.team)
+        assert (wallet.held_cents, wallet.spent_cents, wallet.available_cents) == (0, 0, 5000)
+    else:
+        # or, when the worker had sent it already: Coasty gets it, cancels it, and only the
+        # steps it did are charged
+        assert_kept_promises(run, live_stack, status=RunStatus.CANCELLED)
+        assert run.steps_completed < 60
