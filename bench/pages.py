@@ -22,7 +22,7 @@ RUNS = 100_000
 LIVE = 10  # the newest runs are still running: open holds, no release
 STEPS = 8  # steps charged per finished run (3 for a live one)
 EVENTS = 45  # events stored for each of the newest 50 runs (the run page shows them)
-DATASET_VERSION = "pages-v3"
+DATASET_VERSION = "pages-v4"
 
 
 def dataset_version() -> str:
@@ -97,7 +97,8 @@ INSERT INTO runs_run (
     upstream_id, webhook_secret_encrypted, submit_attempts, status, status_seq, status_at,
     last_seq, steps_completed, awaiting_human_reason, pending_action, resume_note, result, error,
     follow_owner, last_event_at, upstream_steps_completed, upstream_credits_charged, settled_at,
-    created_at, accepted_at, finished_at, created_by_id, team_id, events_complete
+    created_at, accepted_at, finished_at, created_by_id, team_id, events_complete,
+    orphan_upstream_id, decision_reason
 )
 SELECT md5('pages-run-' || i)::uuid, 'vm-linux-' || (1 + i %% 2),
        'Export the weekly leads report from the CRM, batch ' || i, 'v5', 10, 'pause', '', '', '',
@@ -114,7 +115,7 @@ SELECT md5('pages-run-' || i)::uuid, 'vm-linux-' || (1 + i %% 2),
        CASE WHEN i <= %(live)s THEN NULL ELSE t.at + interval '120 seconds' END,
        t.at, t.at + interval '2 seconds',
        CASE WHEN i <= %(live)s THEN NULL ELSE t.at + interval '110 seconds' END,
-       %(user)s, %(team)s, i > %(live)s
+       %(user)s, %(team)s, i > %(live)s, '', ''
   FROM generate_series(%(runs)s, 1, -1) AS i,
        LATERAL (SELECT now() - make_interval(secs => i * 315) AS at) AS t
 """
