@@ -17,6 +17,8 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from portal.core.models import TokenScope
+from portal.core.services import api_token_create
 from portal.teams.models import Role
 from tests.factories import BillingAdminFactory, MembershipFactory
 
@@ -47,17 +49,21 @@ def connection_kept():
 
 
 @pytest.fixture
-def fuzz_world(world, settings, api_token_for, connection_kept):
-    """The API world, and a token of a manager of `research` who is also a billing admin, so
-    that every endpoint (top-ups too) is reached past its permission checks. Throttles are
-    lifted: the fuzzer sends far more than 60 writes a minute."""
+def fuzz_world(world, settings, connection_kept):
+    """The API world, and tokens of a manager of `research` who is also a billing admin, so
+    that every endpoint (top-ups too) is reached past its permission checks: one with every
+    scope and one per single scope, taken in turn, so each scope's refusals are fuzzed too.
+    Throttles are lifted: the fuzzer sends far more than 60 writes a minute."""
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"api_read": "100000/min", "api_write": "100000/min"},
     }
     person = BillingAdminFactory(username="fuzzer")
     MembershipFactory(team=world.team, user=person, role=Role.MANAGER)
-    world.fuzz_token = api_token_for(person)
+    world.fuzz_tokens = [api_token_create(user=person, name="fuzz: all")[1]] + [
+        api_token_create(user=person, name=f"fuzz: {scope}", scopes=[scope])[1]
+        for scope in TokenScope.values
+    ]
     world.fuzz_user = person
     return world
 
@@ -73,13 +79,15 @@ def test_no_api_operation_answers_5xx(case, fuzz_world):
     # given generated path, query, headers and body for one operation; half of the time aimed
     # at the caller's own team and run, so the fuzzer gets past the 404s
     params = case.path_parameters or {}
-    aim = next(TURNS) % 2 == 0
+    turn = next(TURNS)
+    aim = turn % 2 == 0
+    token = fuzz_world.fuzz_tokens[turn % len(fuzz_world.fuzz_tokens)]
     if "slug" in params and aim:
         params["slug"] = fuzz_world.team.slug
     if "run_id" in params and aim:
         params["run_id"] = str(fuzz_world.run.pk)
-    # when it is sent with the token
-    response = case.call(headers={"Authorization": f"Bearer {fuzz_world.fuzz_token}"})
+    # when it is sent with one of the tokens (every scope, or a single one)
+    response = case.call(headers={"Authorization": f"Bearer {token}"})
     API_STATUSES[response.status_code] += 1
     # then it is answered, never with a server error, and errors use the envelope
     assert response.status_code < 500, (case.method, case.formatted_path, response.text[:500])
