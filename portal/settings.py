@@ -7,6 +7,7 @@ names (see README) switch it to PostgreSQL, Redis and real Coasty.
 
 import os
 import secrets
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,13 +39,31 @@ def _development_secret(name: str, make) -> str:
     return path.read_text().strip()
 
 
+# manage.py commands that only read the code (never serve, sign or decrypt anything) run
+# without a key, so a fresh checkout can `manage.py check` or `makemigrations --check`.
+_KEYLESS_COMMANDS = frozenset({"check", "makemigrations", "showmigrations", "help", "version"})
+
+
+def _keyless_command() -> bool:
+    argv = sys.argv
+    return (
+        len(argv) > 1
+        and Path(argv[0]).name == "manage.py"
+        and argv[1] in _KEYLESS_COMMANDS
+        and "--deploy" not in argv  # the deploy check must see the real settings
+    )
+
+
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG:
+    if not DEBUG and _keyless_command():
+        SECRET_KEY = secrets.token_urlsafe(50)  # this process's alone, never stored or used
+    elif not DEBUG:
         # A production process must never sign sessions with a value that ships in the source
         # or that it made up by itself.
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = _development_secret("dev-secret-key", lambda: secrets.token_urlsafe(50))
+    else:
+        SECRET_KEY = _development_secret("dev-secret-key", lambda: secrets.token_urlsafe(50))
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
 # Secrets at rest (portal/core/crypto.py): Fernet keys, newest first; the newest encrypts, all

@@ -37,3 +37,24 @@ def test_production_settings_pass_check_deploy():
         ),
     )
     assert result.returncode == 0, result.stderr
+
+
+def _manage(*args):
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL")}
+    env["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_commands_that_only_read_the_code_run_without_a_key():
+    # a fresh checkout: no SECRET_KEY, DEBUG off
+    assert _manage("check").returncode == 0
+    assert _manage("makemigrations", "--check", "--dry-run").returncode == 0
+
+
+@pytest.mark.parametrize("args", [("check", "--deploy"), ("migrate", "--plan")])
+def test_commands_that_serve_or_judge_production_still_need_the_key(args):
+    result = _manage(*args)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
