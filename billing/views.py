@@ -5,10 +5,11 @@ bounded whatever the size of the ledger (keyset pages, one-query summaries).
 """
 
 from collections.abc import Iterator
+from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -34,14 +35,27 @@ from portal.core.csv_export import csv_lines, spreadsheet_safe
 from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
 from portal.teams.access import (
-    BILLING_ADMIN_PERMISSION,
     TeamReadRequest,
     is_billing_admin,
     team_view,
 )
 from portal.teams.models import Membership, Role, Team
 
-billing_admin_required = permission_required(BILLING_ADMIN_PERMISSION, raise_exception=True)
+
+def billing_admin_required(view):
+    """The organisation's billing pages: billing admins only; anyone else is told what is missing
+    (a 403 naming the billing admin role, not a team role they could not have)."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not is_billing_admin(request.user):
+            raise PermissionDenied(
+                "The organisation's billing pages are for billing admins. Your team's wallet "
+                "is on the team's own pages; ask a billing admin for a top-up or a correction."
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapped
 
 
 # A team's wallet is for its members (any role) and for billing admins; others get 404.
