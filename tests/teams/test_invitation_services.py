@@ -72,7 +72,7 @@ def test_the_link_verifies_only_with_the_right_key_and_token(team, alice):
     assert invitation_for_link(key=invitation.key, token=token) == invitation
     assert invitation_for_link(key=invitation.key, token=token[:-1] + "x") is None
     assert invitation_for_link(key=invitation.key, token="") is None
-    other, other_token = invite(team, alice, email="erin@example.com")
+    _, other_token = invite(team, alice, email="erin@example.com")
     assert invitation_for_link(key=invitation.key, token=other_token) is None
 
 
@@ -114,7 +114,7 @@ def test_accepting_with_an_existing_account_joins_the_team(team, alice):
 def test_an_account_with_another_address_cannot_accept(team, alice):
     invitation, _ = invite(team, alice)
     mallory = UserFactory(username="mallory")
-    with pytest.raises(ValidationError, match="dana@example.com"):
+    with pytest.raises(ValidationError, match=r"dana@example\.com"):
         services.invitation_accept(invitation=invitation, user=mallory)
     assert not Membership.objects.filter(team=team, user=mallory).exists()
     invitation.refresh_from_db()
@@ -162,8 +162,8 @@ def test_a_taken_username_leaves_the_invitation_usable(team, alice):
 
 
 def test_re_inviting_replaces_the_pending_invitation(team, alice):
-    first, first_token = invite(team, alice)
-    second, second_token = invite(team, alice, email="DANA@example.com", role=Role.MANAGER)
+    first, _ = invite(team, alice)
+    second, _ = invite(team, alice, email="DANA@example.com", role=Role.MANAGER)
 
     first.refresh_from_db()
     assert first.status == Invitation.Status.REPLACED
