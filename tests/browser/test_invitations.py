@@ -11,6 +11,7 @@ from django.core import mail
 from playwright.sync_api import expect
 
 from portal.teams.models import Invitation, Membership
+from tests.browser.pages import accessibility_problems
 
 PASSWORD = "a-long-pass-2026"
 
@@ -89,3 +90,42 @@ def test_a_revoked_invitation_link_says_so(demo, open_page):
     erin.goto(path)
     expect(erin.get_by_role("heading", name="This invitation was withdrawn")).to_be_visible()
     expect(erin.get_by_label("Password", exact=True)).to_have_count(0)
+
+
+def test_the_invitation_pages_pass_the_accessibility_audit(demo, open_page):
+    # given a pending invitation, with the members page listing it
+    mail.outbox.clear()
+    alice = open_page("alice")
+    invite(alice, "gail@example.com")
+    path = link_path_in_last_email()
+    problems = {"members page": accessibility_problems(alice)}
+    # the invite form refused (an existing member's address): errors tied to their field
+    invite_card = alice.locator("section", has=alice.get_by_role("heading", name="Invite by email"))
+    invite_card.get_by_label("Email address").fill("bob@example.com")
+    invite_card.get_by_role("button", name="Send the invitation").click()
+    expect(invite_card.get_by_label("Email address")).to_have_attribute("aria-invalid", "true")
+    problems["members page, invite refused"] = accessibility_problems(alice)
+
+    # the link's pages: sign-up, sign-up refused, and used
+    gail = open_page()
+    gail.goto(path)
+    problems["sign-up"] = accessibility_problems(gail)
+    gail.get_by_label("Username").fill("gail")
+    gail.get_by_label("Password", exact=True).fill("short")
+    gail.get_by_label("Password confirmation").fill("short")
+    gail.get_by_role("button", name="Create my account and join").click()
+    expect(gail.get_by_role("alert")).to_be_visible()
+    problems["sign-up refused"] = accessibility_problems(gail)
+    gail.get_by_label("Password", exact=True).fill(PASSWORD)
+    gail.get_by_label("Password confirmation").fill(PASSWORD)
+    gail.get_by_role("button", name="Create my account and join").click()
+    expect(gail).to_have_url(re.compile(r"/teams/research/$"))
+    gail.goto(path)
+    problems["used"] = accessibility_problems(gail)
+    for where, page in (("members page", alice), ("used", gail)):
+        page.set_viewport_size({"width": 320, "height": 640})
+        width = page.evaluate("document.scrollingElement.scrollWidth")
+        if width > 320:
+            problems[where].append(f"the page scrolls sideways at 320 px ({width} px wide)")
+
+    assert {where: found for where, found in problems.items() if found} == {}

@@ -344,3 +344,36 @@ def test_the_admin_lists_invitations_read_only_without_the_hash(team, sent, clie
         assert token not in text(page)
     assert 'name="_save"' not in text(detail)
     assert client.get(reverse("admin:portal_invitation_add")).status_code == 403
+
+
+def test_anonymous_people_are_sent_to_log_in_to_invite_or_revoke(team, sent, client):
+    invitation, _ = sent
+    for url in (
+        reverse("team_invitation_create", args=[team.slug]),
+        reverse("team_invitation_revoke", args=[team.slug, invitation.pk]),
+    ):
+        response = client.post(url, {"invite-email": "eve@example.com", "invite-role": "member"})
+        assert response.status_code == 302
+        assert response.url.startswith("/accounts/login/")
+    assert list(Invitation.objects.values_list("email", "status")) == [
+        ("dana@example.com", "pending")
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mail_server_failure_is_told_to_the_manager(team, alice, client_for, monkeypatch):
+    # given a mail server that refuses (the request commits for real here, so the email is
+    # sent as in production: after the commit, within the request)
+    def refuse(self, *args, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr("django.core.mail.EmailMultiAlternatives.send", refuse)
+    response = client_for(alice).post(
+        reverse("team_invitation_create", args=[team.slug]),
+        {"invite-email": "dana@example.com", "invite-role": "member"},
+        follow=True,
+    )
+    # then alice is told, and the invitation waits to be sent again
+    assert response.status_code == 200
+    assert "the email could not be sent" in text(response)
+    assert "Pending invitations (1)" in text(response)
