@@ -185,14 +185,22 @@ def invitation_create(
                 "allowed. Revoke some first."
             )
         token = secrets.token_urlsafe(32)
-        invitation = Invitation.objects.create(
-            team=team,
-            email=email,
-            role=role,
-            token_sha256=Invitation.digest(token),
-            invited_by=invited_by,
-            expires_at=now + INVITATION_LIFETIME,
-        )
+        try:
+            # A savepoint, as in membership_add: on SQLite the team lock is a no-op, and a
+            # concurrent invitation of the same address then meets the one-pending constraint.
+            with transaction.atomic():
+                invitation = Invitation.objects.create(
+                    team=team,
+                    email=email,
+                    role=role,
+                    token_sha256=Invitation.digest(token),
+                    invited_by=invited_by,
+                    expires_at=now + INVITATION_LIFETIME,
+                )
+        except IntegrityError as exc:
+            raise ValidationError(
+                {"email": f"{email} was invited just now by someone else; reload the page."}
+            ) from exc
         transaction.on_commit(lambda: _invitation_email_send(invitation=invitation, token=token))
     return invitation, token
 

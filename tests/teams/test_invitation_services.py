@@ -252,3 +252,14 @@ def test_the_link_in_the_email_is_under_the_public_url(
         rf"https://portal\.example\.org/invitations/{invitation.key}/{re.escape(token)}/",
         email.body,
     )
+
+
+def test_the_database_keeps_one_pending_invitation_per_address_and_team(team, other_team, alice):
+    from django.db import IntegrityError, transaction
+
+    invitation, _ = invite(team, alice)
+    fields = {"email": invitation.email, "token_sha256": "0" * 64, "expires_at": timezone.now()}
+    Invitation.objects.create(team=other_team, **fields)  # another team: fine
+    Invitation.objects.create(team=team, status=Invitation.Status.REVOKED, **fields)  # ended: fine
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Invitation.objects.create(team=team, **fields)
