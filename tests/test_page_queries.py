@@ -66,7 +66,7 @@ def member_client(team, make_member, client_for):
 
 @pytest.mark.parametrize(
     "page",
-    ["runs list", "run page", "wallet page"],
+    ["runs list", "run page", "run page without billing rows", "wallet page"],
 )
 def test_a_page_costs_the_same_few_queries_for_a_small_and_a_larger_team(team, member_client, page):
     user, client = member_client
@@ -74,6 +74,7 @@ def test_a_page_costs_the_same_few_queries_for_a_small_and_a_larger_team(team, m
     url = {
         "runs list": f"/teams/{team.slug}/runs/",
         "run page": f"/runs/{runs[0].pk}/",
+        "run page without billing rows": f"/runs/{runs[0].pk}/?billing=hide",
         "wallet page": f"/teams/{team.slug}/wallet/",
     }[page]
     client.get(url)  # the first request may fill caches
