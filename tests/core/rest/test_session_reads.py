@@ -194,3 +194,23 @@ def test_the_schema_documents_the_session_for_reads_only():
     runs = schema["paths"]["/api/v1/teams/{slug}/runs/"]
     assert {"sessionCookie": []} in runs["get"]["security"]
     assert {"sessionCookie": []} not in runs["post"]["security"]
+
+
+def test_session_reads_share_the_persons_read_budget(settings, api_client_for):
+    # given a tight read budget
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"api_read": "4/min", "api_write": "1/min"},
+    }
+    world = make_world()
+    token = api_client_for(world.member)
+    session = session_of(world.member)
+
+    # when the person reads through a token and through the docs page in turn
+    answers = [(token if n % 2 else session).get("/api/v1/teams/").status_code for n in range(6)]
+
+    # then the session is no way around the budget
+    assert answers == [200, 200, 200, 200, 429, 429]
