@@ -194,6 +194,13 @@ def test_the_launch_form_takes_the_deadline_in_minutes_and_stores_seconds(
     assert run.submit_body.get("deadline_seconds") == seconds
 
 
+def test_the_run_page_says_the_deadline_in_minutes(setup, client_for):
+    run = setup["run"]
+    Run.objects.filter(pk=run.pk).update(deadline_seconds=1800)
+    page = client_for(setup["member"]).get(reverse("run_detail", args=[run.pk])).content.decode()
+    assert "<dt>Deadline</dt><dd>30 min</dd>" in page
+
+
 def test_the_launch_form_ignores_a_posted_deadline_in_seconds(setup, client_for):
     # the old field name is no way around the minutes (nor their bounds)
     client_for(setup["member"]).post(
