@@ -393,7 +393,11 @@ BILLING_RECONCILE_BUDGET_SECONDS = env.float("BILLING_RECONCILE_BUDGET_SECONDS",
 # --- REST API -----------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["portal.core.rest.authentication.BearerTokenAuthentication"],
+    # A bearer token; else the login session, for reads only (the API docs' "Try it out").
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.core.rest.authentication.BearerTokenAuthentication",
+        "portal.core.rest.authentication.SessionReadAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
         "portal.core.rest.scopes.TokenScopes",  # each view's scope_area (runs / billing)
@@ -423,7 +427,9 @@ SPECTACULAR_SETTINGS = {
         "Everything a person does in the portal, for scripts: list teams, launch and follow "
         "runs, read wallets and ledgers, top up (billing admins).\n\n"
         "Authenticate with `Authorization: Bearer <token>` (a personal token from the Account "
-        'page). Errors are `{"error": {"code", "message", "fields"?}}`. The two '
+        "page). Logged in to the portal, this page's reads (GET) work with your session; "
+        "changes need a token (403 otherwise). "
+        'Errors are `{"error": {"code", "message", "fields"?}}`. The two '
         "creating POSTs take an `Idempotency-Key`: the same key and body replay the first "
         "response for 24 h."
     ),
