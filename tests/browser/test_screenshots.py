@@ -188,6 +188,11 @@ def backdate_run(run, when):
         shift(model.objects.filter(run=run), delta)
     for model in (Transfer, Hold, Reconciliation):
         shift(model.objects.filter(run_id=run.pk), delta)
+    # The simulator finishes in about a second; a real agent takes ~20 s a step. The picture
+    # shows the durations people see (staged, like the dates).
+    if run.finished_at:
+        ended = F("created_at") + dt.timedelta(seconds=20 * max(run.steps_completed, 1))
+        Run.objects.filter(pk=run.pk).update(finished_at=ended, settled_at=ended)
     recount_months(run)
 
 
