@@ -11,40 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from billing import ledger_groups, services
 from billing.selectors import ledger_for_team
 from portal.teams.models import Role
-from runs.models import Run, RunStatus
-from tests.factories import UserFactory, place_hold, top_up
+from tests.factories import UserFactory, ledger_run, top_up
 
 pytestmark = pytest.mark.django_db
-
-
-def make_run(team, user, task, *, steps=0, price=5, held=100, release=True, status=None):
-    """A run of `team` launched by `user`, with its hold, `steps` charged steps and (when
-    `release`) the rest of its hold released."""
-    run_id = uuid.uuid4()
-    Run.objects.create(
-        id=run_id,
-        team=team,
-        created_by=user,
-        machine_id="vm-linux-1",
-        task=task,
-        price_cents=price,
-        held_cents=held,
-        charged_cents=steps * price,
-        steps_completed=steps,
-        idempotency_key=f"portal-run-{run_id}",
-        status=status or (RunStatus.SUCCEEDED if release else RunStatus.RUNNING),
-    )
-    hold = place_hold(team, held, run_id=run_id)
-    if steps:
-        services.hold_capture_steps(
-            reference=hold.reference,
-            steps=list(range(1, steps + 1)),
-            amount_cents=price,
-            caused_by=f"run:{run_id}",
-        )
-    if release:
-        services.hold_release(reference=hold.reference, caused_by=f"run:{run_id}")
-    return run_id
 
 
 @pytest.fixture
@@ -58,7 +27,7 @@ def bob(team, make_member):
 def test_a_run_is_one_row_with_its_task_launcher_status_steps_hold_and_charge(team, bob):
     # given a top-up and a run of three $0.05 steps out of a $1.00 hold
     top_up(team, 5000, reference="INV-12")
-    run_id = make_run(team, bob, "Export the quarterly report", steps=3)
+    run_id = ledger_run(team, bob, "Export the quarterly report", steps=3)
 
     # when the ledger is grouped
     page = ledger_groups.ledger_groups_page(ledger_for_team(team))
@@ -82,7 +51,7 @@ def test_a_run_is_one_row_with_its_task_launcher_status_steps_hold_and_charge(te
 def test_groups_page_by_newest_activity_without_repeating_a_run(team, bob):
     # given an old run still going, then 5 top-ups, then a new charge on the old run
     top_up(team, 50_000)
-    old = make_run(team, bob, "Long crawl", steps=1, release=False)
+    old = ledger_run(team, bob, "Long crawl", steps=1, release=False)
     for n in range(5):
         top_up(team, 10, reference=f"ref-{n}")
     services.hold_capture(reference=f"run:{old}", step=2, amount_cents=5, caused_by="r")
@@ -114,8 +83,8 @@ def test_a_run_longer_than_the_first_window_still_pages_exactly(team, bob, monke
     # given a window smaller than a run (as a 1,000-step run is to a 1,000-transfer window)
     monkeypatch.setattr(ledger_groups, "FIRST_WINDOW", 4)
     top_up(team, 50_000, reference="first")
-    make_run(team, bob, "Earlier run", steps=2)
-    make_run(team, bob, "Big run", steps=30, held=500)
+    ledger_run(team, bob, "Earlier run", steps=2)
+    ledger_run(team, bob, "Big run", steps=30, held=500)
     top_up(team, 10, reference="last")
 
     # when the ledger is grouped
@@ -132,7 +101,7 @@ def test_a_run_longer_than_the_first_window_still_pages_exactly(team, bob, monke
 
 def test_the_groups_follow_the_ledger_filters(team, bob):
     top_up(team, 5000, reference="INV-1")
-    make_run(team, bob, "Crawl", steps=2)
+    ledger_run(team, bob, "Crawl", steps=2)
     from billing.selectors import LedgerFilters
 
     # when only captures are kept
@@ -166,7 +135,7 @@ def test_the_wallet_shows_runs_by_task_and_entries_in_words_never_raw_ids(
         idempotency_key="k-2",
     )
     task = ("Reconcile every invoice of the year and flag the ones that do not add up " * 3).strip()
-    run_id = make_run(team, bob, task, steps=2)
+    run_id = ledger_run(team, bob, task, steps=2)
 
     # when a member opens the wallet
     page = client_for(bob).get("/teams/research/wallet/").content.decode()
@@ -188,7 +157,7 @@ def test_the_wallet_shows_runs_by_task_and_entries_in_words_never_raw_ids(
 def test_a_run_expands_to_its_entries_a_page_at_a_time(team, bob, client_for, monkeypatch):
     # given a run of 150 steps
     top_up(team, 50_000)
-    run_id = make_run(team, bob, "Long crawl", steps=150, held=1000)
+    run_id = ledger_run(team, bob, "Long crawl", steps=150, held=1000)
     client = client_for(bob)
     url = f"/teams/research/wallet/runs/{run_id}/"
 
@@ -215,7 +184,7 @@ def test_the_wallet_page_costs_the_same_queries_for_small_and_large_runs(team, b
     # given a few runs
     top_up(team, 100_000)
     for n in range(3):
-        make_run(team, bob, f"Run {n}", steps=2)
+        ledger_run(team, bob, f"Run {n}", steps=2)
     client = client_for(bob)
     client.get("/teams/research/wallet/")
 
@@ -227,7 +196,7 @@ def test_the_wallet_page_costs_the_same_queries_for_small_and_large_runs(team, b
     small = queries()
     # when the team has twenty times the runs, each with more steps
     for n in range(60):
-        make_run(team, bob, f"More {n}", steps=5)
+        ledger_run(team, bob, f"More {n}", steps=5)
     # then the page, and the older page, cost no more queries (at most four for the grouped
     # ledger; a page with no top-up skips the query for those)
     assert queries() <= small <= 13
@@ -238,7 +207,7 @@ def test_the_wallet_page_costs_the_same_queries_for_small_and_large_runs(team, b
 def test_another_team_cannot_expand_a_run(team, other_team, bob, make_member, client_for):
     # given a run of research
     top_up(team, 5000)
-    run_id = make_run(team, bob, "Secret crawl", steps=1)
+    run_id = ledger_run(team, bob, "Secret crawl", steps=1)
     outsider = make_member(other_team, Role.MANAGER)
 
     # then an outsider gets 404 for its entries, under either team's wallet
@@ -251,7 +220,7 @@ def test_another_team_cannot_expand_a_run(team, other_team, bob, make_member, cl
 
 def test_a_billing_admin_can_expand_any_teams_run(team, bob, billing_admin, client_for):
     top_up(team, 5000)
-    run_id = make_run(team, bob, "Audited crawl", steps=1)
+    run_id = ledger_run(team, bob, "Audited crawl", steps=1)
     response = client_for(billing_admin).get(f"/teams/research/wallet/runs/{run_id}/")
     assert response.status_code == 200
     assert "Step 1 charged" in response.content.decode()
