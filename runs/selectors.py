@@ -324,7 +324,18 @@ def approvals_for(user) -> QuerySet[Run]:
 def runs_for_ledger(run_ids: list[uuid.UUID]) -> dict[uuid.UUID, LedgerRun]:
     """The wallet ledger's words for its runs (billing.ledger_groups.describe_runs, through
     the BILLING_LEDGER_RUNS setting): task, launcher and status, one query."""
-    runs = Run.objects.filter(pk__in=run_ids).select_related("created_by")
+    runs = (
+        Run.objects.filter(pk__in=run_ids)
+        .select_related("created_by")
+        .only(
+            "id",
+            "task",
+            "status",
+            "created_by__username",
+            "created_by__first_name",
+            "created_by__last_name",
+        )
+    )
     return {
         run.pk: LedgerRun(
             task=run.task,
