@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from billing import ledger_groups, services
 from billing.selectors import ledger_for_team
 from portal.teams.models import Role
-from tests.factories import UserFactory, ledger_run, top_up
+from tests.factories import ledger_run, top_up
 
 pytestmark = pytest.mark.django_db
 
@@ -226,7 +226,44 @@ def test_a_billing_admin_can_expand_any_teams_run(team, bob, billing_admin, clie
     assert "Step 1 charged" in response.content.decode()
 
 
-def test_a_viewer_who_is_not_a_member_of_that_team_is_refused(team, other_team, client_for):
-    user = UserFactory()
+def test_a_run_opened_under_a_filter_shows_the_filtered_entries(team, bob, client_for):
+    # given a run of two steps
     top_up(team, 5000)
-    assert client_for(user).get("/teams/research/wallet/").status_code == 404
+    run_id = ledger_run(team, bob, "Crawl", steps=2)
+    # when its entries are opened from the ledger filtered to captures
+    html = (
+        client_for(bob)
+        .get(
+            f"/teams/research/wallet/runs/{run_id}/",
+            {"kind": "capture"},
+            headers={"HX-Request": "true"},
+        )
+        .content.decode()
+    )
+    # then only its step charges show
+    assert "Step 2 charged" in html
+    assert "Rest released" not in html and "Held</span>" not in html
+
+
+def test_an_adjustment_for_a_run_is_its_own_row_naming_the_run(team, bob, billing_admin):
+    # given a run, and a billing admin's credit for it (a discrepancy's correction)
+    top_up(team, 5000)
+    run_id = ledger_run(team, bob, "Crawl the price list", steps=2)
+    from billing.models import Hold
+
+    services.wallet_adjust(
+        team=team,
+        amount_cents=5,
+        direction="credit",
+        reason="One step charged twice",
+        actor=billing_admin,
+        idempotency_key="adj-run",
+        hold=Hold.objects.get(run_id=run_id),
+    )
+    # when the ledger is grouped
+    adjustment, run, _top_up = ledger_groups.ledger_groups_page(ledger_for_team(team)).groups
+    # then the adjustment is a row of its own, by the admin, naming the run; the run's charge
+    # is its step charges
+    assert adjustment.transfer.kind == "adjustment" and adjustment.by == "treasurer"
+    assert adjustment.run.task == "Crawl the price list"
+    assert run.run_id == run_id and run.net_cents == 10
