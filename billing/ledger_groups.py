@@ -11,7 +11,8 @@ entries in a few queries, however long the ledger is:
   a page, because a few long runs fill it, the window grows tenfold, at most three times, then
   to the whole ledger): every group met in a window has its newest transfer in it, so the order
   is exact. A run that also has entries newer than the cursor was shown on a newer page and is
-  left out (NOT EXISTS on the billing_xfer_run_id index).
+  left out (NOT EXISTS on the billing_xfer_run_id index). "Newer" pages read the window the
+  other way, oldest first from the cursor (one more query when it finds less than a page).
 - **What they sum to** (`_run_sums`): one GROUP BY run_id over the page's runs (billing_xfer_run_id).
 - **The other entries** and **the runs' names**: one query each. The runs are described by the
   function `BILLING_LEDGER_RUNS` names (the runs app's), since billing cannot import runs.
@@ -182,11 +183,32 @@ def _group_keys(transfers: QuerySet[Transfer], *, before: int | None, size: int)
 
 
 def _newer_group_keys(transfers: QuerySet[Transfer], *, after: int, size: int) -> list[GroupKey]:
-    """The size + 1 oldest groups whose newest transfer is newer than `after` (for "Newer"):
-    a GROUP BY over the transfers newer than the cursor, which a reader paging back reaches
-    only as far as they paged forward."""
+    """The size + 1 oldest groups whose newest transfer is newer than `after` (for "Newer").
+
+    The mirror of _group_keys: a window of the oldest transfers newer than the cursor, less the
+    runs that go on past the window's end (their newest activity is later than every group that
+    ends in it); grown while it holds fewer groups than a page and more transfers follow it.
+    """
+    candidates = transfers.filter(id__gt=after)
+    window = FIRST_WINDOW
+    for _ in range(WINDOW_GROWTHS + 1):
+        in_order = candidates.order_by("id").values("id")
+        end = in_order[window - 1 : window]  # the window's last id; none when it is not full
+        later = transfers.filter(RUN_ENTRY, run_id=OuterRef("run_id"), id__gt=Subquery(end))
+        rows = list(
+            _grouped(
+                transfers.filter(id__in=Subquery(in_order[:window])).exclude(
+                    RUN_ENTRY & Q(Exists(later))
+                )
+            )
+            .order_by("last_id")
+            .values_list("g_run", "g_solo", "last_id")[: size + 1]
+        )
+        if len(rows) > size or not in_order[window : window + 1].exists():
+            return rows
+        window *= 10
     return list(
-        _grouped(transfers.filter(id__gt=after))
+        _grouped(candidates)
         .order_by("last_id")
         .values_list("g_run", "g_solo", "last_id")[: size + 1]
     )

@@ -48,7 +48,9 @@ def test_a_run_is_one_row_with_its_task_launcher_status_steps_hold_and_charge(te
     assert top.by == "the tests command"
 
 
-def test_groups_page_by_newest_activity_without_repeating_a_run(team, bob):
+@pytest.mark.parametrize("window", [1000, 2], ids=["whole ledger in the window", "tiny window"])
+def test_groups_page_by_newest_activity_without_repeating_a_run(team, bob, window, monkeypatch):
+    monkeypatch.setattr(ledger_groups, "FIRST_WINDOW", window)
     # given an old run still going, then 5 top-ups, then a new charge on the old run
     top_up(team, 50_000)
     old = ledger_run(team, bob, "Long crawl", steps=1, release=False)
@@ -267,3 +269,47 @@ def test_an_adjustment_for_a_run_is_its_own_row_naming_the_run(team, bob, billin
     assert adjustment.transfer.kind == "adjustment" and adjustment.by == "treasurer"
     assert adjustment.run.task == "Crawl the price list"
     assert run.run_id == run_id and run.net_cents == 10
+
+
+@pytest.mark.parametrize("window", [3, 1000])
+def test_paging_both_ways_visits_every_group_once_by_newest_activity(
+    team, bob, window, monkeypatch
+):
+    monkeypatch.setattr(ledger_groups, "FIRST_WINDOW", window)
+    # given runs whose charges interleave with each other and with top-ups
+    top_up(team, 100_000, reference="start")
+    runs = [ledger_run(team, bob, f"Run {n}", steps=0, release=False) for n in range(4)]
+    for step in range(1, 7):
+        for n, run_id in enumerate(runs):
+            if (step + n) % 3:
+                services.hold_capture(
+                    reference=f"run:{run_id}", step=step, amount_cents=5, caused_by="r"
+                )
+        top_up(team, 10, reference=f"mid-{step}")
+    services.hold_release(reference=f"run:{runs[1]}", caused_by="r")
+    transfers = ledger_for_team(team)
+    # the expected order: each group at its newest transfer, newest first
+    newest: dict = {}
+    for pk, run_id, kind in transfers.order_by("id").values_list("id", "run_id", "kind"):
+        key = run_id if run_id and kind in ledger_groups.RUN_KINDS else pk
+        newest[key] = pk
+    expected = sorted(newest, key=newest.__getitem__, reverse=True)
+
+    def keys(page):
+        return [g.run_id if g.is_run else g.transfer.pk for g in page.groups]
+
+    # when the ledger is paged older, three groups at a time, then newer again
+    pages = [ledger_groups.ledger_groups_page(transfers, size=3)]
+    while pages[-1].older_cursor:
+        pages.append(
+            ledger_groups.ledger_groups_page(transfers, size=3, before=pages[-1].older_cursor)
+        )
+    back = [pages[-1]]
+    while back[-1].newer_cursor:
+        back.append(
+            ledger_groups.ledger_groups_page(transfers, size=3, after=back[-1].newer_cursor)
+        )
+
+    # then every group comes once, in order, and paging back gives the same pages
+    assert [k for page in pages for k in keys(page)] == expected
+    assert [keys(page) for page in back] == [keys(page) for page in reversed(pages)]
