@@ -15,6 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing import ledger_groups, selectors, services
@@ -106,9 +107,14 @@ def wallet_run_entries(request: TeamReadRequest, slug: str, run_id: UUID) -> Htt
         "entries": entries,
         "filter_query": filter_form.query_string(),
     }
-    if request.headers.get("HX-Request") == "true":
-        return render(request, "billing/includes/run_entries.html", context)
-    return render(request, "billing/wallet_run.html", context)
+    fragment = request.headers.get("HX-Request") == "true"
+    response = render(
+        request,
+        "billing/includes/run_entries.html" if fragment else "billing/wallet_run.html",
+        context,
+    )
+    patch_vary_headers(response, ["HX-Request"])  # one URL, two answers: never cache one as both
+    return response
 
 
 def _may_set_budget(request: TeamReadRequest) -> bool:

@@ -220,10 +220,17 @@ def test_another_team_cannot_expand_a_run(team, other_team, bob, make_member, cl
     assert client_for(bob).get(f"/teams/research/wallet/runs/{uuid.uuid4()}/").status_code == 404
 
 
-def test_a_billing_admin_can_expand_any_teams_run(team, bob, billing_admin, client_for):
+def test_a_billing_admin_follows_a_charge_to_its_run(team, bob, billing_admin, client_for):
+    # given a run of research, and a billing admin who is in no team
     top_up(team, 5000)
     run_id = ledger_run(team, bob, "Audited crawl", steps=1)
-    response = client_for(billing_admin).get(f"/teams/research/wallet/runs/{run_id}/")
+    client = client_for(billing_admin)
+    # when they open research's wallet
+    wallet = client.get("/teams/research/wallet/").content.decode()
+    # then the run's row links to its page, which they may read, and its entries open
+    assert f'<a href="/runs/{run_id}/" title="Audited crawl">' in wallet
+    assert client.get(f"/runs/{run_id}/").status_code == 200
+    response = client.get(f"/teams/research/wallet/runs/{run_id}/")
     assert response.status_code == 200
     assert "Step 1 charged" in response.content.decode()
 
