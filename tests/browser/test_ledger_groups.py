@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.pages import accessibility_problems
 from tests.browser.test_phone_and_live_lists import PHONE, _sideways
 from tests.factories import ledger_run
 
@@ -42,8 +43,11 @@ def test_a_run_reads_as_its_task_and_opens_to_its_steps(demo, open_page, viewpor
     )
     assert not RAW_ID.search(page.locator("main").inner_text())
 
-    # when he opens the run's row
-    row.get_by_text("5 entries").click()
+    # when he opens the run's row, from the keyboard
+    summary = row.locator("summary")
+    expect(summary).to_contain_text("5 entries")
+    summary.focus()
+    page.keyboard.press("Enter")
 
     # then its entries load: the hold, each step's charge, the release
     entries = row.get_by_role("table", name=re.compile("Entries of the run"))
@@ -53,6 +57,7 @@ def test_a_run_reads_as_its_task_and_opens_to_its_steps(demo, open_page, viewpor
     expect(entries).to_contain_text("Rest released")
     assert not RAW_ID.search(page.locator("main").inner_text())
     assert _sideways(page) <= 1
+    assert accessibility_problems(page) == []
 
     # and the task leads to the run's page
     link.click()
