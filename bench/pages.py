@@ -9,7 +9,8 @@ and kept: the next `make bench` reuses it while its version and the migrations m
 consistent: every run has its hold, captures and release, the balances are the sums of the
 transfers, and `check_ledger` passes on it. Pages are requested in-process through Django's
 test client, as a member of the team, with DEBUG off (production settings): the time is the
-server's, from request to rendered response. Goals: <= 10 queries, median <= 50 ms.
+server's, from request to rendered response. Goals: <= 10 queries (13 for the wallet, whose
+ledger is grouped per run), median <= 50 ms.
 """
 
 import argparse
@@ -201,6 +202,9 @@ UPDATE billing_account a
 
 
 PAGES = ("runs list", "run page", "wallet page")
+# The wallet's ledger grouped per run costs four queries where a flat page cost one: the page's
+# groups, the runs' sums, the other entries, the runs' names (billing.ledger_groups).
+QUERY_GOALS = {"wallet page": 13}
 
 
 def measure(requests: int) -> list[Figure]:
@@ -236,7 +240,14 @@ def measure(requests: int) -> list[Figure]:
         median = statistics.median(times)
         note = f"{url}; p90 {sorted(times)[int(len(times) * 0.9)]:.1f} ms over {requests}"
         figures.append(
-            Figure(f"pages: {name} SQL queries", queries, "queries", 10, "<=", note=note)
+            Figure(
+                f"pages: {name} SQL queries",
+                queries,
+                "queries",
+                QUERY_GOALS.get(name, 10),
+                "<=",
+                note=note,
+            )
         )
         figures.append(
             Figure(f"pages: {name} median server time", median, "ms", 50, "<=", note=note)

@@ -328,6 +328,9 @@ BILLING_LOW_BALANCE_THRESHOLD_CENTS = env.int("BILLING_LOW_BALANCE_THRESHOLD_CEN
 BILLING_UPSTREAM_REPORTER = (
     env.str("BILLING_UPSTREAM_REPORTER", default="runs.reconciliation.upstream_report") or None
 )
+# Dotted path of a function(run ids) -> {run id: billing.ledger_groups.LedgerRun}: the wallet
+# ledger's task, launcher and status of each run (the runs app's; billing cannot import runs).
+BILLING_LEDGER_RUNS = "runs.selectors.runs_for_ledger"
 # check_ledger's invariants that need an app above billing (billing cannot import them).
 LEDGER_EXTRA_CHECKS = ["runs.invariants.run_money_problems"]
 # reconcile_billing re-checks holds settled this recently, plus every open discrepancy.

@@ -13,8 +13,10 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
+from django.urls import reverse
 from django.utils import timezone
 
+from billing.ledger_groups import LedgerRun, person
 from portal.teams.access import is_billing_admin, membership_or_404
 from portal.teams.models import Membership, Role, Team
 from runs.coasty import CoastyError
@@ -338,3 +340,30 @@ def approvals_for(user) -> QuerySet[Run]:
         .select_related("team", "created_by")
         .order_by("created_at", "id")
     )
+
+
+def runs_for_ledger(run_ids: list[uuid.UUID]) -> dict[uuid.UUID, LedgerRun]:
+    """The wallet ledger's words for its runs (billing.ledger_groups.describe_runs, through
+    the BILLING_LEDGER_RUNS setting): task, launcher and status, one query."""
+    runs = (
+        Run.objects.filter(pk__in=run_ids)
+        .select_related("created_by")
+        .only(
+            "id",
+            "task",
+            "status",
+            "created_by__username",
+            "created_by__first_name",
+            "created_by__last_name",
+        )
+    )
+    return {
+        run.pk: LedgerRun(
+            task=run.task,
+            launched_by=person(run.created_by) or "—",
+            status=run.status,
+            status_label=run.get_status_display(),
+            url=reverse("run_detail", args=[run.pk]),
+        )
+        for run in runs
+    }
