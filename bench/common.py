@@ -201,7 +201,8 @@ def percentile(values: list[float], p: float) -> float:
 class Figure:
     """One measured figure beside its limit: the same-run baseline or the fixed threshold.
 
-    goal is how value must compare with limit: ">=" (at least the limit), "<=" (at most),
+    goal is how value must compare with limit: ">=" (at least the limit), "<=" (at most), "=="
+    (the same),
     ">=70%" (at least that share of the limit), "<=150%" (at most that multiple of it), or
     "info" (no goal: the row informs; limit may be None and met is None). ratio is value / limit.
 
@@ -234,6 +235,8 @@ class Figure:
                 self.met = self.value >= share * self.limit
             else:
                 self.met = self.value <= share * self.limit
+        elif self.goal == "==":
+            self.met = self.value == self.limit
         elif self.goal == ">=":
             self.met = self.value >= self.limit
         elif self.goal == "<=":

@@ -23,8 +23,8 @@ END = "<!-- bench-table:end -->"
 def goal_text(goal: str) -> str:
     if goal == "info":
         return "information"
-    if goal in (">=", "<="):
-        return f"{'≥' if goal == '>=' else '≤'} limit"
+    if goal in (">=", "<=", "=="):
+        return f"{dict(zip(('>=', '<=', '=='), '≥≤=', strict=True))[goal]} limit"
     sign = "≥" if goal.startswith(">=") else "≤"
     share = float(goal[2:-1])
     if share > 100:
