@@ -46,3 +46,8 @@ def test_readme_table_replaces_only_the_text_between_the_markers():
     assert rewrite(readme, table) == f"# Title\n\nbefore\n{START}\n{table}\n{END}\nafter\n"
     with pytest.raises(ValueError):
         rewrite("no markers here", table)
+
+
+def test_the_same_count_at_both_scales():
+    assert Figure("pages: queries", 10, "queries", 10, "==").met
+    assert not Figure("pages: queries", 11, "queries", 10, "==").met
