@@ -16,7 +16,8 @@ every run has its hold, captures and release, the balances are the sums of the t
 Pages are requested in-process through Django's test client, as a member of the team, with
 DEBUG off (production settings): the time is the server's, from request to rendered response.
 Each scale is measured in its own process, the scales alternating round by round; each keeps its
-best median. Goals: the same query counts at both scales (<= 10), medians <= 50 ms at both, and
+best median. Goals: the same query counts at both scales (<= 10; 13 for the wallet, whose ledger is grouped
+per run), medians <= 50 ms at both, and
 the larger scale's median <= 1.5 x the smaller's.
 """
 
@@ -272,6 +273,9 @@ UPDATE billing_account a SET balance_cents = COALESCE(moved.total, 0)
 
 
 PAGES = ("runs list", "run page", "wallet page")
+# The wallet's ledger grouped per run costs four queries where a flat page cost one: the page's
+# groups, the runs' sums, the other entries, the runs' names (billing.ledger_groups).
+QUERY_GOALS = {"wallet page": 13}
 
 
 def measure(requests: int) -> dict[str, dict]:
@@ -392,7 +396,7 @@ def main() -> int:
                 f"pages: {page} SQL queries ({s_label})",
                 queries[small],
                 "queries",
-                10,
+                QUERY_GOALS.get(page, 10),
                 "<=",
                 note=note[small],
             ),

@@ -357,7 +357,9 @@ class Transfer(models.Model):
                 name="billing_xfer_team_kind_time",
             ),
             models.Index(fields=["team", "created_at"], name="billing_xfer_team_time"),
-            models.Index(fields=["run_id"], name="billing_xfer_run"),
+            # A run's entries in order: the grouped ledger's sums and expanded steps, and "has
+            # this run an entry newer than the page's cursor?" (billing.ledger_groups) in one seek.
+            models.Index(fields=["run_id", "id"], name="billing_xfer_run_id"),
             models.Index(
                 fields=["caused_by_user"],
                 condition=Q(caused_by_user__isnull=False),

@@ -559,3 +559,22 @@ def top_ups_with_reference(reference: str, *, limit: int = 5) -> list[Transfer]:
         .select_related("credit_account__team")
         .order_by("-created_at", "-id")[:limit]
     )
+
+
+STEP_MAX = 2**31 - 1  # Transfer.step is a 32-bit column; a larger step number has no capture
+
+
+def run_money_rows(run_id: UUID, *, steps: set[int]) -> list[Transfer]:
+    """A run's hold and release, and the captures of the step numbers in `steps`, oldest
+    first: what the run page's timeline shows of the ledger (each step's cost in its heading).
+
+    One query over the run's transfers (indexed on run_id), whatever the number of steps."""
+    wanted = sorted(step for step in steps if 1 <= step <= STEP_MAX)
+    kinds = Q(kind__in=[TransferKind.HOLD, TransferKind.RELEASE])
+    if wanted:
+        kinds |= Q(kind=TransferKind.CAPTURE, step__in=wanted)
+    return list(
+        Transfer.objects.filter(kinds, run_id=run_id)
+        .only("kind", "step", "amount_cents", "created_at", "memo")
+        .order_by("id")
+    )

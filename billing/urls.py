@@ -4,6 +4,11 @@ from billing import views
 
 urlpatterns = [
     path("teams/<slug:slug>/wallet/", views.wallet, name="wallet"),
+    path(
+        "teams/<slug:slug>/wallet/runs/<uuid:run_id>/",
+        views.wallet_run_entries,
+        name="wallet_run_entries",
+    ),
     path("teams/<slug:slug>/wallet/ledger.csv", views.ledger_csv, name="wallet_ledger_csv"),
     path("teams/<slug:slug>/budget/", views.budget, name="budget"),
     path("billing/", views.overview, name="billing_overview"),

@@ -5,18 +5,21 @@ bounded whatever the size of the ledger (keyset pages, one-query summaries).
 """
 
 from collections.abc import Iterator
+from functools import wraps
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing import selectors, services
+from billing import ledger_groups, selectors, services
 from billing.charts import spend_chart
 from billing.errors import BillingError, DiscrepancyNotOpen, InsufficientFunds
 from billing.forms import (
@@ -34,14 +37,27 @@ from portal.core.csv_export import csv_lines, spreadsheet_safe
 from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
 from portal.teams.access import (
-    BILLING_ADMIN_PERMISSION,
     TeamReadRequest,
     is_billing_admin,
     team_view,
 )
 from portal.teams.models import Membership, Role, Team
 
-billing_admin_required = permission_required(BILLING_ADMIN_PERMISSION, raise_exception=True)
+
+def billing_admin_required(view):
+    """The organisation's billing pages: billing admins only; anyone else is told what is missing
+    (a 403 naming the billing admin role, not a team role they could not have)."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not is_billing_admin(request.user):
+            raise PermissionDenied(
+                "The organisation's billing pages are for billing admins. Your team's wallet "
+                "is on the team's own pages; ask a billing admin for a top-up or a correction."
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapped
 
 
 # A team's wallet is for its members (any role) and for billing admins; others get 404.
@@ -56,7 +72,8 @@ wallet_access = team_view(billing_admins_read=True)
 def wallet(request: TeamReadRequest, slug: str) -> HttpResponse:
     team = request.team
     filter_form = LedgerFilterForm(request.GET or None)
-    page = selectors.ledger_page(
+    # One row per run (expanded to its steps on demand) and one per other entry.
+    page = ledger_groups.ledger_groups_page(
         selectors.ledger_for_team(team, filter_form.filters()),
         before=_cursor(request, "before"),
         after=_cursor(request, "after"),
@@ -74,12 +91,44 @@ def wallet(request: TeamReadRequest, slug: str) -> HttpResponse:
             "filter_query": filter_form.query_string(),
             "filtered": filter_form.filters().active,
             "page": page,
-            "rows": [(t, selectors.team_deltas(t)) for t in page.rows],
+            "groups": page.groups,
             "can_top_up": is_billing_admin(request.user),
             "budget": selectors.budget_status(team),
             "budget_url": reverse("budget", args=[team.slug]),
         },
     )
+
+
+@wallet_access
+@require_GET
+def wallet_run_entries(request: TeamReadRequest, slug: str, run_id: UUID) -> HttpResponse:
+    """One run's entries in the team's ledger (its hold, each step charge, its release), a page
+    at a time, with the ledger's filters: the fragment a run's row loads when expanded (htmx),
+    or a page of its own without JavaScript. Another team's run, or a run with no entries in
+    this wallet, is a 404."""
+    team = request.team
+    filter_form = LedgerFilterForm(request.GET or None)
+    transfers = selectors.ledger_for_team(team, filter_form.filters())
+    entries = ledger_groups.run_entries(transfers, run_id, after=_cursor(request, "after"))
+    if not entries.rows and _cursor(request, "after") is None:
+        raise Http404("This run has no entries in this wallet.")
+    run = ledger_groups.describe_runs([run_id]).get(run_id)
+    context = {
+        "team": team,
+        "membership": request.membership,
+        "run_id": run_id,
+        "run": run,
+        "entries": entries,
+        "filter_query": filter_form.query_string(),
+    }
+    fragment = request.headers.get("HX-Request") == "true"
+    response = render(
+        request,
+        "billing/includes/run_entries.html" if fragment else "billing/wallet_run.html",
+        context,
+    )
+    patch_vary_headers(response, ["HX-Request"])  # one URL, two answers: never cache one as both
+    return response
 
 
 def _may_set_budget(request: TeamReadRequest) -> bool:

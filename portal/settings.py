@@ -328,6 +328,9 @@ BILLING_LOW_BALANCE_THRESHOLD_CENTS = env.int("BILLING_LOW_BALANCE_THRESHOLD_CEN
 BILLING_UPSTREAM_REPORTER = (
     env.str("BILLING_UPSTREAM_REPORTER", default="runs.reconciliation.upstream_report") or None
 )
+# Dotted path of a function(run ids) -> {run id: billing.ledger_groups.LedgerRun}: the wallet
+# ledger's task, launcher and status of each run (the runs app's; billing cannot import runs).
+BILLING_LEDGER_RUNS = "runs.selectors.runs_for_ledger"
 # check_ledger's invariants that need an app above billing (billing cannot import them).
 LEDGER_EXTRA_CHECKS = ["runs.invariants.run_money_problems"]
 # reconcile_billing re-checks holds settled this recently, plus every open discrepancy.
@@ -393,7 +396,11 @@ BILLING_RECONCILE_BUDGET_SECONDS = env.float("BILLING_RECONCILE_BUDGET_SECONDS",
 # --- REST API -----------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["portal.core.rest.authentication.BearerTokenAuthentication"],
+    # A bearer token; else the login session, for reads only (the API docs' "Try it out").
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.core.rest.authentication.BearerTokenAuthentication",
+        "portal.core.rest.authentication.SessionReadAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
         "portal.core.rest.scopes.TokenScopes",  # each view's scope_area (runs / billing)
@@ -423,7 +430,9 @@ SPECTACULAR_SETTINGS = {
         "Everything a person does in the portal, for scripts: list teams, launch and follow "
         "runs, read wallets and ledgers, top up (billing admins).\n\n"
         "Authenticate with `Authorization: Bearer <token>` (a personal token from the Account "
-        'page). Errors are `{"error": {"code", "message", "fields"?}}`. The two '
+        "page). Logged in to the portal, this page's reads (GET) work with your session; "
+        "changes need a token (403 otherwise). "
+        'Errors are `{"error": {"code", "message", "fields"?}}`. The two '
         "creating POSTs take an `Idempotency-Key`: the same key and body replay the first "
         "response for 24 h."
     ),

@@ -1,3 +1,5 @@
+import math
+
 from django import forms
 
 from portal.core.forms import FilterDateField
@@ -11,9 +13,56 @@ SYSTEM_PROMPT_MAX = 32_000
 MACHINE_ID_MAX = 128
 MAX_STEPS_MAX = 1000
 DEADLINE_MAX = 86_400
+DEADLINE_MAX_MINUTES = DEADLINE_MAX // 60
 
 
-class LaunchForm(forms.Form):
+class DeadlineMinutesField(forms.IntegerField):
+    """The deadline as people think of it, in whole minutes (1 to a day). Runs, schedules and the
+    API keep seconds: `DeadlineInMinutes` turns one into the other."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "help_text",
+            f"Optional wall-clock budget; the run times out after it. Up to "
+            f"{DEADLINE_MAX_MINUTES:,} minutes (a day).",
+        )
+        super().__init__(
+            label="Deadline (minutes)",
+            min_value=1,
+            max_value=DEADLINE_MAX_MINUTES,
+            required=False,
+            error_messages={
+                "invalid": "Enter the deadline as a whole number of minutes, e.g. 30.",
+                "min_value": "The deadline must be at least 1 minute (or leave it empty).",
+                "max_value": (
+                    f"The deadline can be at most {DEADLINE_MAX_MINUTES:,} minutes (a day)."
+                ),
+            },
+            **kwargs,
+        )
+
+
+class DeadlineInMinutes(forms.Form):
+    """A form with a `deadline_minutes` field: an initial `deadline_seconds` (an earlier
+    run's, a schedule's) shows in minutes, rounded up to a whole minute; the cleaned data gains
+    `deadline_seconds`, what the services store and send to Coasty."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial = dict(self.initial)
+        seconds = self.initial.pop("deadline_seconds", None)
+        if seconds:
+            self.initial.setdefault("deadline_minutes", math.ceil(seconds / 60))
+
+    def clean(self):
+        cleaned = super().clean() or self.cleaned_data
+        if "deadline_minutes" in cleaned:
+            minutes = cleaned["deadline_minutes"]
+            cleaned["deadline_seconds"] = minutes * 60 if minutes else None
+        return cleaned
+
+
+class LaunchForm(DeadlineInMinutes):
     launch_token = forms.UUIDField(widget=forms.HiddenInput)
     machine_id = forms.CharField(
         label="Machine",
@@ -49,13 +98,7 @@ class LaunchForm(forms.Form):
         initial=20,
         help_text="The run stops here. Its maximum cost is held from the wallet at launch; what it does not use comes back when it ends.",
     )
-    deadline_seconds = forms.IntegerField(
-        label="Deadline (seconds)",
-        min_value=1,
-        max_value=DEADLINE_MAX,
-        required=False,
-        help_text="Optional wall-clock budget; the run times out after it. Up to 86,400 (a day).",
-    )
+    deadline_minutes = DeadlineMinutesField()
     on_awaiting_human = forms.ChoiceField(
         label="When the agent needs a human",
         choices=OnAwaitingHuman.choices,

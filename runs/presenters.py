@@ -63,7 +63,16 @@ class EventRow:
     detail: str = ""  # JSON shown preformatted
     notes: list[str] = field(default_factory=list)  # what the portal did to the data
     actor: str = ""  # who did it, for what a person caused (a resume, the portal's records)
-    source: str = "coasty"  # "portal" for the portal's own records of what a person did
+    source: str = "coasty"  # "portal": a person's record; "ledger": the portal's money
+    step: int | None = None  # the agent step the event belongs to (its heading groups it)
+
+    is_group = False
+
+    @property
+    def billing(self) -> bool:
+        """A row about money (Coasty's bill for a step, a hold, a capture, a release): the
+        "Hide billing rows" control leaves these out."""
+        return self.css == "billing" or self.source == "ledger"
 
 
 def present_events(events: Iterable[Any]) -> list[EventRow]:
@@ -100,6 +109,7 @@ def present_event(event: Any) -> EventRow:
     return EventRow(
         actor=_actor_name(event),
         source=source,
+        step=_step_of(kind, data) if source == "coasty" else None,
         seq=seq if isinstance(seq, int) else 0,
         created_at=created_at if isinstance(created_at, dt.datetime) else None,
         type=kind,
@@ -108,6 +118,23 @@ def present_event(event: Any) -> EventRow:
         notes=[_printable(note) for note in notes],
         **{name: _printable(value) for name, value in parts.items()},
     )
+
+
+# The events an agent step is made of; each names its step (`step`, or the variants). Anything
+# else (a status, a pause, an error, the end) stands alone on the timeline.
+STEP_TYPES = frozenset({"reasoning", "text", "tool_call", "tool_result", "step", "billing"})
+
+
+def _step_of(kind: str, data: Any) -> int | None:
+    if kind not in STEP_TYPES or not isinstance(data, dict):
+        return None
+    keys = (
+        ("step", "step_number", "steps_completed")
+        if kind in ("step", "billing")
+        else ("step", "step_number")
+    )
+    number = _first_count(data, keys)
+    return number if number else None  # step 0 is no step
 
 
 def _actor_name(event: Any) -> str:
@@ -124,6 +151,104 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _printable(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+@dataclass
+class StepGroup:
+    """One agent step on the timeline: its events (and the ledger's capture of it) under a
+    heading that says what the step cost."""
+
+    step: int
+    rows: list[EventRow] = field(default_factory=list)
+    cost: str = ""  # "$0.05", "not charged", or "" (the step has not ended yet)
+    continued: bool = False  # the step's events go on after other rows came between
+
+    is_group = True
+
+    @property
+    def ended(self) -> bool:
+        return any(row.type == "step" and row.source == "coasty" for row in self.rows)
+
+
+def present_timeline(
+    rows: list[EventRow],
+    money: Iterable[Any] = (),
+    *,
+    first_page: bool = True,
+    latest_page: bool = True,
+    hide_billing: bool = False,
+) -> list[EventRow | StepGroup]:
+    """The timeline as the run page shows it: the events of one agent step together under a
+    "Step N" heading with the step's cost, every other event (a status, a pause, a person's
+    action, the end) alone, in the order they happened.
+
+    `money` is the run's ledger rows for the page (billing.selectors.run_money_rows): each
+    step's capture joins its step and gives its cost; the hold opens the first page and the
+    release closes the latest one. With `hide_billing`, rows about money are left out, while
+    the costs stay in the headings.
+    """
+    captures: dict[int, Any] = {}
+    hold = release = None
+    for transfer in money:
+        kind = getattr(transfer, "kind", "")
+        step = getattr(transfer, "step", None)
+        if kind == "capture" and isinstance(step, int):
+            captures.setdefault(step, transfer)
+        elif kind == "hold":
+            hold = transfer
+        elif kind == "release":
+            release = transfer
+
+    entries: list[EventRow | StepGroup] = []
+    if first_page and hold is not None:
+        entries.append(_ledger_row(hold, "Hold", "held from the team's wallet for the run"))
+    blocks: dict[int, list[StepGroup]] = {}
+    current: StepGroup | None = None
+    for row in rows:
+        if row.step is None:
+            entries.append(row)
+            current = None
+            continue
+        if current is None or current.step != row.step:
+            current = StepGroup(step=row.step, continued=row.step in blocks)
+            blocks.setdefault(row.step, []).append(current)
+            entries.append(current)
+        current.rows.append(row)
+
+    for step, groups in blocks.items():
+        # The cost goes on the block where the step ended (its `step` event), else its last.
+        owner = next((group for group in groups if group.ended), groups[-1])
+        capture = captures.get(step)
+        if capture is not None:
+            amount = _count(getattr(capture, "amount_cents", None)) or 0
+            owner.cost = format_cents(amount)
+            owner.rows.append(_ledger_row(capture, "Charge", f"charged for step {step}"))
+        elif owner.ended:
+            owner.cost = "not charged"
+
+    if latest_page and release is not None:
+        entries.append(_ledger_row(release, "Release", "returned to the team's wallet"))
+    if hide_billing:
+        for group in (entry for entry in entries if isinstance(entry, StepGroup)):
+            group.rows = [row for row in group.rows if not row.billing]
+        entries = [e for e in entries if isinstance(e, StepGroup) or not e.billing]
+    return entries
+
+
+def _ledger_row(transfer: Any, label: str, said: str) -> EventRow:
+    amount = _count(getattr(transfer, "amount_cents", None)) or 0
+    created_at = getattr(transfer, "created_at", None)
+    memo = getattr(transfer, "memo", "")  # why it moved, when the ledger says more
+    return EventRow(
+        seq=0,
+        created_at=created_at if isinstance(created_at, dt.datetime) else None,
+        type=str(getattr(transfer, "kind", "")),
+        label=label,
+        css="ledger",
+        text=f"{format_cents(amount)} {said}",
+        notes=[_printable(_clip(memo, 400))] if isinstance(memo, str) and memo else [],
+        source="ledger",
+    )
 
 
 # --- one presenter per type: data (a dict) -> the row's parts; empty parts mean "fall back" ---

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
+from django.urls import reverse
 from django.utils import timezone
 
-from portal.teams.access import membership_or_404, team_read_access
+from billing.ledger_groups import LedgerRun, person
+from portal.teams.access import is_billing_admin, membership_or_404
 from portal.teams.models import Membership, Role, Team
 from runs.coasty import CoastyError
 from runs.models import LIVE_STATUSES, Run, RunEvent, RunStatus
@@ -45,12 +47,33 @@ def run_for_member(user, run_id) -> tuple[Run, Membership]:
 
 def run_for_reader(user, run_id) -> tuple[Run, Membership | None]:
     """The run and the caller's membership of its team, None for a billing admin who reads it
-    without being a member (portal.teams.access.team_read_access); 404 for anyone else."""
+    without being a member; 404 for anyone else (the rule of
+    portal.teams.access.team_read_access).
+
+    One query for the run and the reader's membership side by side, as team_access does for
+    a team: the run page keeps a budget of ten queries (tests/test_page_queries.py).
+    """
+    if not getattr(user, "is_authenticated", False):
+        raise Http404(NO_SUCH_RUN)
+    mine = Membership.objects.filter(team=OuterRef("team_id"), user=user)
     try:
-        run = Run.objects.select_related("team", "created_by", "decided_by").get(pk=run_id)
-        return run, team_read_access(user, run.team).membership
-    except (Run.DoesNotExist, Http404, ValueError, TypeError, ValidationError) as exc:
+        run = (
+            Run.objects.select_related("team", "created_by", "decided_by")
+            .annotate(
+                reader_membership_pk=Subquery(mine.values("pk")[:1]),
+                reader_role=Subquery(mine.values("role")[:1]),
+            )
+            .get(pk=run_id)
+        )
+    except (Run.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
         raise Http404(NO_SUCH_RUN) from exc
+    membership_pk = getattr(run, "reader_membership_pk", None)
+    if membership_pk is not None:
+        role = getattr(run, "reader_role", "")
+        return run, Membership(pk=membership_pk, team=run.team, user=user, role=role)
+    if is_billing_admin(user):
+        return run, None
+    raise Http404(NO_SUCH_RUN)
 
 
 @dataclass(frozen=True)
@@ -317,3 +340,30 @@ def approvals_for(user) -> QuerySet[Run]:
         .select_related("team", "created_by")
         .order_by("created_at", "id")
     )
+
+
+def runs_for_ledger(run_ids: list[uuid.UUID]) -> dict[uuid.UUID, LedgerRun]:
+    """The wallet ledger's words for its runs (billing.ledger_groups.describe_runs, through
+    the BILLING_LEDGER_RUNS setting): task, launcher and status, one query."""
+    runs = (
+        Run.objects.filter(pk__in=run_ids)
+        .select_related("created_by")
+        .only(
+            "id",
+            "task",
+            "status",
+            "created_by__username",
+            "created_by__first_name",
+            "created_by__last_name",
+        )
+    )
+    return {
+        run.pk: LedgerRun(
+            task=run.task,
+            launched_by=person(run.created_by) or "—",
+            status=run.status,
+            status_label=run.get_status_display(),
+            url=reverse("run_detail", args=[run.pk]),
+        )
+        for run in runs
+    }

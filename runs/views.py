@@ -11,13 +11,13 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.errors import BudgetExceeded, InsufficientFunds, MemberLimitExceeded
 from billing.prices import step_price_cents
-from billing.selectors import budget_status, member_month, wallet_summary
+from billing.selectors import budget_status, member_month, run_money_rows, wallet_summary
 from portal.core.csv_export import csv_lines, spreadsheet_safe
 from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
@@ -26,7 +26,7 @@ from portal.teams.models import Role
 from runs import selectors, services
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
 from runs.models import CuaVersion, Run, RunEvent, RunStatus
-from runs.presenters import present_events
+from runs.presenters import present_events, present_timeline
 from runs.services.approval import approval_expiry
 from runs.upstream import webhooks_disabled_reason
 
@@ -244,7 +244,9 @@ def run_detail(request: TeamReadRequest, run_id) -> HttpResponse:
     # The team navigation and the wallet banner follow request.team, as on the team's pages.
     request.team, request.membership = run.team, membership
     before = selectors.timeline_before(request.GET.get("before"))
-    return render(request, "runs/run_detail.html", _detail_context(run, membership, before))
+    hide_billing = _billing_hidden(request)
+    context = _detail_context(run, membership, before, hide_billing=hide_billing)
+    return render(request, "runs/run_detail.html", context)
 
 
 @login_required
@@ -253,18 +255,58 @@ def run_live(request: AuthenticatedRequest, run_id) -> HttpResponse:
     """The live part of the run page, fetched every couple of seconds while the run is live."""
     run, membership = selectors.run_for_reader(request.user, run_id)
     before = selectors.timeline_before(request.GET.get("before"))
-    context = {**_detail_context(run, membership, before), "fragment": True}
+    hide_billing = _billing_hidden(request)
+    context = {
+        **_detail_context(run, membership, before, hide_billing=hide_billing),
+        "fragment": True,
+    }
     return render(request, "runs/_run_live.html", context)
 
 
-def _detail_context(run: Run, membership, before: int | None = None) -> dict:
+def _billing_hidden(request: HttpRequest) -> bool:
+    """`?billing=hide`: the timeline leaves out its rows about money (any other value shows
+    them). A link, so the choice works without JavaScript and pages and refreshes keep it."""
+    return request.GET.get("billing") == "hide"
+
+
+def _timeline_query(*, before: int | None, hide_billing: bool) -> str:
+    """The query string of a timeline page ("" for the latest page with billing rows)."""
+    params: dict[str, str | int] = {}
+    if before is not None:
+        params["before"] = before
+    if hide_billing:
+        params["billing"] = "hide"
+    return f"?{urlencode(params)}" if params else ""
+
+
+def _detail_context(
+    run: Run, membership, before: int | None = None, *, hide_billing: bool = False
+) -> dict:
     timeline = selectors.run_timeline(run, before=before)
+    events = present_events(timeline.events)
+    # One query for the page's money: the captures of its steps (their costs), hold, release.
+    money = run_money_rows(run.pk, steps={row.step for row in events if row.step is not None})
+    entries = present_timeline(
+        events,
+        money,
+        first_page=timeline.earlier is None,
+        latest_page=before is None,
+        hide_billing=hide_billing,
+    )
     return {
         "run": run,
         "team": run.team,
         "membership": membership,
-        "events": present_events(timeline.events),
+        "events": events,
+        "entries": entries,
+        "hide_billing": hide_billing,
         "timeline": timeline,
+        "timeline_urls": {
+            "here": _timeline_query(before=before, hide_billing=hide_billing),
+            "toggle": _timeline_query(before=before, hide_billing=not hide_billing),
+            "latest": _timeline_query(before=None, hide_billing=hide_billing),
+            "earlier": _timeline_query(before=timeline.earlier, hide_billing=hide_billing),
+        },
         "live_final": _live_final(run, timeline.last_upstream),
         "resume_form": ResumeForm(),
         # A manager of the team other than the launcher (runs.services.approval decides again).

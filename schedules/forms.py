@@ -2,7 +2,13 @@ import datetime as dt
 
 from django import forms
 
-from runs.forms import DEADLINE_MAX, MACHINE_ID_MAX, MAX_STEPS_MAX, TASK_MAX
+from runs.forms import (
+    MACHINE_ID_MAX,
+    MAX_STEPS_MAX,
+    TASK_MAX,
+    DeadlineInMinutes,
+    DeadlineMinutesField,
+)
 from runs.models import CuaVersion, OnAwaitingHuman
 from schedules import cron
 from schedules.models import CatchUp
@@ -10,7 +16,7 @@ from schedules.models import CatchUp
 DAY_OF_MONTH_CHOICES = [(str(day), str(day)) for day in range(1, 29)] + [("L", "last day")]
 
 
-class ScheduleForm(forms.Form):
+class ScheduleForm(DeadlineInMinutes):
     """A schedule: when (a preset or a cron expression, in a zone) and the run to launch."""
 
     name = forms.CharField(
@@ -81,9 +87,7 @@ class ScheduleForm(forms.Form):
     max_steps = forms.IntegerField(
         label="Maximum steps", min_value=1, max_value=MAX_STEPS_MAX, initial=20
     )
-    deadline_seconds = forms.IntegerField(
-        label="Deadline (seconds)", min_value=1, max_value=DEADLINE_MAX, required=False
-    )
+    deadline_minutes = DeadlineMinutesField(help_text="Optional; each run times out after it.")
     on_awaiting_human = forms.ChoiceField(
         label="When the agent needs a human",
         choices=OnAwaitingHuman.choices,

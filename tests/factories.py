@@ -85,3 +85,36 @@ def place_hold(team, cents, *, run_id=None):
         run_id=run_id,
         caused_by=f"run:{run_id}",
     )
+
+
+def ledger_run(team, user, task, *, steps=0, price=5, held=100, release=True, status=None):
+    """A run of `team` launched by `user`, with its hold, `steps` charged steps and (when
+    `release`) the rest of its hold released."""
+    from billing import services
+    from runs.models import Run, RunStatus
+
+    run_id = uuid.uuid4()
+    Run.objects.create(
+        id=run_id,
+        team=team,
+        created_by=user,
+        machine_id="vm-linux-1",
+        task=task,
+        price_cents=price,
+        held_cents=held,
+        charged_cents=steps * price,
+        steps_completed=steps,
+        idempotency_key=f"portal-run-{run_id}",
+        status=status or (RunStatus.SUCCEEDED if release else RunStatus.RUNNING),
+    )
+    hold = place_hold(team, held, run_id=run_id)
+    if steps:
+        services.hold_capture_steps(
+            reference=hold.reference,
+            steps=list(range(1, steps + 1)),
+            amount_cents=price,
+            caused_by=f"run:{run_id}",
+        )
+    if release:
+        services.hold_release(reference=hold.reference, caused_by=f"run:{run_id}")
+    return run_id

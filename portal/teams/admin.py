@@ -4,7 +4,7 @@ from django.forms.models import BaseInlineFormSet
 from portal.core.admin import ReadOnlyAdmin
 from portal.teams import services
 from portal.teams.forms import TeamAdminForm
-from portal.teams.models import Membership, MembershipChange, Role, Team
+from portal.teams.models import Invitation, Membership, MembershipChange, Role, Team
 from portal.teams.services import refuse_losing_last_manager
 
 
@@ -132,3 +132,28 @@ class MembershipChangeAdmin(ReadOnlyAdmin):
         "new_role",
     ]
     list_filter = ["action", "team"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdmin):
+    """Invitations are sent, revoked and accepted on the team pages; here they are looked up.
+    Never the token's hash: nothing here helps anyone rebuild a link."""
+
+    list_display = ["created_at", "team", "email", "role", "status", "invited_by", "expires_at"]
+    list_filter = ["status", "team"]
+    search_fields = ["email", "team__slug"]
+    list_select_related = ["team", "invited_by"]
+    fields = (
+        "team",
+        "email",
+        "role",
+        "status",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "accepted_by",
+        "revoked_at",
+        "revoked_by",
+    )
+    readonly_fields = fields

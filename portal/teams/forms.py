@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UserCreationForm
 from django.db.models import Q
 from django.utils.text import slugify
 
@@ -93,3 +94,60 @@ class MemberAddForm(forms.Form):
 
 class RoleChangeForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
+
+
+class InvitationForm(forms.Form):
+    """A manager's invitation of an email address to their team."""
+
+    email = forms.EmailField(
+        max_length=254,
+        label="Email address",
+        widget=forms.EmailInput(attrs={"autocomplete": "off"}),
+    )
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Role.MEMBER)
+
+    def __init__(self, *args, team: Team, **kwargs):
+        kwargs.setdefault("prefix", "invite")  # beside the add form on one page: own field ids
+        super().__init__(*args, **kwargs)
+        self.team = team
+
+    def clean_email(self):
+        email = self.cleaned_data["email"].strip().lower()
+        member = (
+            self.team.memberships.filter(user__email__iexact=email).select_related("user").first()
+        )
+        if member is not None:
+            raise forms.ValidationError(
+                f"{member.user.get_username()} ({email}) is already in {self.team.name}."
+            )
+        return email
+
+
+class InvitationSignUpForm(UserCreationForm):
+    """The account an invited person makes: a name, a username and a password (Django's
+    password validators, which also compare it with the name and the invited address). The
+    email address is the invited one and cannot be changed."""
+
+    name = forms.CharField(
+        max_length=150,
+        required=False,
+        label="Your name",
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
+    )
+
+    class Meta(UserCreationForm.Meta):
+        model = User
+        fields = ("name", "username")
+
+    def __init__(self, *args, email: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.instance.email = email
+        self.fields["username"].widget.attrs["autocomplete"] = "username"
+
+    def clean_name(self):
+        # On the instance before the password validators (run after the fields are cleaned)
+        # compare the password with it.
+        name = self.cleaned_data["name"].strip()
+        first_name, _, last_name = name.partition(" ")
+        self.instance.first_name, self.instance.last_name = first_name, last_name.strip()
+        return name

@@ -1,5 +1,9 @@
+import hashlib
+import uuid
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -102,3 +106,72 @@ class MembershipChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.get_action_display()} {self.member_username} in {self.team}"
+
+
+class Invitation(models.Model):
+    """An email address asked to join a team with a role, through a one-time link.
+
+    The link names the row by `key` and carries a secret token; only the token's SHA-256 is
+    kept, so nothing stored here rebuilds a working link. A row stays `pending` until the person
+    accepts it, a manager revokes it, or a newer invitation of the same address to the same
+    team replaces it; a pending row past `expires_at` is expired. Ended rows are kept: they say
+    who invited whom, and they let an old link answer "already used" instead of "not found".
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        ACCEPTED = "accepted", "accepted"
+        REVOKED = "revoked", "revoked"
+        REPLACED = "replaced", "replaced by a newer invitation"
+
+    key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(max_length=254)  # lower-cased by the service
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    token_sha256 = models.CharField(max_length=64, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # When and by whom a revoke or a re-invite ended the invitation.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            # Re-inviting an address replaces its pending invitation: one live link at a time.
+            models.UniqueConstraint(
+                fields=["team", "email"],
+                condition=models.Q(status="pending"),
+                name="invitation_one_pending_per_email",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(role__in=Role.values), name="invitation_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["pending", "accepted", "revoked", "replaced"]),
+                name="invitation_status_valid",
+            ),
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.role}) to {self.team}, {self.status}"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.status == self.Status.PENDING and self.expires_at <= timezone.now()
+
+    @staticmethod
+    def digest(token: str) -> str:
+        """What is stored of a token. The token is 256 random bits, so a fast hash is right
+        (there is nothing to brute-force), as for API tokens."""
+        return hashlib.sha256(token.encode()).hexdigest()

@@ -17,4 +17,16 @@ urlpatterns = [
         views.team_member_remove,
         name="team_member_remove",
     ),
+    path(
+        "teams/<slug:slug>/members/invite/",
+        views.team_invitation_create,
+        name="team_invitation_create",
+    ),
+    path(
+        "teams/<slug:slug>/invitations/<int:invitation_id>/revoke/",
+        views.team_invitation_revoke,
+        name="team_invitation_revoke",
+    ),
+    # The emailed link: no login needed (see views.invitation_accept).
+    path("invitations/<uuid:key>/<str:token>/", views.invitation_accept, name="invitation_accept"),
 ]

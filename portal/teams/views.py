@@ -1,18 +1,37 @@
-"""The team pages: the list of a person's teams, creating a team, and its members."""
+"""The team pages: the list of a person's teams, creating a team, its members, and the
+invitations managers send by email."""
+
+import uuid
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.core.http import AuthenticatedRequest
 from portal.teams import services
 from portal.teams.access import TeamRequest, team_view
-from portal.teams.forms import MemberAddForm, RoleChangeForm, TeamCreateForm
-from portal.teams.models import ROLE_DESCRIPTIONS, Role
-from portal.teams.selectors import memberships_for_user, team_members, team_membership_changes
+from portal.teams.forms import (
+    InvitationForm,
+    InvitationSignUpForm,
+    MemberAddForm,
+    RoleChangeForm,
+    TeamCreateForm,
+)
+from portal.teams.models import ROLE_DESCRIPTIONS, Invitation, Role
+from portal.teams.selectors import (
+    invitation_for_link,
+    memberships_for_user,
+    team_invitations_pending,
+    team_members,
+    team_membership_changes,
+)
 
 
 @login_required
@@ -48,10 +67,15 @@ def team_create(request: AuthenticatedRequest) -> HttpResponse:
 @team_view()
 @require_GET
 def team_members_page(request: TeamRequest, slug: str) -> HttpResponse:
-    return _render_members(request, MemberAddForm(team=request.team))
+    return _render_members(request)
 
 
-def _render_members(request: TeamRequest, add_form: MemberAddForm, status: int = 200):
+def _render_members(
+    request: TeamRequest,
+    add_form: MemberAddForm | None = None,
+    invite_form: InvitationForm | None = None,
+    status: int = 200,
+):
     members = list(team_members(request.team))
     managers = sum(1 for m in members if m.role == Role.MANAGER)
     return render(
@@ -67,7 +91,12 @@ def _render_members(request: TeamRequest, add_form: MemberAddForm, status: int =
             if managers == 1
             else None,
             "changes": team_membership_changes(request.team),
-            "add_form": add_form,
+            "add_form": add_form or MemberAddForm(team=request.team),
+            "invite_form": invite_form or InvitationForm(team=request.team),
+            # Addresses and links waiting for an answer are the managers' business only.
+            "invitations": list(team_invitations_pending(request.team))
+            if request.membership.can_manage
+            else [],
             "roles": [(role, ROLE_DESCRIPTIONS[role]) for role in Role],
         },
         status=status,
@@ -94,7 +123,7 @@ def team_member_add(request: TeamRequest, slug: str) -> HttpResponse:
                 f"Added {form.cleaned_data['person'].get_username()} to {request.team.name}.",
             )
             return redirect("team_members", slug=slug)
-    return _render_members(request, form, status=400)
+    return _render_members(request, add_form=form, status=400)
 
 
 @team_view(Role.MANAGER, action="change roles")
@@ -132,3 +161,119 @@ def team_member_remove(request: TeamRequest, slug: str, membership_id: int) -> H
     if membership.user_id == request.user.pk:
         return redirect("home")
     return redirect("team_members", slug=slug)
+
+
+@team_view(Role.MANAGER, action="invite people")
+@require_POST
+def team_invitation_create(request: TeamRequest, slug: str) -> HttpResponse:
+    form = InvitationForm(request.POST, team=request.team)
+    if form.is_valid():
+        email = form.cleaned_data["email"]
+        try:
+            services.invitation_create(
+                team=request.team,
+                email=email,
+                role=form.cleaned_data["role"],
+                invited_by=request.user,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        except services.InvitationEmailNotSent:
+            messages.error(
+                request,
+                f"The invitation of {email} is saved, but the email could not be sent. "
+                "Invite the address again to send a fresh link.",
+            )
+            return redirect("team_members", slug=slug)
+        else:
+            messages.success(request, f"Invited {email}. The link in their email works for 7 days.")
+            return redirect("team_members", slug=slug)
+    return _render_members(request, invite_form=form, status=400)
+
+
+@team_view(Role.MANAGER, action="revoke invitations")
+@require_POST
+def team_invitation_revoke(request: TeamRequest, slug: str, invitation_id: int) -> HttpResponse:
+    # Looked up within the team of the URL, which the caller manages: another team's
+    # invitation is a 404 here.
+    invitation = get_object_or_404(request.team.invitations, pk=invitation_id)
+    try:
+        services.invitation_revoke(invitation=invitation, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Revoked the invitation of {invitation.email}.")
+    return redirect("team_members", slug=slug)
+
+
+# --- Accepting an invitation (no login needed) ----------------------------------------------------
+
+CLOSED_TITLES = {
+    "used": "This invitation was already used",
+    "expired": "This invitation has expired",
+    "revoked": "This invitation was withdrawn",
+}
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request: HttpRequest, key: uuid.UUID, token: str) -> HttpResponse:
+    """The page an invitation's link opens.
+
+    Nothing is read from or written to the session, and nothing is stored, until the token
+    matches; every wrong key or token gets the same 404. A GET never accepts (mail scanners
+    open links): the person confirms with a POST. Someone without an account makes one here;
+    someone with an account logs in (the login page sends them back) and confirms.
+    """
+    invitation = invitation_for_link(key=key, token=token)
+    if invitation is None:
+        raise Http404("No such invitation.")
+    reason = services.invitation_closed_reason(invitation)
+    if reason is not None:
+        return _render_closed(request, invitation, reason)
+    context: dict = {"invitation": invitation, "role_label": Role(invitation.role).label}
+    user = request.user
+    if user.is_authenticated:
+        if not services.email_matches(user, invitation):  # type: ignore[arg-type]
+            return render(request, "portal/invitation_other_account.html", context, status=403)
+        if request.method == "POST":
+            try:
+                services.invitation_accept(invitation=invitation, user=user)  # type: ignore[arg-type]
+            except services.InvitationClosed as exc:
+                return _render_closed(request, invitation, exc.reason)
+            messages.success(request, f"Welcome to {invitation.team.name}.")
+            return redirect("team_dashboard", slug=invitation.team.slug)
+        return render(request, "portal/invitation_accept.html", context)
+    if get_user_model().objects.filter(email__iexact=invitation.email).exists():
+        login_url = reverse("login") + "?" + urlencode({"next": request.path})
+        return render(request, "portal/invitation_log_in.html", {**context, "login_url": login_url})
+    form = InvitationSignUpForm(request.POST or None, email=invitation.email)
+    if request.method == "POST" and form.is_valid():
+        try:
+            new_user = services.invitation_accept_new_user(
+                invitation=invitation,
+                username=form.cleaned_data["username"],
+                password=form.cleaned_data["password1"],
+                name=form.cleaned_data.get("name") or "",
+            )
+        except services.InvitationClosed as exc:
+            return _render_closed(request, invitation, exc.reason)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            login(request, new_user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, f"Welcome to {invitation.team.name}.")
+            return redirect("team_dashboard", slug=invitation.team.slug)
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request, "portal/invitation_sign_up.html", {**context, "form": form}, status=status
+    )
+
+
+def _render_closed(request: HttpRequest, invitation: Invitation, reason: str) -> HttpResponse:
+    return render(
+        request,
+        "portal/invitation_closed.html",
+        {"invitation": invitation, "reason": reason, "title": CLOSED_TITLES[reason]},
+        status=410,
+    )

@@ -70,6 +70,8 @@ def _cancel_before_submit(run: Run, user) -> None:
     run.pending_action = PendingAction.NONE
     run.submit_next_at = None
     run.save()
+    # Who ended it, as for a cancel that reaches Coasty: the timeline and the API name them.
+    run_activity_record(run=run, kind=RunActivity.Kind.CANCEL_REQUESTED, actor=user)
     run_status_notify(run)
     billing.hold_release(reference=run.hold_reference, caused_by=user or f"run:{run.pk}")
 

@@ -57,9 +57,17 @@ def test_the_ledger_signs_money_in_and_out_and_leaves_step_charges_plain(
     assert (" debit", "\u2212$0.25") in amounts
     assert (" credit", "+$50.00") in amounts
     assert (" neutral", "$1.00") in amounts  # the hold moves money inside the wallet
-    assert (" neutral", "$0.05") in amounts  # a step's charge
-    assert 'class="badge capture">' in page
+    assert (" neutral", "$0.05") in amounts  # the run's charge
     assert 'class="badge debit">' not in page
+    # and the run's entries, opened, show the step's charge plain too
+    entries = (
+        client_for(member)
+        .get(f"/teams/research/wallet/runs/{hold.run_id}/", headers={"HX-Request": "true"})
+        .content.decode()
+    )
+    assert (" neutral", "$0.05") in _amounts(entries)
+    assert 'class="badge capture">' in entries
+    assert 'class="badge debit">' not in entries
 
 
 def test_the_review_warns_when_the_invoice_reference_was_used(

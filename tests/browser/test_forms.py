@@ -46,3 +46,33 @@ def test_a_form_the_browser_brings_back_can_be_sent_again(demo, open_page):
     # then the button is itself again
     expect(button).to_have_text("Launch run")
     expect(button).not_to_have_attribute("aria-disabled", "true")
+
+
+def test_the_deadline_is_asked_in_minutes_and_kept_in_seconds(demo, open_page):
+    # given bob on the launch form
+    page = open_page("bob")
+    page.goto("/teams/research/runs/new/")
+
+    # when he gives a 30-minute deadline (the field says minutes) and launches
+    page.get_by_label("Machine", exact=True).fill("vm-linux-1")
+    page.get_by_label("Task", exact=True).fill("Export last week's new leads as CSV")
+    page.get_by_label("Deadline (minutes)").fill("30")
+    page.get_by_role("button", name="Launch run").click()
+
+    # then the run has 1,800 seconds
+    expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+    assert Run.objects.get().deadline_seconds == 1800
+
+
+def test_a_deadline_over_a_day_is_refused_in_minutes(demo, open_page):
+    page = open_page("bob")
+    page.goto("/teams/research/runs/new/")
+    page.get_by_label("Machine", exact=True).fill("vm-linux-1")
+    page.get_by_label("Task", exact=True).fill("Export last week's new leads as CSV")
+    deadline = page.get_by_label("Deadline (minutes)")
+    deadline.fill("2000")
+    # the browser's own check says the limit too; the server's message is the one tested
+    deadline.evaluate("el => el.removeAttribute('max')")
+    page.get_by_role("button", name="Launch run").click()
+    expect(page.get_by_text("at most 1,440 minutes (a day)")).to_be_visible()
+    assert not Run.objects.exists()

@@ -42,6 +42,7 @@ DOCS = REPO / "docs" / "screenshots"
 ARTIFACTS = REPO / "test-artifacts" / "screenshots"
 ZONE = zoneinfo.ZoneInfo("Europe/London")
 WINDOW = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 MARKERS = re.compile(r"\s*\[[^\]]*\]\s*")
 
 
@@ -187,6 +188,11 @@ def backdate_run(run, when):
         shift(model.objects.filter(run=run), delta)
     for model in (Transfer, Hold, Reconciliation):
         shift(model.objects.filter(run_id=run.pk), delta)
+    # The simulator finishes in about a second; a real agent takes ~20 s a step. The picture
+    # shows the durations people see (staged, like the dates).
+    if run.finished_at:
+        ended = F("created_at") + dt.timedelta(seconds=20 * max(run.steps_completed, 1))
+        Run.objects.filter(pk=run.pk).update(finished_at=ended, settled_at=ended)
     recount_months(run)
 
 
@@ -321,7 +327,55 @@ def test_screenshots_of_the_main_pages(stack, demo, open_page, shots_dir):
     expect(admin.get_by_role("region", name="Wallets").get_by_role("row")).to_have_count(3)
     shoot(admin, "billing")
 
-    assert Run.objects.get(pk=running.pk).status == RunStatus.RUNNING, "the live run ended early"
-    assert sorted(p.name for p in shots_dir.glob("*.png")) >= sorted(
-        f"{n}.png" for n in ("billing", "dashboard", "launch", "run-live", "runs", "wallet")
+    # on a 390 px phone: the runs list as stacked cards
+    phone = open_page("bob", viewport=PHONE, timezone_id="Europe/London")
+    phone.goto("/teams/research/runs/")
+    first = phone.locator("table.data tbody tr").first
+    expect(first).to_be_visible()
+    assert first.evaluate("r => getComputedStyle(r).display") in ("block", "grid")
+    # past the filters, to the cards
+    first.evaluate(
+        "r => { (r.closest('.card') || r).scrollIntoView({block: 'start'}); "
+        "window.scrollBy(0, -8); }"
     )
+    shoot(phone, "phone-runs")
+
+    # a paused run: the resume box right under the banner, on the first screen
+    phone.goto(f"/runs/{waiting.pk}/")
+    expect(phone.get_by_role("button", name="Resume")).to_be_in_viewport()
+    shoot(phone, "phone-run-paused")
+
+    # the launch form, filled in, scrolled to its end: the cost box above the Launch button
+    phone.goto("/teams/research/runs/new/")
+    phone.get_by_label("Machine", exact=True).fill("vm-linux-1")
+    phone.get_by_label("Task", exact=True).fill("Export last week's new leads as CSV")
+    phone.get_by_label("Maximum steps").fill("40")
+    expect(phone.locator("#cost-max")).to_have_text("$2.00 (40 × $0.05)")
+    phone.get_by_label("Maximum steps").blur()
+    launch_button = phone.get_by_role("button", name="Launch run")
+    launch_button.evaluate("b => { b.scrollIntoView({block: 'end'}); window.scrollBy(0, 24); }")
+    expect(phone.locator("#cost-box")).to_be_in_viewport()
+    expect(launch_button).to_be_in_viewport()
+    shoot(phone, "phone-launch")
+
+    # the wallet
+    phone.goto("/teams/research/wallet/")
+    expect(phone.get_by_role("table", name="Ledger of Research")).to_be_attached()
+    shoot(phone, "phone-wallet")
+
+    assert Run.objects.get(pk=running.pk).status == RunStatus.RUNNING, "the live run ended early"
+    assert {p.name for p in shots_dir.glob("*.png")} >= {
+        f"{n}.png"
+        for n in (
+            "billing",
+            "dashboard",
+            "launch",
+            "run-live",
+            "runs",
+            "wallet",
+            "phone-runs",
+            "phone-run-paused",
+            "phone-launch",
+            "phone-wallet",
+        )
+    }

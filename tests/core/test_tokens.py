@@ -62,13 +62,16 @@ def test_malformed_or_unknown_tokens_are_401(header, team, api_client_for):
     assert response["WWW-Authenticate"] == 'Bearer realm="api"'
 
 
-def test_no_token_is_401_even_with_a_browser_session(team, make_member, client_for):
+def test_a_browser_session_reads_without_a_token_but_writes_need_one(team, make_member, client_for):
+    # issue 18: the API docs' "Try it out" works for a logged-in person's reads
     bob = make_member(team, username="bob")
 
-    response = client_for(bob).get(TEAMS)
-
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert client_for(bob).get(TEAMS).status_code == 200
+    response = client_for(bob).post(
+        "/api/v1/teams/research/runs/", {}, content_type="application/json"
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "PERMISSION_DENIED"
 
 
 def test_revoked_token_is_401_and_says_so(team, make_member, api_client_for):

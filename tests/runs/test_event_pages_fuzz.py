@@ -59,7 +59,10 @@ field_names = (
 )
 event_data = st.dictionaries(field_names, json_values, max_size=6) | json_values
 
-ROW = re.compile(r'<span class="body">(.*?)</li>', re.DOTALL)
+# An event's row (the ledger's hold, charge and release rows beside them are not events).
+ROW = re.compile(
+    r'<li class="(?!ledger-row)[^"]*-row[^"]*">.*?<span class="body">(.*?)</li>', re.DOTALL
+)
 TAG = re.compile(r"<[^>]+>")
 
 

@@ -40,7 +40,7 @@ LAUNCH_FORM = {
     "task": "Export the leads",
     "cua_version": "v5",
     "max_steps": "10",
-    "deadline_seconds": "",
+    "deadline_minutes": "",
     "on_awaiting_human": "pause",
     "instructions": "",
     "system_prompt": "",
@@ -120,7 +120,11 @@ def test_member_sees_resume_and_cancel_on_a_paused_run(setup, client_for):
         ("max_steps", "0", "greater than or equal to 1"),
         ("max_steps", "1001", "less than or equal to 1000"),
         ("max_steps", "ten", "Enter a whole number"),
-        ("deadline_seconds", "86401", "less than or equal to 86400"),
+        ("deadline_minutes", "1441", "at most 1,440 minutes (a day)"),
+        ("deadline_minutes", "0", "at least 1 minute"),
+        ("deadline_minutes", "-5", "at least 1 minute"),
+        ("deadline_minutes", "1.5", "a whole number of minutes"),
+        ("deadline_minutes", "ten", "a whole number of minutes"),
         ("task", "   ", "Describe the task for the agent."),
         ("task", "x" * 16001, "at most 16000 characters"),
         ("machine_id", "m" * 129, "at most 128 characters"),
@@ -169,6 +173,52 @@ def test_run_again_prefills_the_form(setup, client_for):
     )
     body = page.content.decode()
     assert "[pause] Log in" in body and 'value="10"' in body
+
+
+@pytest.mark.parametrize(
+    ("minutes", "seconds"), [("30", 1800), ("1", 60), ("1440", 86400), ("", None)]
+)
+def test_the_launch_form_takes_the_deadline_in_minutes_and_stores_seconds(
+    setup, client_for, minutes, seconds
+):
+    # when a member launches with a deadline in minutes
+    response = client_for(setup["member"]).post(
+        reverse("run_launch", args=["research"]),
+        {**LAUNCH_FORM, "deadline_minutes": minutes, "launch_token": str(uuid.uuid4())},
+    )
+
+    # then the run keeps (and will send Coasty) the seconds
+    assert response.status_code == 302, response.content
+    run = Run.objects.exclude(pk=setup["run"].pk).get()
+    assert run.deadline_seconds == seconds
+    assert run.submit_body.get("deadline_seconds") == seconds
+
+
+def test_the_run_page_says_the_deadline_in_minutes(setup, client_for):
+    run = setup["run"]
+    Run.objects.filter(pk=run.pk).update(deadline_seconds=1800)
+    page = client_for(setup["member"]).get(reverse("run_detail", args=[run.pk])).content.decode()
+    assert "<dt>Deadline</dt><dd>30 min</dd>" in page
+
+
+def test_the_launch_form_ignores_a_posted_deadline_in_seconds(setup, client_for):
+    # the old field name is no way around the minutes (nor their bounds)
+    client_for(setup["member"]).post(
+        reverse("run_launch", args=["research"]),
+        {**LAUNCH_FORM, "deadline_seconds": "999999", "launch_token": str(uuid.uuid4())},
+    )
+    assert Run.objects.exclude(pk=setup["run"].pk).get().deadline_seconds is None
+
+
+def test_run_again_shows_the_deadline_in_minutes_rounded_up(setup, client_for):
+    run = setup["run"]
+    Run.objects.filter(pk=run.pk).update(deadline_seconds=90)  # launched through the API
+    page = client_for(setup["member"]).get(
+        reverse("run_launch", args=["research"]) + f"?from={run.pk}"
+    )
+    body = page.content.decode()
+    assert "Deadline (minutes)" in body
+    assert 'name="deadline_minutes" value="2"' in body
 
 
 def test_run_again_from_another_teams_run_prefills_nothing(

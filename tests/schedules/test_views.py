@@ -27,7 +27,7 @@ FORM = {
     "task": "Export the new leads",
     "cua_version": "v5",
     "max_steps": "10",
-    "deadline_seconds": "",
+    "deadline_minutes": "",
     "on_awaiting_human": "pause",
 }
 
@@ -70,6 +70,9 @@ def test_preview_shows_the_next_five_times_without_saving(bob):
         ({"timezone": "Europe/Atlantis"}, "timezone", "Unknown time zone"),
         ({"at": ""}, "at", "Give the time of day"),
         ({"task": "  "}, "task", "Describe the task"),
+        ({"deadline_minutes": "1441"}, "deadline_minutes", "at most 1,440 minutes"),
+        ({"deadline_minutes": "0"}, "deadline_minutes", "at least 1 minute"),
+        ({"deadline_minutes": "2.5"}, "deadline_minutes", "whole number of minutes"),
     ],
 )
 def test_a_schedule_that_cannot_work_is_a_form_error(bob, change, field, words):
@@ -78,6 +81,22 @@ def test_a_schedule_that_cannot_work_is_a_form_error(bob, change, field, words):
     assert response.status_code == 400
     assert words in " ".join(response.context["form"].errors[field])
     assert not Schedule.objects.exists()
+
+
+def test_the_schedule_form_takes_the_deadline_in_minutes_and_stores_seconds(bob):
+    response = bob.post("/teams/research/schedules/new/", {**FORM, "deadline_minutes": "45"})
+
+    assert response.status_code == 302
+    assert Schedule.objects.get().deadline_seconds == 2700
+
+
+def test_editing_a_schedule_shows_its_deadline_in_minutes(bob, make_schedule):
+    schedule = make_schedule(start=utc(2026, 5, 4, 7, 30), deadline_seconds=600)
+
+    page = bob.get(f"/teams/research/schedules/{schedule.pk}/edit/").content.decode()
+
+    assert "Deadline (minutes)" in page
+    assert 'name="deadline_minutes" value="10"' in page
 
 
 def test_a_run_the_wallet_cannot_cover_now_is_saved_with_a_warning(bob, funded):

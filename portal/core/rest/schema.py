@@ -5,6 +5,7 @@ schemathesis checks every response of the test suite's fuzzing against this desc
 (tests/core/rest/test_schema.py), so what is documented here is what the endpoints really answer.
 """
 
+from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -40,6 +41,29 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
             "description": (
                 "A personal API token, made on the portal's Account page or with "
                 "`manage.py create_api_token`. It acts as you, with your teams and roles."
+            ),
+        }
+
+
+class SessionReadScheme(OpenApiAuthenticationExtension):
+    """The login session, on the reads only (portal.core.rest.authentication)."""
+
+    target_class = "portal.core.rest.authentication.SessionReadAuthentication"
+    name = "sessionCookie"
+
+    def get_security_requirement(self, auto_schema):
+        if auto_schema.method.upper() not in ("GET", "HEAD", "OPTIONS"):
+            return None  # a write through the session is refused: a token is needed
+        return {self.name: []}
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": settings.SESSION_COOKIE_NAME,
+            "description": (
+                "Logged in to the portal in this browser: the API docs' reads work with it, "
+                "nothing to enter. Changes need a bearer token."
             ),
         }
 

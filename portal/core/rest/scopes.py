@@ -8,11 +8,17 @@ every URL under /api/v1/ names one).
 
 A missing scope is 403 PERMISSION_DENIED naming the scope, before the view looks anything up,
 so the answer says nothing about the object asked for.
+
+A call with the login session instead of a token (portal.core.rest.authentication) has no
+scopes: it is the person, as on the pages, and the views' team and role rules apply unchanged.
+It may only read, and only an endpoint that names its area (checked here again, whatever
+authentication a view might use).
 """
 
 from rest_framework import exceptions, permissions
 
 from portal.core.models import ApiToken
+from portal.core.rest.authentication import SESSION_WRITE_REFUSED
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 UNDECLARED = object()
@@ -30,9 +36,17 @@ def required_scope(view, method: str) -> str | object | None:
 class TokenScopes(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         token = request.auth
-        if not isinstance(token, ApiToken):
-            return True  # not a token call: IsAuthenticated decides
         scope = required_scope(view, request.method)
+        if not isinstance(token, ApiToken):
+            if not request.user.is_authenticated:
+                return True  # anonymous: IsAuthenticated answers 401
+            if request.method not in SAFE_METHODS:
+                raise exceptions.PermissionDenied(SESSION_WRITE_REFUSED)
+            if scope is UNDECLARED:
+                raise exceptions.PermissionDenied(
+                    "This endpoint does not say which scope it needs, so it answers no one."
+                )
+            return True
         if scope is None:
             return True
         if scope is UNDECLARED:

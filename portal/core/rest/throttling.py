@@ -1,5 +1,6 @@
 """Rate limits per person: one budget for reads, a smaller one for writes, shared by all of a
-person's API tokens (so making more tokens buys no more requests).
+person's API tokens and their login session's reads (so making more tokens, or reading through
+the API docs, buys no more requests).
 
 Rates are `REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["api_read" | "api_write"]` (from the
 environment, see settings), read on every request so a settings change applies at once. Counts
@@ -23,8 +24,8 @@ class TokenRateThrottle(SimpleRateThrottle):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "api_read")
 
     def get_cache_key(self, request, view):
-        if request.auth is None or not request.user.is_authenticated:
-            return None  # not a token request (refused before throttling anyway)
+        if not request.user.is_authenticated:
+            return None  # anonymous (refused before throttling anyway)
         return f"throttle:{self.scope}:user:{request.user.pk}"
 
     def wait(self):
