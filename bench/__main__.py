@@ -2,6 +2,7 @@
 
     python -m bench [webhook ingest ledger pages launch schedules budget notify]
     python -m bench --markdown      # bench/results.json as a Markdown table
+    python -m bench --readme        # that table written into README.md (python -m bench.readme)
 
 Each benchmark starts from a fresh `portal_bench` database (the pages dataset lives in
 `portal_bench_pages` and is kept). Figures are compared with their limits measured in the same
@@ -14,10 +15,11 @@ import sys
 import time
 
 from bench.common import BENCH_DB, PY, REPO, VAR, django_env, recreate_database
+from bench.readme import RESULTS, markdown, number
+from bench.readme import main as readme_main
 
 BENCHMARKS = ("webhook", "ingest", "ledger", "pages", "launch", "schedules", "budget", "notify")
-RESULTS = REPO / "bench" / "results.json"
-KEYS = ("name", "value", "unit", "limit", "ratio", "goal", "met")
+KEYS = ("name", "value", "unit", "limit", "ratio", "goal", "met", "basis", "note")
 
 
 def run_one(name: str) -> tuple[list[dict], str]:
@@ -52,10 +54,10 @@ def table(figures: list[dict]) -> str:
             (
                 f["name"],
                 f"{f['value']:,.1f} {f['unit']}",
-                f"{f['limit']:,.1f}",
-                f"{f['ratio']:.2f}",
+                number(f["limit"]),
+                number(f["ratio"], 2),
                 f["goal"],
-                "yes" if f["met"] else "NO",
+                "-" if f["met"] is None else ("yes" if f["met"] else "NO"),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -67,28 +69,28 @@ def table(figures: list[dict]) -> str:
     return "\n".join(lines)
 
 
-GOALS = {">=": "≥ limit", "<=": "≤ limit"}
+def merged(figures: list[dict], chosen: list[str]) -> list[dict]:
+    """The new figures in place of the chosen benchmarks' old ones; the others' kept as they were
+    (a figure's benchmark is its name up to the colon), in the order of BENCHMARKS."""
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    kept = [f for f in old if f["name"].split(":")[0] not in chosen]
+    rows = [{k: f.get(k) for k in KEYS} for f in kept + figures]
+    order = {name: n for n, name in enumerate(BENCHMARKS)}
+    return sorted(rows, key=lambda f: order.get(f["name"].split(":")[0], len(order)))
 
 
-def markdown(figures: list[dict]) -> str:
-    """The table of bench/results.json as Markdown (for the README)."""
-    lines = [
-        "| figure | value | limit | ratio | goal | met |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for f in figures:
-        goal = GOALS.get(f["goal"]) or f"≥ {f['goal'][2:-1]} % of limit"
-        lines.append(
-            f"| {f['name']} | {f['value']:,.1f} {f['unit']} | {f['limit']:,.1f} | "
-            f"{f['ratio']:.2f} | {goal} | {'yes' if f['met'] else '**no**'} |"
-        )
-    return "\n".join(lines)
+def verdict(figure: dict) -> str:
+    if figure["met"] is None:
+        return "information"
+    return "met" if figure["met"] else "NOT met"
 
 
 def main(argv: list[str]) -> int:
     if argv == ["--markdown"]:
         print(markdown(json.loads(RESULTS.read_text())))
         return 0
+    if argv == ["--readme"]:
+        return readme_main([])
     chosen = argv or list(BENCHMARKS)
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:
@@ -111,11 +113,11 @@ def main(argv: list[str]) -> int:
         statuses.append(status)
         for figure in found:
             print(
-                f"  {figure['name']}: {figure['value']:,.1f} {figure['unit']} (limit {figure['limit']:,.1f}, {'met' if figure['met'] else 'NOT met'}) {figure.get('note', '')}",
+                f"  {figure['name']}: {figure['value']:,.1f} {figure['unit']} (limit {number(figure['limit'])}, {verdict(figure)}) {figure.get('note', '')}",
                 flush=True,
             )
     total = time.perf_counter() - started
-    RESULTS.write_text(json.dumps([{k: f[k] for k in KEYS} for f in figures], indent=2) + "\n")
+    RESULTS.write_text(json.dumps(merged(figures, chosen), indent=2, ensure_ascii=False) + "\n")
     print()
     print(table(figures))
     print()

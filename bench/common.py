@@ -201,24 +201,42 @@ def percentile(values: list[float], p: float) -> float:
 class Figure:
     """One measured figure beside its limit: the same-run baseline or the fixed threshold.
 
-    goal is how value must compare with limit: ">=" (at least the limit), "<=" (at most), or
-    ">=50%" (at least that share of the limit). ratio is value / limit.
+    goal is how value must compare with limit: ">=" (at least the limit), "<=" (at most), "=="
+    (the same),
+    ">=70%" (at least that share of the limit), "<=150%" (at most that multiple of it), or
+    "info" (no goal: the row informs; limit may be None and met is None). ratio is value / limit.
+
+    basis says how far the figure travels: "side by side" when limit is measured in the same run,
+    alternating with value (a ratio to trust across machines), "absolute" when it is compared
+    with a fixed number (this machine, this load only).
     """
 
     name: str
     value: float
     unit: str
-    limit: float
+    limit: float | None
     goal: str
-    met: bool = False
-    ratio: float = 0.0
+    met: bool | None = None
+    ratio: float | None = None
     note: str = ""
+    basis: str = ""
 
     def __post_init__(self) -> None:
-        self.ratio = round(self.value / self.limit, 3) if self.limit else 0.0
-        if self.goal.startswith(">=") and self.goal.endswith("%"):
+        if not self.basis:
+            self.basis = "side by side" if self.goal.endswith("%") else "absolute"
+        self.ratio = round(self.value / self.limit, 3) if self.limit else None
+        if self.goal == "info":
+            self.met = None
+        elif self.limit is None:
+            raise ValueError(f"{self.name}: a goal {self.goal!r} needs a limit")
+        elif self.goal[:2] in (">=", "<=") and self.goal.endswith("%"):
             share = float(self.goal[2:-1]) / 100
-            self.met = self.value >= share * self.limit
+            if self.goal.startswith(">="):
+                self.met = self.value >= share * self.limit
+            else:
+                self.met = self.value <= share * self.limit
+        elif self.goal == "==":
+            self.met = self.value == self.limit
         elif self.goal == ">=":
             self.met = self.value >= self.limit
         elif self.goal == "<=":
@@ -226,7 +244,7 @@ class Figure:
         else:
             raise ValueError(f"unknown goal {self.goal!r}")
         self.value = round(self.value, 2)
-        self.limit = round(self.limit, 2)
+        self.limit = round(self.limit, 2) if self.limit is not None else None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -8,6 +8,7 @@ the same client drives both sides of each comparison.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -108,6 +109,84 @@ def run_load(
             )
         )
         result.seconds = time.perf_counter() - started
+
+    asyncio.run(main())
+    return result
+
+
+@dataclass
+class OpenLoopResult(LoadResult):
+    offered: float = 0.0  # the arrival rate asked for, requests/s
+    connections: int = 0  # connections opened (one more whenever all were busy)
+    behind_ms: float = 0.0  # how late the client itself started its latest request, at worst
+
+
+def run_open_loop(
+    base_url: str,
+    requests: Iterator[bytes],
+    *,
+    rate: float,
+    seconds: float,
+    max_connections: int = 1024,
+    seed: int = 17,
+) -> OpenLoopResult:
+    """Send `requests` as Poisson arrivals at `rate` per second for `seconds` (open loop): each
+    arrival is sent at its scheduled time whether or not earlier ones were answered, on an idle
+    keep-alive connection or a new one. A latency runs from the arrival's SCHEDULED time to its
+    answer, so a server (or client) that falls behind is charged for the queue it builds
+    (no coordinated omission)."""
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    result = OpenLoopResult(offered=rate)
+    clock = time.perf_counter
+
+    async def main() -> None:
+        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        slots = asyncio.Semaphore(max_connections)
+
+        async def one(raw: bytes, scheduled: float) -> None:
+            async with slots:
+                if idle:
+                    reader, writer = idle.pop()
+                else:
+                    reader, writer = await asyncio.open_connection(host, port)
+                    result.connections += 1
+                try:
+                    writer.write(raw)
+                    status, _ = await _read_response(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    result.connections += 1
+                    writer.write(raw)
+                    status, _ = await _read_response(reader)
+                result.latencies.append(clock() - scheduled)
+                result.statuses[status] += 1
+                result.sent += 1
+                idle.append((reader, writer))
+
+        rng = random.Random(seed)
+        started = clock()
+        stop_at = started + seconds
+        due = started
+        tasks = []
+        while True:
+            due += rng.expovariate(rate)
+            if due > stop_at:
+                break
+            wait = due - clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                result.behind_ms = max(result.behind_ms, -wait * 1000)
+            raw = next(requests, None)
+            if raw is None:
+                break
+            tasks.append(asyncio.create_task(one(raw, due)))
+        await asyncio.gather(*tasks)
+        result.seconds = clock() - started
+        for _reader, writer in idle:
+            writer.close()
 
     asyncio.run(main())
     return result

@@ -451,7 +451,8 @@ SPECTACULAR_SETTINGS = {
         "TransferKindEnum": "billing.models.TransferKind",
     },
 }
-# `make bench` only: serve /bench/ok, a bare endpoint (no database) that the webhook intake is
+# `make bench` only: serve /bench/ok (a bare view, no database) and /bench/durable/<run>/ (verify
+# and one INSERT: the durable minimum), the limits the webhook intake is
 # measured against. Off everywhere else.
 BENCH_ENDPOINTS = env.bool("PORTAL_BENCH_ENDPOINTS", default=False)
 

@@ -18,5 +18,9 @@ urlpatterns = [
 ]
 
 if settings.BENCH_ENDPOINTS:
-    # `make bench` only: the bare endpoint the webhook intake is measured against.
+    # `make bench` only: the bare endpoint, and the durable minimum the webhook intake is
+    # measured against.
     urlpatterns.insert(0, path("bench/ok", views.bench_ok, name="bench_ok"))
+    urlpatterns.insert(
+        0, path("bench/durable/<uuid:run_id>/", views.bench_durable, name="bench_durable")
+    )

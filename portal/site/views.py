@@ -1,5 +1,7 @@
 import datetime as dt
+import hashlib
 import logging
+import time
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -16,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from rest_framework.exceptions import AuthenticationFailed
 
 from portal.core import services
+from portal.core.crypto import SecretUnreadable, decrypt_secret
 from portal.core.forms import ApiTokenForm
 from portal.core.http import AuthenticatedRequest
 from portal.core.logins import lockout_lift_for_account
@@ -32,6 +35,9 @@ from portal.teams.access import (
     token_scopes_allowed,
 )
 from portal.teams.selectors import memberships_for_user
+from runs import sql as runs_sql
+from runs.coasty import WebhookSignatureError, verify
+from runs.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -214,3 +220,36 @@ def bench_ok(request: HttpRequest) -> JsonResponse:
     """
     _ = request.body
     return JsonResponse({"ok": True, "message": "ok"})
+
+
+BENCH_DURABLE_RESULT = "bench: durable minimum"
+
+
+@csrf_exempt
+def bench_durable(request: HttpRequest, run_id) -> JsonResponse:
+    """`make bench` only (settings.BENCH_ENDPOINTS): the least a durable webhook intake can do,
+    the limit the real one (runs.services.webhooks) is measured against.
+
+    As the real intake does: the run's secret is read without a lock (one indexed SELECT) and
+    the signature verified against it (constant time); then ONE INSERT of the delivery into the
+    real delivery table, committed on its own (autocommit), and a 200. No lock, no dedupe, no
+    status change, no task: what remains of the real intake beyond this is its own cost.
+    """
+    raw = request.body
+    known = runs_sql.run_webhook_secret(run_id)
+    if known is None or not known[0]:
+        return JsonResponse({"ok": False, "message": "unknown run"}, status=404)
+    header = request.headers.get("Coasty-Signature", "")
+    try:
+        verify(header, raw, [decrypt_secret(known[0])], now=time.time())
+    except (WebhookSignatureError, SecretUnreadable):
+        return JsonResponse({"ok": False, "message": "bad signature"}, status=401)
+    runs_sql.delivery_insert(
+        run_id,
+        {"Coasty-Signature": header},
+        raw,
+        hashlib.sha256(raw).hexdigest(),
+        verdict=WebhookDelivery.Verdict.ACCEPTED,
+        result=BENCH_DURABLE_RESULT,
+    )
+    return JsonResponse({"ok": True, "message": "stored"})

@@ -33,7 +33,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from portal.core.crypto import SecretUnreadable, decrypt_secret
-from portal.core.queue import enqueue_on_commit
+from portal.core.queue import enqueue_on_commit, enqueue_with_transaction
 from runs import sql, tasks
 from runs.coasty import WebhookSignatureError, strict_json, verify
 from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
@@ -243,7 +243,9 @@ def _webhook_store_and_apply(
     digest = hashlib.sha256(body).hexdigest()
     event = str(payload.get("event") or "")[:64]
     try:
-        with transaction.atomic():
+        # On the ORM broker the settle and the notifications' fan-out are queued in this
+        # transaction: one commit per delivery instead of one more per task.
+        with enqueue_with_transaction(), transaction.atomic():
             # Lock the run: the stream's ingest and settle serialise with this delivery on it.
             run = sql.run_locked_for_webhook(run_id)
             if run is None:
