@@ -320,3 +320,37 @@ def test_paging_both_ways_visits_every_group_once_by_newest_activity(
     # then every group comes once, in order, and paging back gives the same pages
     assert [k for page in pages for k in keys(page)] == expected
     assert [keys(page) for page in back] == [keys(page) for page in reversed(pages)]
+
+
+@pytest.mark.parametrize(
+    "first, last, text",
+    [
+        ("2026-12-03T07:02:10", "2026-12-03T07:02:50", "3 Dec 2026, 07:02"),
+        ("2026-12-03T07:02:10", "2026-12-03T07:40:00", "3 Dec 2026, 07:02 – 07:40"),
+        ("2026-12-03T23:50:00", "2026-12-04T00:20:00", "3 Dec 2026, 23:50 – 4 Dec 2026, 00:20"),
+    ],
+)
+def test_a_runs_span_reads_in_the_viewers_time_zone(first, last, text):
+    import datetime as dt
+    import zoneinfo
+
+    from django.utils import timezone
+
+    utc = dt.UTC
+    group = ledger_groups.LedgerGroup(
+        last_id=1,
+        first_at=dt.datetime.fromisoformat(first).replace(tzinfo=utc),
+        last_at=dt.datetime.fromisoformat(last).replace(tzinfo=utc),
+    )
+    assert group.when_text == text  # UTC, the default
+    assert group.when_title.startswith(first)
+
+    # in New York (UTC-5) the same span is five hours earlier, the title too
+    with timezone.override(zoneinfo.ZoneInfo("America/New_York")):
+        shifted = ledger_groups.LedgerGroup(
+            last_id=1, first_at=group.first_at, last_at=group.last_at
+        )
+        assert shifted.when_text.startswith(
+            (dt.datetime.fromisoformat(first) - dt.timedelta(hours=5)).strftime("%-d %b %Y, %H:%M")
+        )
+        assert shifted.when_title.endswith("-05:00")
