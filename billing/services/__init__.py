@@ -20,6 +20,7 @@ from billing.services.budgets import budget_set, member_limit_set
 from billing.services.holds import (
     hold_capture,
     hold_capture_steps,
+    hold_capture_steps_totalled,
     hold_discrepancy_open,
     hold_place,
     hold_release,
@@ -49,6 +50,7 @@ __all__ = [
     "budget_set",
     "hold_capture",
     "hold_capture_steps",
+    "hold_capture_steps_totalled",
     "hold_discrepancy_open",
     "hold_place",
     "hold_release",

@@ -158,7 +158,7 @@ def hold_capture(*, reference: str, step: int, amount_cents: int, caused_by: Cau
     key = keys.capture_key(reference, step)
     try:
         if connection.vendor == "postgresql":
-            transfer = _capture_in_one_statement(reference, [step], amount_cents, user, label)[0]
+            transfer = _capture_in_one_statement(reference, [step], amount_cents, user, label)[0][0]
         else:
             transfer = _capture_in_three_statements(reference, step, amount_cents, user, label)
     except (IntegrityError, NoRoom) as exc:
@@ -188,6 +188,17 @@ def hold_capture_steps(
     (the usual case). Anything else (a replayed step, a hold running out) falls back to one
     `hold_capture` per step, lowest first, whose rules then decide step by step.
     """
+    return hold_capture_steps_totalled(
+        reference=reference, steps=steps, amount_cents=amount_cents, caused_by=caused_by
+    )[0]
+
+
+def hold_capture_steps_totalled(
+    *, reference: str, steps: list[int], amount_cents: int, caused_by: CausedBy
+) -> tuple[dict[int, Transfer | None], int | None]:
+    """`hold_capture_steps`, and the hold's captured_cents after it when the capture statement
+    returned it (the one-statement path); None when the caller must read it (`hold_captured_cents`).
+    The ingest mirrors that total on the run without a query of its own."""
     check_cents(amount_cents, what="A capture")
     steps = sorted(set(steps))
     for step in steps:
@@ -195,11 +206,13 @@ def hold_capture_steps(
     user, label = cause(caused_by)
     if len(steps) > 1 and connection.vendor == "postgresql":
         try:
-            transfers = _capture_in_one_statement(reference, steps, amount_cents, user, label)
+            transfers, captured_cents = _capture_in_one_statement(
+                reference, steps, amount_cents, user, label
+            )
         except (IntegrityError, NoRoom):
             pass  # nothing was written: decide step by step below
         else:
-            return dict(zip(steps, transfers, strict=True))
+            return dict(zip(steps, transfers, strict=True)), captured_cents
     results: dict[int, Transfer | None] = {}
     for step in steps:
         try:
@@ -208,14 +221,14 @@ def hold_capture_steps(
             )
         except HoldExceeded:
             results[step] = None
-    return results
+    return results, None
 
 
 def _capture_in_one_statement(
     reference: str, steps: list[int], amount_cents: int, user, label: str
-) -> list[Transfer]:
-    """PostgreSQL: the capture as one statement (billing.locks.capture_steps). Outside a
-    transaction it commits on its own, which keeps the hot accounts locked for the shortest
+) -> tuple[list[Transfer], int]:
+    """PostgreSQL: the capture as one statement (billing.locks.capture_steps); its transfers and
+    the hold's captured_cents after it. Outside a transaction it commits on its own, which keeps the hot accounts locked for the shortest
     time; inside the caller's transaction a savepoint undoes it alone when it is refused."""
     created_at = timezone.now()
 
@@ -258,7 +271,7 @@ def _capture_in_one_statement(
         transfer._state.adding = False  # it is in the database, as if loaded from it
         transfer._state.db = connection.alias
         transfers.append(transfer)
-    return transfers
+    return transfers, captured.captured_cents
 
 
 def _capture_in_three_statements(

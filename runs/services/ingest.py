@@ -109,7 +109,7 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
             # The batch's steps in one capture (one statement on PostgreSQL); each step is
             # still charged at most once, under its own key, and one the hold cannot pay for
             # is refused alone (billing.services.hold_capture_steps).
-            captured = billing.hold_capture_steps(
+            captured, captured_cents = billing.hold_capture_steps_totalled(
                 reference=run.hold_reference,
                 steps=chargeable,
                 amount_cents=run.price_cents,
@@ -120,12 +120,17 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
                     logger.error("run %s: capture of step %s would exceed the hold", run.pk, step)
                     continue
                 run.steps_completed = max(run.steps_completed, step)
-            run.charged_cents = hold_captured_cents(run.hold_reference)
+            # The capture statement returns the hold's total; only the step-by-step path reads it.
+            if captured_cents is None:
+                captured_cents = hold_captured_cents(run.hold_reference)
+            run.charged_cents = captured_cents
         if any(event.type == "done" for event in events):
             run.events_complete = True
         run.last_seq = max(run.last_seq, events[-1].seq)
         run.last_event_at = timezone.now()
-        run.save()
+        # Only the fields ingest sets: a smaller UPDATE to build, and no write-back of columns
+        # others change without this lock (the follower's lease, renewed by a plain UPDATE).
+        run.save(update_fields=_INGEST_FIELDS)
         if run.is_terminal and run.settled_at is None:
             enqueue_on_commit(tasks.settle_run, str(run.pk))
     return run
@@ -211,6 +216,24 @@ def stored_data(event: IncomingEvent, cap: int) -> dict[str, Any]:
     note: dict[str, Any] = earlier if isinstance(earlier, dict) else {}
     return {PORTAL_KEY: {**note, "oversize_bytes": size, "limit_bytes": cap}}
 
+
+# Every Run field events_ingest (and apply_status / _resumed_actor_attach) may set.
+_INGEST_FIELDS = (
+    "status",
+    "status_seq",
+    "status_at",
+    "awaiting_human_reason",
+    "pending_action",
+    "finished_at",
+    "result",
+    "error",
+    "steps_completed",
+    "charged_cents",
+    "events_complete",
+    "last_seq",
+    "last_event_at",
+    "resume_requested_by",
+)
 
 _TEXT_EVENTS = frozenset({"awaiting_human", "text", "error"})
 

@@ -3,6 +3,7 @@ event follower does for each batch of a run's events: each step is still charged
 and a step the hold cannot pay for is refused alone."""
 
 import pytest
+from django.db import connection
 
 from billing import services
 from billing.models import Hold, Transfer, TransferKind
@@ -35,6 +36,28 @@ def test_a_batch_of_new_steps_charges_each_once(team):
     assert {t.pk for t in result.values()} == set(
         Transfer.objects.filter(hold=hold, kind=TransferKind.CAPTURE).values_list("pk", flat=True)
     )
+
+
+def test_the_totalled_capture_returns_the_holds_total_or_none_to_read_it(team):
+    # given an open hold with one step charged
+    top_up(team, 1000)
+    hold = place_hold(team, 50)
+    services.hold_capture(reference=hold.reference, step=1, amount_cents=5, caused_by="run:x")
+    # when a batch brings two new steps
+    result, total = services.hold_capture_steps_totalled(
+        reference=hold.reference, steps=[2, 3], amount_cents=5, caused_by="run:x"
+    )
+    hold.refresh_from_db()
+    assert sorted(result) == [2, 3] and hold.captured_cents == 15
+    # then PostgreSQL's one statement gives the hold's own total (elsewhere the caller reads it)
+    assert total == (15 if connection.vendor == "postgresql" else None)
+    # and a replayed batch, decided step by step, never claims a total it did not read
+    again, total = services.hold_capture_steps_totalled(
+        reference=hold.reference, steps=[2, 3, 4], amount_cents=5, caused_by="run:x"
+    )
+    hold.refresh_from_db()
+    assert again[2].pk == result[2].pk and hold.captured_cents == 20
+    assert total is None
 
 
 def test_a_batch_that_repeats_charged_steps_charges_only_the_new_ones(team):
