@@ -5,7 +5,6 @@ bounded whatever the size of the ledger (keyset pages, one-query summaries).
 """
 
 from collections.abc import Iterator
-from functools import wraps
 from uuid import UUID
 
 from django.conf import settings
@@ -38,27 +37,11 @@ from portal.core.http import AuthenticatedRequest
 from portal.core.money import format_cents
 from portal.teams.access import (
     TeamReadRequest,
+    billing_admin_required,
     is_billing_admin,
     team_view,
 )
 from portal.teams.models import Membership, Role, Team
-
-
-def billing_admin_required(view):
-    """The organisation's billing pages: billing admins only; anyone else is told what is missing
-    (a 403 naming the billing admin role, not a team role they could not have)."""
-
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if not is_billing_admin(request.user):
-            raise PermissionDenied(
-                "The organisation's billing pages are for billing admins. Your team's wallet "
-                "is on the team's own pages; ask a billing admin for a top-up or a correction."
-            )
-        return view(request, *args, **kwargs)
-
-    return wrapped
-
 
 # A team's wallet is for its members (any role) and for billing admins; others get 404.
 wallet_access = team_view(billing_admins_read=True)

@@ -195,3 +195,19 @@ def token_scopes_allowed(user: Any) -> list[str]:
     if is_billing_admin(user):
         scopes.append(TokenScope.BILLING_WRITE)
     return [scope.value for scope in TokenScope if scope in scopes]
+
+
+def billing_admin_required(view):
+    """The organisation's billing pages: billing admins only; anyone else is told what is missing
+    (a 403 naming the billing admin role, not a team role they could not have)."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not is_billing_admin(request.user):
+            raise PermissionDenied(
+                "The organisation's billing pages are for billing admins. Your team's wallet "
+                "is on the team's own pages; ask a billing admin for a top-up or a correction."
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapped

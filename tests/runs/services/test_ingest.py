@@ -125,3 +125,34 @@ def test_an_impossible_timestamp_is_ignored_not_a_failed_batch(funded_team, make
     assert answer.status == 200
     assert (run.status, run.last_seq) == ("succeeded", 2)
     assert run.finished_at is not None
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [IncomingEvent(1, "status", {"status": "running"}), *_step_events(2, 1)],
+        [IncomingEvent(1, "awaiting_human", {"reason": "captcha"})],
+        [
+            IncomingEvent(1, "awaiting_human", {"reason": "captcha"}),
+            IncomingEvent(2, "resumed", {"note": "done"}),
+            IncomingEvent(3, "text", {"text": "half way"}),
+        ],
+        [
+            *_step_events(1, 1),
+            IncomingEvent(6, "error", {"error": {"code": "E", "message": "broke"}}),
+            IncomingEvent(7, "done", {"status": "failed"}),
+        ],
+    ],
+    ids=["running-step", "paused", "resumed-text", "failed-done"],
+)
+def test_what_ingest_sets_on_the_run_is_what_is_stored(funded_team, make_member, coasty, batch):
+    # The ingest saves only the fields it names (runs.services.ingest._INGEST_FIELDS): any field
+    # it, apply_status or the notifier sets in memory and that list misses would be lost here.
+    user = make_member(funded_team)
+    run = _accepted_run(funded_team, user, coasty)
+
+    returned = services.events_ingest(run_id=run.pk, events=batch)
+
+    stored = type(returned).objects.get(pk=run.pk)
+    for field in type(returned)._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(returned, field.attname), field.name
