@@ -173,6 +173,14 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 else:
     _db.setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     _db["CONN_HEALTH_CHECKS"] = True
+    # The hot paths' statements (runs.sql: the webhook intake) bind their values on the server
+    # and are prepared once they have run this many times on a connection; Django's own queries
+    # bind on the client and are never prepared. Behind a pooler in transaction mode that cannot
+    # keep prepared statements, set DATABASE_PREPARE_THRESHOLD=off.
+    _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
+    _db.setdefault("OPTIONS", {})["prepare_threshold"] = (
+        None if _prepare in ("", "off", "none") else int(_prepare)
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

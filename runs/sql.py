@@ -8,13 +8,39 @@ Lock order is the same as the ORM paths': the run row first (billing.locks docum
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
 from django.db.models import Field, Model
 from django.utils import timezone
+from django_q.models import OrmQ
 
+from portal.notifications.models import OutboxEvent
 from runs.models import Run, RunEvent, WebhookDelivery
+
+
+@contextmanager
+def _bound_cursor() -> Iterator[Any]:
+    """A cursor for the hot paths' statements. On PostgreSQL it binds values on the server (the
+    statement travels apart from its values), so that psycopg prepares a statement it has run a
+    few times on a connection (its prepare_threshold): from then on PostgreSQL neither parses
+    nor plans it again, only binds and runs it. Django's own cursors bind on the client (the
+    values are written into the statement's text), which no server can prepare. The cursor is
+    wrapped as Django's are: same error classes, same query log."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = psycopg.Cursor(connection.connection)
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    with wrap(raw) as cursor:  # type: ignore[arg-type]  # the stubs name only Django's cursors
+        yield cursor
 
 
 def events_insert(run_id: Any, created_at: Any, rows_json: str) -> None:
@@ -75,7 +101,7 @@ def run_webhook_secret(run_id) -> tuple[str, str] | None:
         pk = Run._meta.pk.get_db_prep_value(run_id, connection)
     except (ValueError, TypeError, AttributeError):
         return None
-    with connection.cursor() as cursor:
+    with _bound_cursor() as cursor:
         cursor.execute(_webhook_secret_sql(), [pk])
         row = cursor.fetchone()
     return (row[0] or "", row[1] or "") if row else None
@@ -111,6 +137,7 @@ def _webhook_lock_sql() -> str:
     return f"SELECT {columns} FROM {table} WHERE {pk} = %s{lock}"  # noqa: S608 - names only
 
 
+@functools.cache
 def _field(model: type[Model], name: str) -> Field:
     field = model._meta.get_field(name)
     assert isinstance(field, Field)
@@ -151,6 +178,37 @@ def delivery_insert(
 ) -> bool:
     """Store one delivery; False when its dedupe key was taken (a duplicate), and then nothing
     is stored. One INSERT ... ON CONFLICT DO NOTHING RETURNING: no savepoint, no second query."""
+    params = _delivery_params(
+        run_id,
+        headers,
+        body,
+        digest,
+        verdict=verdict,
+        result=result,
+        event=event,
+        dedupe_key=dedupe_key,
+        body_size=body_size,
+        client_address=client_address,
+    )
+    with _bound_cursor() as cursor:
+        cursor.execute(_delivery_insert_sql(), params)
+        return cursor.fetchone() is not None
+
+
+def _delivery_params(
+    run_id,
+    headers: dict[str, str],
+    body: bytes,
+    digest: str,
+    *,
+    verdict: str,
+    result: str,
+    event: str = "",
+    dedupe_key: str | None = None,
+    body_size: int | None = None,
+    client_address: str | None = None,
+) -> list[Any]:
+    """A delivery's values in _DELIVERY_COLUMNS order, ready for the database."""
     values = (
         run_id,
         timezone.now(),
@@ -164,13 +222,10 @@ def delivery_insert(
         len(body) if body_size is None else body_size,
         client_address or None,
     )
-    params = [
+    return [
         _field(WebhookDelivery, name).get_db_prep_save(value, connection)
         for name, value in zip(_DELIVERY_COLUMNS, values, strict=True)
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_delivery_insert_sql(), params)
-        return cursor.fetchone() is not None
 
 
 @functools.cache
@@ -203,3 +258,133 @@ def _run_status_sql() -> str:
     table = connection.ops.quote_name(Run._meta.db_table)
     # Only column and table names are formatted in (S608); every value is a parameter.
     return f"UPDATE {table} SET {columns} WHERE {_column(Run, 'id')} = %s"  # noqa: S608
+
+
+# --- The webhook intake in one statement (PostgreSQL) ----------------------------------------
+
+
+def run_for_webhook(run_id) -> Run | None:
+    """PostgreSQL: the run as the webhook intake needs it (its secret, its status fields, what a
+    pause or an end records), read WITHOUT a lock in one indexed SELECT; None if unknown."""
+    try:
+        pk = Run._meta.pk.get_db_prep_value(run_id, connection)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    with _bound_cursor() as cursor:
+        cursor.execute(_webhook_read_sql(), [pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # from_db takes the values in the model's field order, the order the SELECT names them in.
+    return Run.from_db(connection.alias, _webhook_read_fields(), row)
+
+
+@functools.cache
+def _webhook_read_fields() -> tuple[str, ...]:
+    return tuple(f.attname for f in Run._meta.concrete_fields if f.attname in _WEBHOOK_RUN_FIELDS)
+
+
+@functools.cache
+def _webhook_read_sql() -> str:
+    columns = ", ".join(_column(Run, name) for name in _webhook_read_fields())
+    table = connection.ops.quote_name(Run._meta.db_table)
+    return f"SELECT {columns} FROM {table} WHERE {_column(Run, 'id')} = %s"  # noqa: S608
+
+
+def webhook_intake(
+    run: Run,
+    *,
+    seen: list[Any],
+    delivery: dict[str, Any],  # delivery_insert's arguments but the run's id
+    moved: bool,
+    events: list[OutboxEvent],
+    task_rows: list[tuple[str, str, Any]],
+) -> tuple[bool, bool]:
+    """PostgreSQL: store a verified delivery and apply it in ONE statement (one round trip, one
+    commit in autocommit): (the run was as read, the delivery was stored).
+
+    The run's row is locked only if its status fields are still `seen` (the values its change
+    was worked out from); then the delivery is inserted unless its dedupe key is taken; only
+    then the run's status fields are written (`moved`), its outbox events recorded (once per
+    key) and its tasks queued (`task_rows`, ORM broker). Nothing is written when the run
+    changed since it was read (the caller then takes the locked path) or when the delivery is
+    a duplicate.
+    """
+    prep = _prep_save
+    params: list[Any] = [prep(Run, "id", run.pk)]
+    params += [
+        prep(Run, name, value) for name, value in zip(WEBHOOK_STATUS_FIELDS, seen, strict=True)
+    ]
+    # The run's id comes from the locked row: a run changed since it was read stores nothing.
+    params += _delivery_params(run.pk, **delivery)[1:]
+    if moved:
+        params += [prep(Run, name, getattr(run, name)) for name in WEBHOOK_STATUS_FIELDS]
+        params.append(prep(Run, "id", run.pk))
+    for event in events:
+        params += [
+            prep(OutboxEvent, f.attname, getattr(event, f.attname)) for f in _outbox_fields()
+        ]
+    for row in task_rows:
+        params += [prep(OrmQ, name, value) for name, value in zip(_TASK_COLUMNS, row, strict=True)]
+    with _bound_cursor() as cursor:
+        cursor.execute(_webhook_intake_sql(moved, len(events), len(task_rows)), params)
+        locked, stored = cursor.fetchone()
+    return bool(locked), bool(stored)
+
+
+_TASK_COLUMNS = ("key", "payload", "lock")
+
+
+def _prep_save(model: type[Model], name: str, value: Any) -> Any:
+    return _field(model, name).get_db_prep_save(value, connection)
+
+
+@functools.cache
+def _outbox_fields() -> tuple[Field, ...]:
+    return tuple(f for f in OutboxEvent._meta.concrete_fields if not f.primary_key)
+
+
+def _typed_marks(model: type[Model], names) -> str:
+    return ", ".join(f"CAST(%s AS {_field(model, name).db_type(connection)})" for name in names)
+
+
+@functools.cache
+def _webhook_intake_sql(moved: bool, events: int, tasks: int) -> str:
+    q = connection.ops.quote_name
+    runs, pk = q(Run._meta.db_table), _column(Run, "id")
+    guard = " AND ".join(
+        f"{_column(Run, name)} IS NOT DISTINCT FROM %s" for name in WEBHOOK_STATUS_FIELDS
+    )
+    delivery_columns = ", ".join(_column(WebhookDelivery, name) for name in _DELIVERY_COLUMNS)
+    # Values in a SELECT list have no column to take their type from: each is cast to its
+    # column's (a server-bound NULL or string would otherwise be text).
+    marks = _typed_marks(WebhookDelivery, _DELIVERY_COLUMNS[1:])
+    parts = [
+        f"run AS (SELECT {pk} FROM {runs} WHERE {pk} = %s AND {guard} FOR UPDATE)",  # noqa: S608
+        f"stored AS (INSERT INTO {q(WebhookDelivery._meta.db_table)} ({delivery_columns}) "  # noqa: S608
+        f"SELECT run.{pk}, {marks} FROM run ON CONFLICT DO NOTHING RETURNING 1)",
+    ]
+    if moved:
+        sets = ", ".join(f"{_column(Run, name)} = %s" for name in WEBHOOK_STATUS_FIELDS)
+        parts.append(
+            f"moved AS (UPDATE {runs} SET {sets} WHERE {pk} = %s AND EXISTS (SELECT 1 FROM stored))"  # noqa: S608
+        )
+    outbox_columns = ", ".join(q(str(f.column)) for f in _outbox_fields())
+    outbox_marks = _typed_marks(OutboxEvent, [f.attname for f in _outbox_fields()])
+    for n in range(events):
+        parts.append(
+            f"event{n} AS (INSERT INTO {q(OutboxEvent._meta.db_table)} ({outbox_columns}) "  # noqa: S608
+            f"SELECT {outbox_marks} WHERE EXISTS (SELECT 1 FROM stored) ON CONFLICT DO NOTHING)"
+        )
+    task_columns = ", ".join(_column(OrmQ, name) for name in _TASK_COLUMNS)
+    task_marks = _typed_marks(OrmQ, _TASK_COLUMNS)
+    for n in range(tasks):
+        parts.append(
+            f"task{n} AS (INSERT INTO {q(OrmQ._meta.db_table)} ({task_columns}) "  # noqa: S608
+            f"SELECT {task_marks} WHERE EXISTS (SELECT 1 FROM stored))"
+        )
+    # Only table and column names are formatted in (S608); every value is a parameter.
+    return (
+        "WITH " + ", ".join(parts) + " "  # noqa: S608
+        "SELECT EXISTS (SELECT 1 FROM run), EXISTS (SELECT 1 FROM stored)"
+    )

@@ -9,15 +9,35 @@ transaction, Django runs the callback at once.
 """
 
 import contextvars
+import datetime as dt
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.utils import timezone
+from django_q import tasks as django_q_tasks
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 _WITH_TRANSACTION = contextvars.ContextVar("enqueue_with_transaction", default=False)
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """A task `enqueue_on_commit` was asked for inside `tasks_collected()`: not enqueued yet."""
+
+    path: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+_COLLECTED: contextvars.ContextVar[list[QueuedTask] | None] = contextvars.ContextVar(
+    "tasks_collected", default=None
+)
 
 
 def task_path(task: Callable[..., Any]) -> str:
@@ -33,6 +53,10 @@ def enqueue_on_commit(task: Callable[..., Any], *args: Any, **kwargs: Any) -> No
     after an on-commit enqueue, but without a commit (a WAL flush) of its own.
     """
     path = task_path(task)
+    collected = _COLLECTED.get()
+    if collected is not None:
+        collected.append(QueuedTask(path, args, kwargs))
+        return
     if _WITH_TRANSACTION.get() and connection.in_atomic_block and _orm_broker_on_default():
         async_task(path, *args, **kwargs)
         return
@@ -49,6 +73,56 @@ def enqueue_with_transaction() -> Iterator[None]:
         yield
     finally:
         _WITH_TRANSACTION.reset(token)
+
+
+@contextmanager
+def tasks_collected() -> Iterator[list[QueuedTask]]:
+    """Within this block `enqueue_on_commit` enqueues nothing: it adds the task to the list
+    yielded, for a caller that writes its change in one statement of its own (the webhook
+    intake) and then either puts the tasks' rows in that statement (`orm_task_rows`) or hands
+    them to `tasks_enqueue` once it knows the change was stored."""
+    collected: list[QueuedTask] = []
+    token = _COLLECTED.set(collected)
+    try:
+        yield collected
+    finally:
+        _COLLECTED.reset(token)
+
+
+def tasks_enqueue(collected: list[QueuedTask]) -> None:
+    """Enqueue collected tasks as `enqueue_on_commit` would have."""
+    for queued in collected:
+        transaction.on_commit(functools.partial(_enqueue, queued))
+
+
+def _enqueue(queued: QueuedTask) -> None:
+    async_task(queued.path, *queued.args, **queued.kwargs)
+
+
+class _Packer:
+    """A stand-in broker for django-q2's `async_task`: it keeps the signed package instead of
+    pushing it, so the package is exactly the one django-q2 itself builds."""
+
+    def __init__(self, list_key: str) -> None:
+        self.list_key = list_key
+        self.packages: list[str] = []
+
+    def enqueue(self, package: str) -> int:
+        self.packages.append(package)
+        return len(self.packages)
+
+
+def orm_task_rows(collected: list[QueuedTask]) -> list[tuple[str, str, dt.datetime]] | None:
+    """The ORM broker's queue rows (key, payload, lock) for collected tasks, for a caller to
+    INSERT in its own statement; None when the queue is not the ORM broker on the default
+    database (Redis, or sync), and the tasks must go through `tasks_enqueue` instead."""
+    if not _orm_broker_on_default():
+        return None
+    packer = _Packer(Conf.CLUSTER_NAME)
+    for queued in collected:
+        django_q_tasks.async_task(queued.path, *queued.args, broker=packer, **queued.kwargs)
+    now = timezone.now()
+    return [(packer.list_key, package, now) for package in packer.packages]
 
 
 def _orm_broker_on_default() -> bool:

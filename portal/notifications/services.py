@@ -6,9 +6,12 @@ change; recording the same key again is a no-op.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +45,24 @@ from portal.notifications.signing import secret_new
 
 logger = logging.getLogger(__name__)
 
+_COLLECTED: contextvars.ContextVar[list[OutboxEvent] | None] = contextvars.ContextVar(
+    "events_collected", default=None
+)
+
+
+@contextmanager
+def events_collected() -> Iterator[list[OutboxEvent]]:
+    """Within this block `event_record` stores nothing: it adds the unsaved event to the list
+    yielded (its fan-out task still goes to `enqueue_on_commit`), for a caller that writes its
+    change and the events in one statement of its own (the webhook intake), with the same
+    once-per-key rule: ON CONFLICT (key) DO NOTHING."""
+    collected: list[OutboxEvent] = []
+    token = _COLLECTED.set(collected)
+    try:
+        yield collected
+    finally:
+        _COLLECTED.reset(token)
+
 
 def event_record(
     type: EventType | str,
@@ -59,19 +80,15 @@ def event_record(
     concurrent recorder of the same key wins.
     """
     EventType(type)  # an unknown type is a programming error, raised here
-    OutboxEvent.objects.bulk_create(
-        [
-            OutboxEvent(
-                type=type,
-                team_id=team_id,
-                subject=subject,
-                key=key,
-                data=data or {},
-                user_id=user_id,
-            )
-        ],
-        ignore_conflicts=True,
+    event = OutboxEvent(
+        type=type, team_id=team_id, subject=subject, key=key, data=data or {}, user_id=user_id
     )
+    collected = _COLLECTED.get()
+    if collected is not None:
+        event.created_at = timezone.now()
+        collected.append(event)
+    else:
+        OutboxEvent.objects.bulk_create([event], ignore_conflicts=True)
     # Fan-out after commit; the sweep (tasks.notifications_sweep) catches any event whose task
     # was lost (a crash between commit and enqueue), and fanning out twice changes nothing.
     enqueue_on_commit(tasks.event_fan_out, key)

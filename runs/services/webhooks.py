@@ -23,17 +23,25 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from portal.core.crypto import SecretUnreadable, decrypt_secret
-from portal.core.queue import enqueue_on_commit, enqueue_with_transaction
+from portal.core.queue import (
+    enqueue_on_commit,
+    enqueue_with_transaction,
+    orm_task_rows,
+    tasks_collected,
+    tasks_enqueue,
+)
+from portal.notifications.services import events_collected
 from runs import sql, tasks
 from runs.coasty import WebhookSignatureError, strict_json, verify
 from runs.coasty.signing import WebhookSignatureMalformed, WebhookSignatureStale
@@ -173,8 +181,14 @@ def webhook_receive(
         limits.throttled()
         return WebhookAnswer(429, "too many refused deliveries; slow down", WINDOW_SECONDS)
 
-    # No lock, no write: a forged delivery costs this one indexed read.
-    known = sql.run_webhook_secret(run_id)
+    # No lock, no write: a forged delivery costs this one indexed read. On PostgreSQL it reads
+    # the run's status too, for the one-statement intake below.
+    one_statement = connection.vendor == "postgresql"
+    if one_statement:
+        read = sql.run_for_webhook(run_id)
+        known = (read.webhook_secret_encrypted, read.upstream_id or "") if read else None
+    else:
+        read, known = None, sql.run_webhook_secret(run_id)
     if known is None or not known[0]:
         # Also a run without a secret (launched without webhooks, or not yet accepted: Coasty
         # retries a non-2xx, and by then the secret is stored): exactly like an unknown run.
@@ -227,21 +241,87 @@ def webhook_receive(
         return refuse(Verdict.MALFORMED, 400, f"bad JSON: {exc}", raw)
     if str(payload.get("run_id")) != upstream_id:
         return refuse(Verdict.MALFORMED, 400, "run_id does not match this run", raw)
-    return _webhook_store_and_apply(
-        run_id=run_id,
+    delivery = Delivery(
         payload=payload,
         body=raw,
         headers={k: v for k, v in headers.items() if k.lower() in WEBHOOK_KEPT_HEADERS},
         client_address=address,
     )
+    if read is not None:
+        answer = _webhook_one_statement(read, delivery)
+        if answer is not None:
+            return answer
+    return _webhook_store_and_apply(run_id, delivery)
 
 
-def _webhook_store_and_apply(
-    *, run_id, payload: dict[str, Any], body: bytes, headers: dict[str, str], client_address
-) -> WebhookAnswer:
-    Verdict = WebhookDelivery.Verdict
-    digest = hashlib.sha256(body).hexdigest()
-    event = str(payload.get("event") or "")[:64]
+@dataclass
+class Delivery:
+    """A verified delivery, as it is stored."""
+
+    payload: dict[str, Any]
+    body: bytes
+    headers: dict[str, str]
+    client_address: str | None
+
+    def __post_init__(self) -> None:
+        self.digest = hashlib.sha256(self.body).hexdigest()
+        self.event = str(self.payload.get("event") or "")[:64]
+
+    def row(self, *, verdict: str, result: str, duplicate: bool = False) -> dict[str, Any]:
+        """The delivery's sql.delivery_insert arguments (but the run); a duplicate keeps only
+        the hash and size of its body, which are the accepted row's."""
+        return {
+            "headers": self.headers,
+            "body": b"" if duplicate else self.body,
+            "digest": self.digest,
+            "verdict": verdict,
+            "result": result,
+            "event": self.event,
+            "dedupe_key": None if duplicate else self.digest,
+            "body_size": len(self.body),
+            "client_address": self.client_address,
+        }
+
+
+def _webhook_one_statement(run: Run, delivery: Delivery) -> WebhookAnswer | None:
+    """PostgreSQL: store and apply a verified delivery in ONE statement (sql.webhook_intake),
+    worked out from the run as read without a lock; None when the run changed since it was read
+    (or is gone), and the caller takes the locked path instead.
+
+    Everything the locked path writes, this writes, in one commit and one round trip: the
+    delivery (unique per body), the run's status fields, its outbox event and its tasks (on the
+    ORM broker; on Redis they are enqueued once the statement has committed).
+    """
+    seen = [getattr(run, name) for name in sql.WEBHOOK_STATUS_FIELDS]
+    try:
+        with events_collected() as events, tasks_collected() as queued:
+            outcome, changed = _webhook_apply(run, delivery.payload)
+            if run.is_terminal and run.settled_at is None:
+                enqueue_on_commit(tasks.settle_run, str(run.pk))
+        rows = orm_task_rows(queued)
+        # Inside a caller's transaction (tests), a savepoint keeps a failure from ending it.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            locked, stored = sql.webhook_intake(
+                run,
+                seen=seen,
+                delivery=delivery.row(verdict=WebhookDelivery.Verdict.ACCEPTED, result=outcome),
+                moved=bool(changed),
+                events=events,
+                task_rows=rows or [],
+            )
+    except Exception as exc:
+        return _webhook_failed(run.pk, delivery, exc)
+    if not locked:
+        return None
+    if not stored:
+        return _duplicate_record(run.pk, delivery)
+    if rows is None:
+        tasks_enqueue(queued)
+    return WebhookAnswer(200, outcome)
+
+
+def _webhook_store_and_apply(run_id, delivery: Delivery) -> WebhookAnswer:
+    """Store and apply a verified delivery with the run locked, in one transaction."""
     try:
         # On the ORM broker the settle and the notifications' fan-out are queued in this
         # transaction: one commit per delivery instead of one more per task.
@@ -250,52 +330,36 @@ def _webhook_store_and_apply(
             run = sql.run_locked_for_webhook(run_id)
             if run is None:
                 return UNKNOWN_RUN  # deleted since the lookup
-            outcome, changed = _webhook_apply(run, payload)
-            first = sql.delivery_insert(
-                run_id,
-                headers,
-                body,
-                digest,
-                verdict=Verdict.ACCEPTED,
-                result=outcome,
-                event=event,
-                dedupe_key=digest,
-                client_address=client_address,
-            )
-            if not first:
-                # This body was applied before: record the duplicate, apply nothing. Its bytes
-                # are the accepted row's (same hash), so only the hash and size are kept: a
-                # replayed delivery cannot grow the table by its size either.
-                sql.delivery_insert(
-                    run_id,
-                    headers,
-                    b"",
-                    digest,
-                    body_size=len(body),
-                    verdict=Verdict.DUPLICATE,
-                    result="same body already applied",
-                    event=event,
-                    client_address=client_address,
-                )
-                return WebhookAnswer(200, "duplicate")
+            outcome, changed = _webhook_apply(run, delivery.payload)
+            row = delivery.row(verdict=WebhookDelivery.Verdict.ACCEPTED, result=outcome)
+            if not sql.delivery_insert(run_id, **row):
+                return _duplicate_record(run_id, delivery)
             if changed:
                 sql.run_status_save(run)
             if run.is_terminal and run.settled_at is None:
                 enqueue_on_commit(tasks.settle_run, str(run.pk))
             return WebhookAnswer(200, outcome)
     except Exception as exc:
-        logger.exception("webhook for run %s failed", run_id)
-        sql.delivery_insert(
-            run_id,
-            headers,
-            body,
-            digest,
-            verdict=Verdict.FAILED,
-            result=f"{type(exc).__name__}: {exc}",
-            event=event,
-            client_address=client_address,
-        )
-        return WebhookAnswer(500, "processing failed; redeliver")
+        return _webhook_failed(run_id, delivery, exc)
+
+
+def _duplicate_record(run_id, delivery: Delivery) -> WebhookAnswer:
+    """This body was applied before: record the duplicate, apply nothing. Only its hash and
+    size are kept, so a replayed delivery cannot grow the table by its size either."""
+    result = "same body already applied"
+    verdict = WebhookDelivery.Verdict.DUPLICATE
+    sql.delivery_insert(run_id, **delivery.row(verdict=verdict, result=result, duplicate=True))
+    return WebhookAnswer(200, "duplicate")
+
+
+def _webhook_failed(run_id, delivery: Delivery, exc: Exception) -> WebhookAnswer:
+    """Applying failed and was rolled back: the failure is recorded on a row of its own and
+    answered 500, so Coasty redelivers it."""
+    logger.exception("webhook for run %s failed", run_id)
+    result = f"{type(exc).__name__}: {exc}"
+    row = delivery.row(verdict=WebhookDelivery.Verdict.FAILED, result=result)
+    sql.delivery_insert(run_id, **{**row, "dedupe_key": None})
+    return WebhookAnswer(500, "processing failed; redeliver")
 
 
 # --- Refusals: counted, sampled, rate limited -----------------------------------------------------

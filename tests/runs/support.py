@@ -151,3 +151,16 @@ def _webhook(run, payload):
     body = json.dumps(payload).encode()
     header = signature_header(f"whsec_{run.upstream_id}", int(time.time()), body)
     return services.webhook_receive(run_id=run.pk, body=body, headers={"Coasty-Signature": header})
+
+
+def queued_tasks(prefix: str = "") -> list[tuple]:
+    """The tasks waiting in django-q2's ORM queue, oldest first: [(function path, *args)], as
+    the worker will run them (decoded from the signed packages)."""
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    tasks = [
+        SignedPackage.loads(p)
+        for p in OrmQ.objects.order_by("id").values_list("payload", flat=True)
+    ]
+    return [(t["func"], *t["args"]) for t in tasks if t["func"].startswith(prefix)]

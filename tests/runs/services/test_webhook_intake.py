@@ -9,12 +9,12 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from portal.core import queue
 from portal.core.crypto import encrypt_secret
 from runs.coasty import signature_header
 from runs.models import Run, RunStatus, WebhookDelivery
 from runs.services import webhooks
 from tests.factories import TeamFactory
+from tests.runs.support import queued_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -166,16 +166,12 @@ def test_a_run_not_yet_accepted_here_answers_404_so_coasty_retries(client, run):
 def test_a_terminal_delivery_enqueues_the_settle_after_commit(
     client, run, django_capture_on_commit_callbacks, monkeypatch
 ):
-    enqueued = []
-    monkeypatch.setattr(queue, "async_task", lambda *args: enqueued.append(args))
     with django_capture_on_commit_callbacks(execute=True):
         response = deliver(client, run, body_for(run, "run.succeeded"))
     assert response.status_code == 200
     run.refresh_from_db()
     assert run.status == "succeeded"
-    assert [e for e in enqueued if e[0].startswith("runs.")] == [
-        ("runs.tasks.settle_run", str(run.pk))
-    ]
+    assert queued_tasks("runs.") == [("runs.tasks.settle_run", str(run.pk))]
 
 
 def test_a_failure_while_applying_is_recorded_and_a_redelivery_is_applied(client, run, monkeypatch):

@@ -8,13 +8,13 @@ import pytest
 from django.urls import reverse
 
 from billing.selectors import wallet_summary
-from portal.core import queue
 from portal.core.crypto import encrypt_secret
 from runs import services
 from runs.coasty import signature_header
 from runs.models import Run, RunStatus, WebhookDelivery
 from runs.services import LaunchRequest
 from tests.factories import top_up
+from tests.runs.support import queued_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -122,8 +122,6 @@ def test_a_good_delivery_applies_once_and_duplicates_change_nothing(
     client, run, django_capture_on_commit_callbacks, monkeypatch
 ):
     body = body_for(run)
-    enqueued = []
-    monkeypatch.setattr(queue, "async_task", lambda *args: enqueued.append(args))
 
     with django_capture_on_commit_callbacks(execute=True):
         first = deliver(client, run, body)
@@ -135,9 +133,7 @@ def test_a_good_delivery_applies_once_and_duplicates_change_nothing(
     assert after_first[0] == RunStatus.SUCCEEDED
     # one settle enqueued for the three deliveries, and nothing else of the runs' (the
     # notifications' fan-out of the run's end is enqueued too)
-    assert [e for e in enqueued if e[0].startswith("runs.")] == [
-        ("runs.tasks.settle_run", str(run.pk))
-    ]
+    assert queued_tasks("runs.") == [("runs.tasks.settle_run", str(run.pk))]
     assert snapshot(run) == after_first
     verdicts = list(
         WebhookDelivery.objects.filter(run=run).order_by("id").values_list("verdict", flat=True)
