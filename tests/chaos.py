@@ -242,6 +242,7 @@ def drop_database(args) -> None:
 
 def django_setup(env: dict) -> None:
     for key in (
+        "DEBUG",  # the children's (development settings unless the caller chose otherwise)
         "DATABASE_URL",
         "REDIS_URL",
         "PORTAL_VAR_DIR",
