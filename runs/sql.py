@@ -17,11 +17,11 @@ from django.utils import timezone
 from runs.models import Run, RunEvent, WebhookDelivery
 
 
-def events_insert(run_id: Any, created_at: Any, rows_json: str) -> None:
-    """PostgreSQL: insert a batch of events given as one JSON array of {seq, type, data},
-    skipping any (run, seq) already stored."""
+def events_insert_runs(created_at: Any, rows_json: str) -> None:
+    """PostgreSQL: insert a batch of events of one or more runs, given as one JSON array of
+    {run, seq, type, data}, skipping any (run, seq) already stored."""
     with connection.cursor() as cursor:
-        cursor.execute(_events_insert_sql(), [run_id, created_at, rows_json])
+        cursor.execute(_events_insert_sql(), [created_at, rows_json])
 
 
 @functools.cache
@@ -30,8 +30,9 @@ def _events_insert_sql() -> str:
     # Only the table name is formatted in (S608); the values are parameters.
     return (
         f"INSERT INTO {table} (run_id, seq, type, data, created_at) "  # noqa: S608
-        "SELECT %s, e.seq, e.type, COALESCE(e.data, '{}'::jsonb), %s "
-        "FROM jsonb_to_recordset(%s::jsonb) AS e(seq bigint, type varchar(32), data jsonb) "
+        "SELECT e.run, e.seq, e.type, COALESCE(e.data, '{}'::jsonb), %s "
+        "FROM jsonb_to_recordset(%s::jsonb) "
+        "AS e(run uuid, seq bigint, type varchar(32), data jsonb) "
         "ON CONFLICT (run_id, seq) DO NOTHING"
     )
 
