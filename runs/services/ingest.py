@@ -75,9 +75,9 @@ def events_ingest_runs(*, batches: Mapping[Any, Iterable[IncomingEvent]]) -> dic
 
     Each run's events are stored and applied exactly as `events_ingest` would (same rules, same
     idempotency), but the batch pays once for what every run's transaction paid: one lock
-    statement for all the runs, one INSERT of all their events (PostgreSQL), one capture of all
-    their steps (`billing.services.holds_capture_steps`: the team's hot accounts locked once),
-    one commit. All or nothing: when any run's part fails (a run or hold that is gone, a row
+    statement for all the runs, one INSERT of all their events and one UPDATE of all the runs
+    (PostgreSQL), one capture of all their steps (`billing.services.holds_capture_steps`: the
+    team's hot accounts locked once), one commit. All or nothing: when any run's part fails (a run or hold that is gone, a row
     the database refuses), nothing of the batch is written and the exception is raised; the
     caller (the follower) then stores the batch run by run with `events_ingest`, so one run's
     failure costs the others nothing but time.
@@ -113,7 +113,14 @@ def events_ingest_runs(*, batches: Mapping[Any, Iterable[IncomingEvent]]) -> dic
                 if not result.hold_found:
                     raise HoldNotFound(run.hold_reference)
                 _charged(run, result.transfers, result.captured_cents)
-            _run_save(run, events)
+            _run_reached(run, events)
+        if connection.vendor == "postgresql":
+            sql.runs_save_fields([run for run, _events in busy], _INGEST_FIELDS)
+        else:
+            for run, _events in busy:
+                run.save(update_fields=_INGEST_FIELDS)
+        for run, _events in busy:
+            _settle_when_ended(run)
     return runs
 
 
@@ -190,13 +197,22 @@ def _charged(run: Run, captured: dict[int, Any], captured_cents: int | None) -> 
 
 
 def _run_save(run: Run, events: list[IncomingEvent]) -> None:
+    _run_reached(run, events)
+    # Only the fields ingest sets: a smaller UPDATE to build, and no write-back of columns
+    # others change without this lock (the follower's lease, renewed by a plain UPDATE).
+    run.save(update_fields=_INGEST_FIELDS)
+    _settle_when_ended(run)
+
+
+def _run_reached(run: Run, events: list[IncomingEvent]) -> None:
+    """Where the run's stream has got to, after a batch of its events."""
     if any(event.type == "done" for event in events):
         run.events_complete = True
     run.last_seq = max(run.last_seq, events[-1].seq)
     run.last_event_at = timezone.now()
-    # Only the fields ingest sets: a smaller UPDATE to build, and no write-back of columns
-    # others change without this lock (the follower's lease, renewed by a plain UPDATE).
-    run.save(update_fields=_INGEST_FIELDS)
+
+
+def _settle_when_ended(run: Run) -> None:
     if run.is_terminal and run.settled_at is None:
         enqueue_on_commit(tasks.settle_run, str(run.pk))
 

@@ -181,6 +181,40 @@ def test_the_follower_stores_a_batch_of_runs_in_one_transaction(
     assert follower.report.events == 2 * len(history(1)) and not follower.failed
 
 
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [IncomingEvent(1, "status", {"status": "running"}), *_step_events(2, 1)],
+        [IncomingEvent(1, "awaiting_human", {"reason": "captcha"})],
+        [
+            IncomingEvent(1, "awaiting_human", {"reason": "captcha"}),
+            IncomingEvent(2, "resumed", {"note": "done"}),
+            IncomingEvent(3, "text", {"text": "half way \u00e9"}),
+        ],
+        [
+            *_step_events(1, 1),
+            IncomingEvent(6, "error", {"error": {"code": "E", "message": "broke"}}),
+            IncomingEvent(7, "done", {"status": "failed"}),
+        ],
+    ],
+    ids=["running-step", "paused", "resumed-text", "failed-done"],
+)
+def test_what_a_batch_sets_on_its_runs_is_what_is_stored(funded_team, make_member, coasty, batch):
+    # The batch writes its runs' fields in one statement of its own (PostgreSQL): every field
+    # the ingest, apply_status or the notifier sets in memory must reach the database as is.
+    user = make_member(funded_team)
+    runs = [_accepted_run(funded_team, user, coasty) for _ in range(2)]
+
+    returned = services.events_ingest_runs(batches={run.pk: batch for run in runs})
+
+    for run in runs:
+        stored = Run.objects.get(pk=run.pk)
+        for field in Run._meta.concrete_fields:
+            assert getattr(stored, field.attname) == getattr(returned[run.pk], field.attname), (
+                field.name
+            )
+
+
 def failing_apply(monkeypatch, pk):
     real = ingest_module._events_apply
 
