@@ -71,13 +71,13 @@ def _json_value(field: Field, value: Any) -> Any:
 
 @functools.cache
 def _runs_save_sql(names: tuple[str, ...]) -> str:
-    fields = [_field(Run, name) for name in names]
-    quote = connection.ops.quote_name
-    table = quote(Run._meta.db_table)
-    sets = ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in fields)
+    columns = [_column(Run, name) for name in names]
+    types = [_field(Run, name).db_type(connection) for name in names]
+    table = connection.ops.quote_name(Run._meta.db_table)
+    sets = ", ".join(f"{column} = v.{column}" for column in columns)
     record = ", ".join(
         [f"id {_field(Run, 'id').db_type(connection)}"]
-        + [f"{quote(f.column)} {f.db_type(connection)}" for f in fields]
+        + [f"{column} {kind}" for column, kind in zip(columns, types, strict=True)]
     )
     # Only table and column names and their types are formatted in (S608); values are a parameter.
     return (
