@@ -22,7 +22,9 @@ INSERT and the balance UPDATE are data-modifying CTEs of a single statement, whi
 same order (hold, key, accounts by pk). Sent in autocommit it is its own transaction, so the hot
 `held` row is locked only while the server finishes that statement and flushes its commit: no
 client round trip, no Python, no GIL wait between locking the hot row and committing. That
-window is what bounds captures per second on one wallet (`make bench`, "ledger").
+window is what bounds captures per second on one wallet (`make bench`, "ledger"), and why a
+batch of several runs' steps is one statement too (`capture_steps_of_holds`): the hot row is
+locked once per commit, not once per run.
 
 On SQLite `FOR UPDATE` does not exist; the portal opens SQLite transactions IMMEDIATE, which
 serialises writers, so the same reasoning holds trivially.
