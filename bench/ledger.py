@@ -57,7 +57,7 @@ def batched_work(references: list[str], steps: int) -> None:
     for step in range(1, steps + 1):
         batch = [services.StepsToCapture(ref, [step], PRICE, ref) for ref in references]
         results = services.holds_capture_steps(captures=batch)
-        if any(None in result.transfers.values() for result in results.values()):
+        if not all(all(result.charged.values()) for result in results.values()):
             raise RuntimeError(f"step {step}: a capture was refused")
 
 

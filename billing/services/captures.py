@@ -17,9 +17,10 @@ Semantics, hold by hold exactly as `hold_capture_steps` for that hold alone:
   `hold_capture_steps_totalled`, lowest step first.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -44,14 +45,23 @@ class StepsToCapture:
 
 @dataclass(frozen=True)
 class StepsCaptured:
-    """What a batch did for one hold: {step: its capture, or None when the hold could not pay
-    for it}; the hold's captured_cents after it when the statement returned it (None: read it
-    with `billing.selectors.hold_captured_cents`); hold_found is False for an unknown reference
-    (then every step is None)."""
+    """What a batch did for one hold: `charged`, {step: True when it has its capture (made now
+    or before), False when the hold could not pay for it}; the hold's captured_cents after it
+    when the statement returned it (None: read it with `billing.selectors.hold_captured_cents`);
+    hold_found is False for an unknown reference (then no step is charged). `transfers` gives
+    the captures themselves, {step: Transfer or None}, built only when asked for: the follower
+    needs only `charged`."""
 
-    transfers: dict[int, Transfer | None] = field(default_factory=dict)
+    charged: dict[int, bool]
     captured_cents: int | None = None
     hold_found: bool = True
+    build_transfers: Callable[[], dict[int, Transfer | None]] = field(
+        default=dict, repr=False, compare=False
+    )
+
+    @cached_property
+    def transfers(self) -> dict[int, Transfer | None]:
+        return self.build_transfers()
 
 
 def holds_capture_steps(*, captures: Sequence[StepsToCapture]) -> dict[str, StepsCaptured]:
@@ -122,30 +132,38 @@ def _in_one_statement(batch: list[HoldSteps], created_at) -> dict[str, Captured]
 
 
 def _as_result(part: HoldSteps, captured: Captured, created_at) -> StepsCaptured:
-    user_id = part.caused_by_user_id
-    transfers: dict[int, Transfer | None] = {}
-    for step in part.steps:
-        transfer = Transfer(
-            id=captured.transfer_ids[step],
-            idempotency_key=keys.capture_key(part.reference, step),
-            kind=TransferKind.CAPTURE,
-            debit_account_id=captured.held_account_id,
-            credit_account_id=captured.spend_account_id,
-            amount_cents=part.amount_cents,
-            team_id=captured.team_id,
-            hold_id=captured.hold_id,
-            run_id=captured.run_id,
-            step=step,
-            reference=part.reference,
-            memo="",
-            caused_by_user_id=user_id,
-            caused_by=part.caused_by,
-            created_at=created_at,
-        )
-        transfer._state.adding = False  # it is in the database, as if loaded from it
-        transfer._state.db = connection.alias
-        transfers[step] = transfer
-    return StepsCaptured(transfers=transfers, captured_cents=captured.captured_cents)
+    alias = connection.alias
+
+    def transfers() -> dict[int, Transfer | None]:
+        built: dict[int, Transfer | None] = {}
+        for step in part.steps:
+            transfer = Transfer(
+                id=captured.transfer_ids[step],
+                idempotency_key=keys.capture_key(part.reference, step),
+                kind=TransferKind.CAPTURE,
+                debit_account_id=captured.held_account_id,
+                credit_account_id=captured.spend_account_id,
+                amount_cents=part.amount_cents,
+                team_id=captured.team_id,
+                hold_id=captured.hold_id,
+                run_id=captured.run_id,
+                step=step,
+                reference=part.reference,
+                memo="",
+                caused_by_user_id=part.caused_by_user_id,
+                caused_by=part.caused_by,
+                created_at=created_at,
+            )
+            transfer._state.adding = False  # it is in the database, as if loaded from it
+            transfer._state.db = alias
+            built[step] = transfer
+        return built
+
+    return StepsCaptured(
+        charged=dict.fromkeys(part.steps, True),
+        captured_cents=captured.captured_cents,
+        build_transfers=transfers,
+    )
 
 
 def _one_hold(part: StepsToCapture) -> StepsCaptured:
@@ -158,6 +176,12 @@ def _one_hold(part: StepsToCapture) -> StepsCaptured:
         )
     except HoldNotFound:
         return StepsCaptured(
-            transfers=dict.fromkeys(part.steps), captured_cents=None, hold_found=False
+            charged=dict.fromkeys(part.steps, False),
+            hold_found=False,
+            build_transfers=lambda: dict.fromkeys(part.steps),
         )
-    return StepsCaptured(transfers=transfers, captured_cents=captured_cents)
+    return StepsCaptured(
+        charged={step: transfer is not None for step, transfer in transfers.items()},
+        captured_cents=captured_cents,
+        build_transfers=lambda: transfers,
+    )

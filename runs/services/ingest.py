@@ -65,7 +65,11 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
                 amount_cents=run.price_cents,
                 caused_by=f"run:{run.pk}",
             )
-            _charged(run, captured, captured_cents)
+            _charged(
+                run,
+                {step: transfer is not None for step, transfer in captured.items()},
+                captured_cents,
+            )
         _run_save(run, events)
     return run
 
@@ -112,7 +116,7 @@ def events_ingest_runs(*, batches: Mapping[Any, Iterable[IncomingEvent]]) -> dic
             if result is not None:
                 if not result.hold_found:
                     raise HoldNotFound(run.hold_reference)
-                _charged(run, result.transfers, result.captured_cents)
+                _charged(run, result.charged, result.captured_cents)
             _run_reached(run, events)
         if connection.vendor == "postgresql":
             sql.runs_save_fields([run for run, _events in busy], _INGEST_FIELDS)
@@ -183,10 +187,11 @@ def _events_apply(run: Run, events: list[IncomingEvent]) -> list[int]:
     return [step for step in new_steps if step <= run.max_steps]
 
 
-def _charged(run: Run, captured: dict[int, Any], captured_cents: int | None) -> None:
-    """Mirror a capture on the run: the steps charged, and the hold's total."""
-    for step, transfer in sorted(captured.items()):
-        if transfer is None:
+def _charged(run: Run, charged: dict[int, bool], captured_cents: int | None) -> None:
+    """Mirror a capture on the run: the steps charged ({step: whether it has its capture}), and
+    the hold's total."""
+    for step, ok in sorted(charged.items()):
+        if not ok:
             logger.error("run %s: capture of step %s would exceed the hold", run.pk, step)
             continue
         run.steps_completed = max(run.steps_completed, step)
@@ -263,16 +268,18 @@ def _events_store_runs(batches: list[tuple[Run, list[IncomingEvent]]]) -> None:
         )
         return
 
+    named = [(str(run.pk), events) for run, events in batches]  # each run's id written once
+
     def rows(clean) -> str:
         return json.dumps(
             [
                 {
-                    "run": str(run.pk),
+                    "run": run_id,
                     "seq": e.seq,
                     "type": e.type[:32],
                     "data": clean(stored_data(e, cap)),
                 }
-                for run, events in batches
+                for run_id, events in named
                 for e in events
             ],
             separators=(",", ":"),

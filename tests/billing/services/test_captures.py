@@ -105,6 +105,10 @@ def test_a_settled_short_or_unknown_hold_does_not_hold_back_the_others(team):
     assert result[settled.reference].transfers == {1: None}
     assert result[short.reference].transfers[2] is not None
     assert result[short.reference].transfers[3] is None
+    assert result[short.reference].charged == {2: True, 3: False}
+    assert result[open_.reference].charged == {1: True, 2: True}
+    assert result[settled.reference].charged == {1: False}
+    assert result[unknown.reference].charged == {1: False}
     assert result[unknown.reference].transfers == {1: None}
     assert not result[unknown.reference].hold_found and result[open_.reference].hold_found
     assert captured_steps(open_) == [1, 2] and captured_steps(settled) == []
