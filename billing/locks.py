@@ -257,7 +257,8 @@ def capture_steps_of_holds(batch: list[HoldSteps], *, created_at) -> dict[str, C
     hold by hold. References must be distinct.
 
     Lock order as everywhere (module docstring), over the whole batch: every open hold of the
-    batch in ascending id (the FOR UPDATE subquery `l`, sorted before it locks), then the keys
+    batch in ascending reference, byte by byte (the FOR UPDATE subquery `l`, sorted before it
+    locks; the order in which the service's hold-by-hold fallback takes them too), then the keys
     (INSERT t), then every account the batch moves, once each, in ascending id (`a`): one lock
     of the team's hot `held` row per statement whatever the number of holds, so a storing loop
     that brings several runs' steps pays for that row once per commit instead of once per run.
@@ -315,9 +316,9 @@ def _capture_holds_sql() -> str:
     # Only table names are formatted in (S608); every value is a parameter.
     #
     # As in _capture_sql the lock order follows the data dependencies: h updates only holds that
-    # `l` locked (all of them, sorted by id, before h writes any), t reads h, d reads t and `a`
+    # `l` locked (all of them, sorted by reference, before h writes any), t reads h, d reads t and `a`
     # locks the accounts only once every transfer (so every key) is in. `l` is MATERIALIZED so
-    # that it is never folded into h, whose own scan order is not the id order.
+    # that it is never folded into h, whose own scan order is not that order.
     return f"""
         WITH r AS (
             SELECT * FROM unnest(%(refs)s::varchar[], %(totals)s::bigint[], %(counts)s::integer[])
@@ -325,7 +326,7 @@ def _capture_holds_sql() -> str:
         ), l AS MATERIALIZED (
             SELECT id FROM {hold}
              WHERE reference = ANY(%(refs)s::varchar[]) AND status = '{Hold.Status.OPEN.value}'
-             ORDER BY id FOR UPDATE
+             ORDER BY reference COLLATE "C" FOR UPDATE
         ), h AS (
             UPDATE {hold}
                SET captured_cents = {hold}.captured_cents + r.total,

@@ -3,7 +3,7 @@
 The event follower stores what many runs' streams brought in one go; charging each run's steps
 in a transaction of its own would lock the team's hot `held` account once per run. Here the
 whole batch is ONE statement on PostgreSQL (`billing.locks.capture_steps_of_holds`): every hold
-locked in id order, every key inserted, then every account moved once, in id order.
+locked in reference order, every key inserted, then every account moved once, in id order.
 
 Semantics, hold by hold exactly as `hold_capture_steps` for that hold alone:
 
@@ -91,7 +91,9 @@ def holds_capture_steps(*, captures: Sequence[StepsToCapture]) -> dict[str, Step
                 )
         left = [part for part in parts if part.reference not in results]
     # SQLite (no data-modifying CTEs), and what the statement left out: hold by hold, each as
-    # `hold_capture_steps_totalled` would charge it alone; on SQLite in one transaction.
+    # `hold_capture_steps_totalled` would charge it alone, in the statement's lock order (by
+    # reference, code point by code point: the bytes of UTF-8 sort alike); on SQLite in one
+    # transaction.
     with transaction.atomic() if connection.vendor != "postgresql" else nullcontext():
         for part in sorted(left, key=lambda p: p.reference):
             results[part.reference] = _one_hold(part)

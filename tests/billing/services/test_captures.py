@@ -162,9 +162,10 @@ def test_a_batch_is_one_statement_on_postgresql(team, requires_postgres, django_
     assert balance(team, AccountKind.SPEND) == 50
 
 
-def test_the_batch_statement_locks_holds_then_accounts_in_id_order(team, requires_postgres):
-    # The statement's plan: holds are locked by a sorted FOR UPDATE before any is updated, and
-    # accounts by another, so two batches over overlapping holds or wallets queue, never deadlock.
+def test_the_batch_statement_locks_holds_then_accounts_in_one_order(team, requires_postgres):
+    # The statement's plan: holds are locked by a FOR UPDATE sorted by reference (the order of
+    # the hold-by-hold fallback too) before any is updated, and accounts by another sorted by id,
+    # so two batches over overlapping holds or wallets queue, never deadlock.
     from billing.locks import _capture_holds_sql
 
     with connection.cursor() as cursor:
@@ -186,6 +187,8 @@ def test_the_batch_statement_locks_holds_then_accounts_in_id_order(team, require
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert plan.count("LockRows") == 2, plan
     assert plan.count("Sort Key: ") >= 2, plan
+    sorts = [line for line in plan.splitlines() if "Sort Key: " in line]
+    assert any("billing_hold.reference" in line and 'COLLATE "C"' in line for line in sorts), plan
 
 
 @pytest.mark.postgres
