@@ -2,15 +2,22 @@
 """Event ingest: SSE events stored per second (follower -> ingest -> PostgreSQL), against the
 rate of only parsing the same streams; and how many streams one worker process follows at once.
 
-    python -m bench.ingest [--runs 200] [--steps 40] [--streams 600]
+    python -m bench.ingest [--runs 150] [--steps 40] [--rounds 2] [--streams 600]
+                           [--seconds 20] [--skip-concurrency]
 
 Throughput: `--runs` runs of `--steps` steps each are launched through the portal and submitted
 to the simulator (its own process), and left to finish there, so each stream replays its whole
 history as fast as the reader takes it. Then the portal's own `Follower` (the worker's
 follower task: one asyncio loop of SSE clients feeding one thread that stores) reads them
 twice: once with the ingest replaced by a counter (parse only: same source, same client, same
-queue, no database), once for real (events stored, statuses moved, every step charged). Each
-rate is events / time until the last batch was handled. Goal: ingest >= 50 % of parse only.
+queue, no database), once for real (events stored, statuses moved, every step charged). The
+storing thread stores each batch it drains (up to 1,000 events, usually of many runs here) in
+one transaction for all of its runs (`runs.services.events_ingest_runs`: the runs locked in pk
+order, one INSERT of the events, one capture of every run's new steps), falling back to one
+transaction per run only when that fails. Each rate is events / time from the follower's start
+until the last batch was handled; `--rounds` fresh sets of runs, each read parse only then
+stored, the best rate of each kind kept (side by side). Goal: ingest >= 70 % of parse only.
+Afterwards every event must be stored once, every step charged once, and the ledger clean.
 
 Concurrency: `--streams` live slow runs; a follower in a process of its own (a worker process)
 follows them all; its peak RSS is read from /proc while the simulator counts open streams.
@@ -74,7 +81,7 @@ def follow_all(*, parse_only: bool, capacity: int) -> tuple[int, float]:
     """Follow every live run until all streams end; (events handled, seconds to the last)."""
     from runs import follow
 
-    real_ingest = follow.events_ingest
+    real_ingest, real_ingest_runs = follow.events_ingest, follow.events_ingest_runs
     last = {"at": time.perf_counter(), "events": 0}
 
     def counted(*, run_id, events):
@@ -82,6 +89,12 @@ def follow_all(*, parse_only: bool, capacity: int) -> tuple[int, float]:
             real_ingest(run_id=run_id, events=events)
         last["at"] = time.perf_counter()
         last["events"] += len(events)
+
+    def counted_runs(*, batches):
+        if not parse_only:
+            real_ingest_runs(batches=batches)
+        last["at"] = time.perf_counter()
+        last["events"] += sum(len(events) for events in batches.values())
 
     # Parse only stores nothing, so a run stays live and would be claimed again once its stream
     # ended: each run is followed once here.
@@ -92,7 +105,8 @@ def follow_all(*, parse_only: bool, capacity: int) -> tuple[int, float]:
         seen.update(pk for pk, *_ in claimed)
         return claimed
 
-    follow.events_ingest, follow.runs_claim = counted, claim_once
+    follow.events_ingest, follow.events_ingest_runs = counted, counted_runs
+    follow.runs_claim = claim_once
     try:
         follower = follow.Follower(budget_seconds=120, capacity=capacity)
         started = time.perf_counter()
@@ -106,7 +120,8 @@ def follow_all(*, parse_only: bool, capacity: int) -> tuple[int, float]:
         else:
             report = follower.run()
     finally:
-        follow.events_ingest, follow.runs_claim = real_ingest, real_claim
+        follow.events_ingest, follow.events_ingest_runs = real_ingest, real_ingest_runs
+        follow.runs_claim = real_claim
     assert not report.errors, report.errors
     return last["events"], last["at"] - started
 
@@ -149,7 +164,7 @@ def throughput(sim, team, user, runs: int, steps: int, rounds: int = 2) -> tuple
             max(ingest_rates),
             "events/s",
             max(parse_rates),
-            ">=50%",
+            ">=70%",
             note=note,
         )
     ], ok
@@ -215,6 +230,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=150)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--streams", type=int, default=600)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--follow-child", nargs=2, metavar=("STREAMS", "SECONDS"))
@@ -240,7 +256,7 @@ def main() -> int:
                 team=team, amount_cents=1_000_000, reference="bench", actor="command:bench",
                 idempotency_key=f"bench:{team.slug}:{n}",
             )  # fmt: skip
-        found, ok = throughput(sim, team, user, args.runs, args.steps)
+        found, ok = throughput(sim, team, user, args.runs, args.steps, args.rounds)
         figures += found
         if not args.skip_concurrency:
             sim.configure(speed=0.5)

@@ -22,7 +22,9 @@ INSERT and the balance UPDATE are data-modifying CTEs of a single statement, whi
 same order (hold, key, accounts by pk). Sent in autocommit it is its own transaction, so the hot
 `held` row is locked only while the server finishes that statement and flushes its commit: no
 client round trip, no Python, no GIL wait between locking the hot row and committing. That
-window is what bounds captures per second on one wallet (`make bench`, "ledger").
+window is what bounds captures per second on one wallet (`make bench`, "ledger"), and why a
+batch of several runs' steps is one statement too (`capture_steps_of_holds`): the hot row is
+locked once per commit, not once per run.
 
 On SQLite `FOR UPDATE` does not exist; the portal opens SQLite transactions IMMEDIATE, which
 serialises writers, so the same reasoning holds trivially.
@@ -231,6 +233,142 @@ def _capture_sql() -> str:
         SELECT t.id, t.step, h.id, h.run_id, h.team_id, h.held_account_id, h.spend_account_id,
                h.captured_cents, (SELECT count(*) FROM a)
           FROM t, h
+    """  # noqa: S608
+
+
+@dataclass(frozen=True)
+class HoldSteps:
+    """One hold's part of a batch capture: its steps, each at `amount_cents`, and who caused it."""
+
+    reference: str
+    steps: tuple[int, ...]
+    amount_cents: int
+    caused_by_user_id: int | None
+    caused_by: str
+
+
+def capture_steps_of_holds(batch: list[HoldSteps], *, created_at) -> dict[str, Captured]:
+    """PostgreSQL only: capture the steps of SEVERAL holds (on one wallet or many) in ONE
+    statement; what was written, by hold reference.
+
+    All or nothing per hold: a hold that is not open or has no room for all of its steps is left
+    out (absent from the answer) and the others are captured. IntegrityError when any step was
+    captured already (its key exists): then nothing at all is written, and the caller decides
+    hold by hold. References must be distinct.
+
+    Lock order as everywhere (module docstring), over the whole batch: every open hold of the
+    batch in ascending reference, byte by byte (the FOR UPDATE subquery `l`, sorted before it
+    locks; the order in which the service's hold-by-hold fallback takes them too), then the keys
+    (INSERT t), then every account the batch moves, once each, in ascending id (`a`): one lock
+    of the team's hot `held` row per statement whatever the number of holds, so a storing loop
+    that brings several runs' steps pays for that row once per commit instead of once per run.
+    """
+    if not batch or any(not part.steps for part in batch):
+        raise ValueError("capture_steps_of_holds needs holds with at least one step each")
+    flat = [(part, step) for part in batch for step in part.steps]
+    params = {
+        "refs": [part.reference for part in batch],
+        "totals": [part.amount_cents * len(part.steps) for part in batch],
+        "counts": [len(part.steps) for part in batch],
+        "step_refs": [part.reference for part, _ in flat],
+        "keys": [capture_key(part.reference, step) for part, step in flat],
+        "steps": [step for _, step in flat],
+        "amounts": [part.amount_cents for part, _ in flat],
+        "user_ids": [part.caused_by_user_id for part, _ in flat],
+        "caused_bys": [part.caused_by for part, _ in flat],
+        "created_at": created_at,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_capture_holds_sql(), params)
+        rows = cursor.fetchall()
+    if not rows:
+        return {}
+    accounts_moved, accounts_wanted = rows[0][-2:]
+    if accounts_moved != accounts_wanted:
+        # Unreachable while the holds' foreign keys stand: every account exists.
+        raise Account.DoesNotExist(f"batch capture: {accounts_moved} of {accounts_wanted} moved")
+    transfer_ids: dict[str, dict[int, int]] = {}
+    holds: dict[str, tuple] = {}
+    for transfer_id, step, reference, *hold in rows:
+        transfer_ids.setdefault(reference, {})[step] = transfer_id
+        holds[reference] = hold
+    return {
+        reference: Captured(
+            transfer_ids=transfer_ids[reference],
+            hold_id=hold_id,
+            team_id=team_id,
+            run_id=run_id,
+            held_account_id=held,
+            spend_account_id=spend,
+            captured_cents=captured_cents,
+        )
+        for reference, (hold_id, run_id, team_id, held, spend, captured_cents, *_) in holds.items()
+    }
+
+
+@cache
+def _capture_holds_sql() -> str:
+    hold, transfer, account = (
+        Hold._meta.db_table,
+        Transfer._meta.db_table,
+        Account._meta.db_table,
+    )
+    # Only table names are formatted in (S608); every value is a parameter.
+    #
+    # As in _capture_sql the lock order follows the data dependencies: h updates only holds that
+    # `l` locked (all of them, sorted by reference, before h writes any), t reads h, d reads t and `a`
+    # locks the accounts only once every transfer (so every key) is in. `l` is MATERIALIZED so
+    # that it is never folded into h, whose own scan order is not that order.
+    return f"""
+        WITH r AS (
+            SELECT * FROM unnest(%(refs)s::varchar[], %(totals)s::bigint[], %(counts)s::integer[])
+                       AS r(reference, total, count)
+        ), l AS MATERIALIZED (
+            SELECT id FROM {hold}
+             WHERE reference = ANY(%(refs)s::varchar[]) AND status = '{Hold.Status.OPEN.value}'
+             ORDER BY reference COLLATE "C" FOR UPDATE
+        ), h AS (
+            UPDATE {hold}
+               SET captured_cents = {hold}.captured_cents + r.total,
+                   captured_steps = {hold}.captured_steps + r.count
+              FROM r
+             WHERE {hold}.reference = r.reference AND {hold}.id IN (SELECT id FROM l)
+               AND {hold}.status = '{Hold.Status.OPEN.value}'
+               AND {hold}.captured_cents + {hold}.released_cents + r.total <= {hold}.amount_cents
+            RETURNING {hold}.id, {hold}.reference, {hold}.team_id, {hold}.run_id,
+                      {hold}.held_account_id, {hold}.spend_account_id, {hold}.captured_cents
+        ), t AS (
+            INSERT INTO {transfer} (
+                idempotency_key, kind, debit_account_id, credit_account_id, amount_cents,
+                team_id, hold_id, run_id, step, reference, memo, caused_by_user_id, caused_by,
+                created_at
+            )
+            SELECT s.key, '{TransferKind.CAPTURE.value}', h.held_account_id, h.spend_account_id,
+                   s.amount, h.team_id, h.id, h.run_id, s.step, s.reference, '',
+                   s.user_id, s.caused_by, %(created_at)s
+              FROM unnest(%(step_refs)s::varchar[], %(keys)s::varchar[], %(steps)s::integer[],
+                          %(amounts)s::bigint[], %(user_ids)s::bigint[], %(caused_bys)s::varchar[])
+                   AS s(reference, key, step, amount, user_id, caused_by)
+              JOIN h ON h.reference = s.reference
+            RETURNING id, hold_id, step, debit_account_id, credit_account_id, amount_cents
+        ), d AS (
+            SELECT id, CAST(sum(delta) AS bigint) AS delta FROM (
+                SELECT debit_account_id AS id, -amount_cents AS delta FROM t
+                UNION ALL
+                SELECT credit_account_id, amount_cents FROM t
+            ) AS m GROUP BY id
+        ), a AS (
+            UPDATE {account} SET balance_cents = {account}.balance_cents + d.delta
+              FROM d
+             WHERE {account}.id = d.id AND {account}.id IN (
+                SELECT id FROM {account} WHERE id IN (SELECT id FROM d) ORDER BY id FOR UPDATE
+             )
+            RETURNING {account}.id
+        )
+        SELECT t.id, t.step, h.reference, h.id, h.run_id, h.team_id, h.held_account_id,
+               h.spend_account_id, h.captured_cents, (SELECT count(*) FROM a),
+               (SELECT count(*) FROM d)
+          FROM t JOIN h ON h.id = t.hold_id
     """  # noqa: S608
 
 

@@ -2,9 +2,10 @@
 
 A follower task claims live runs under a lease, opens each run's SSE stream (resuming after the
 last stored seq) in an asyncio loop on a background thread, and hands the events to the task's
-own thread, which stores them in batches through `events_ingest`. It follows for a bounded time
-and hands over: its leases are released and, if runs are still live, a fresh follower is
-enqueued. A follower that dies leaves leases that expire, and the next one picks the runs up.
+own thread, which stores them in batches: the events of all the runs a batch holds in one
+transaction (`events_ingest_runs`), or run by run (`events_ingest`) when that fails. It follows
+for a bounded time and hands over: its leases are released and, if runs are still live, a fresh
+follower is enqueued. A follower that dies leaves leases that expire, and the next one picks the runs up.
 
 Two followers can never double-apply an event, because the ingest is idempotent per (run, seq);
 the leases only keep them from doing the same work twice.
@@ -38,7 +39,7 @@ from runs import tasks
 from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound, follow_events
 from runs.coasty.sse import StreamLimits
 from runs.models import TERMINAL_STATUSES, FollowerSlot, Run, runs_to_follow
-from runs.services import events_ingest
+from runs.services import events_ingest, events_ingest_runs
 from runs.upstream import client_from_settings
 
 logger = logging.getLogger(__name__)
@@ -302,14 +303,7 @@ class Follower:
             else:
                 ended.append((pk, payload))
         close_old_connections()
-        for pk, events in by_run.items():
-            try:
-                events_ingest(run_id=pk, events=events)
-                self.report.events += len(events)
-            except Exception:
-                logger.exception("run %s: ingest of %s events failed", pk, len(events))
-                self._count_error("ingest")
-                self._give_up(pk)
+        self._store(by_run)
         for pk, error in ended:
             if pk in self.failed:
                 # Its lease is left to run out: the run is picked up again, from the last
@@ -332,6 +326,31 @@ class Follower:
                 runs_release(self.owner, [pk])
                 if error is not None:
                     self._count_error(type(error).__name__)
+
+    def _store(self, by_run: dict) -> None:
+        """Store a drained batch: all its runs in one transaction (`events_ingest_runs`), and
+        when that fails, run by run (`events_ingest`), so a run whose events cannot be stored
+        is given up alone and the others' events are kept."""
+        if len(by_run) > 1:
+            try:
+                events_ingest_runs(batches=by_run)
+            except Exception:
+                logger.warning(
+                    "a batch of %s runs failed to store together; storing run by run",
+                    len(by_run),
+                    exc_info=True,
+                )
+            else:
+                self.report.events += sum(len(events) for events in by_run.values())
+                return
+        for pk, events in by_run.items():
+            try:
+                events_ingest(run_id=pk, events=events)
+                self.report.events += len(events)
+            except Exception:
+                logger.exception("run %s: ingest of %s events failed", pk, len(events))
+                self._count_error("ingest")
+                self._give_up(pk)
 
     def _give_up(self, pk) -> None:
         """Stop following `pk` after a batch of its events failed to store. Those events stay

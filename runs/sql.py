@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
-from django.db.models import Field, Model
+from django.db.models import Field, JSONField, Model
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -45,11 +46,11 @@ def _bound_cursor() -> Iterator[Any]:
         yield cursor
 
 
-def events_insert(run_id: Any, created_at: Any, rows_json: str) -> None:
-    """PostgreSQL: insert a batch of events given as one JSON array of {seq, type, data},
-    skipping any (run, seq) already stored."""
+def events_insert_runs(created_at: Any, rows_json: str) -> None:
+    """PostgreSQL: insert a batch of events of one or more runs, given as one JSON array of
+    {run, seq, type, data}, skipping any (run, seq) already stored."""
     with connection.cursor() as cursor:
-        cursor.execute(_events_insert_sql(), [run_id, created_at, rows_json])
+        cursor.execute(_events_insert_sql(), [created_at, rows_json])
 
 
 @functools.cache
@@ -58,9 +59,57 @@ def _events_insert_sql() -> str:
     # Only the table name is formatted in (S608); the values are parameters.
     return (
         f"INSERT INTO {table} (run_id, seq, type, data, created_at) "  # noqa: S608
-        "SELECT %s, e.seq, e.type, COALESCE(e.data, '{}'::jsonb), %s "
-        "FROM jsonb_to_recordset(%s::jsonb) AS e(seq bigint, type varchar(32), data jsonb) "
+        "SELECT e.run, e.seq, e.type, COALESCE(e.data, '{}'::jsonb), %s "
+        "FROM jsonb_to_recordset(%s::jsonb) "
+        "AS e(run uuid, seq bigint, type varchar(32), data jsonb) "
         "ON CONFLICT (run_id, seq) DO NOTHING"
+    )
+
+
+def runs_save_fields(runs: list[Run], names: tuple[str, ...]) -> None:
+    """PostgreSQL: write the fields `names` of several runs in ONE UPDATE (a JSON document of
+    their values, unpacked by the database): what run.save(update_fields=names) does for each,
+    without a statement per run. The caller holds the runs' locks."""
+    if not runs:
+        return
+    fields = [_field(Run, name) for name in names]
+    rows = [
+        {
+            "id": str(run.pk),
+            **{field.column: _json_value(field, getattr(run, field.attname)) for field in fields},
+        }
+        for run in runs
+    ]
+    document = json.dumps(rows, separators=(",", ":"), allow_nan=False)
+    with connection.cursor() as cursor:
+        cursor.execute(_runs_save_sql(tuple(names)), [document])
+
+
+def _json_value(field: Field, value: Any) -> Any:
+    if value is None or isinstance(field, JSONField):
+        return value  # a JSON field's value is its JSON (None: SQL NULL, as the ORM writes it)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+@functools.cache
+def _runs_save_sql(names: tuple[str, ...]) -> str:
+    columns = [_column(Run, name) for name in names]
+    types = [_field(Run, name).db_type(connection) for name in names]
+    table = connection.ops.quote_name(Run._meta.db_table)
+    sets = ", ".join(f"{column} = v.{column}" for column in columns)
+    record = ", ".join(
+        [f"id {_field(Run, 'id').db_type(connection)}"]
+        + [f"{column} {kind}" for column, kind in zip(columns, types, strict=True)]
+    )
+    # Only table and column names and their types are formatted in (S608); values are a parameter.
+    return (
+        f"UPDATE {table} SET {sets} "  # noqa: S608
+        f"FROM jsonb_to_recordset(%s::jsonb) AS v({record}) "
+        f"WHERE {table}.{_column(Run, 'id')} = v.id"
     )
 
 

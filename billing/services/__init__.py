@@ -2,6 +2,7 @@
 
 - wallets: top-ups and corrections by billing admins, and a wallet's low-balance level;
 - holds: a run's reserved money, captured per step and released when it ends;
+- captures: the steps of several holds charged in one commit (the event follower's batches);
 - budgets: a team's monthly budget and alert thresholds, members' monthly limits (counted in
   the hold's own transaction);
 - reconciliation: checking settled holds against Coasty's figures, and resolving discrepancies;
@@ -17,6 +18,7 @@ the flow of a cent.
 """
 
 from billing.services.budgets import budget_set, member_limit_set
+from billing.services.captures import StepsCaptured, StepsToCapture, holds_capture_steps
 from billing.services.holds import (
     hold_capture,
     hold_capture_steps,
@@ -46,6 +48,8 @@ __all__ = [
     "QUESTION_FIELDS",
     "CausedBy",
     "ReconcileSummary",
+    "StepsCaptured",
+    "StepsToCapture",
     "account_shard",
     "budget_set",
     "hold_capture",
@@ -56,6 +60,7 @@ __all__ = [
     "hold_release",
     "hold_settle",
     "hold_settle_unverified",
+    "holds_capture_steps",
     "member_limit_set",
     "reconcile_finished_holds",
     "reconcile_hold",

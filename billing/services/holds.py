@@ -45,6 +45,7 @@ from billing.services.posting import (
     account_shard,
     cause,
     check_cents,
+    check_step,
     first_transfer,
     post_balances,
     required_text,
@@ -153,7 +154,7 @@ def hold_capture(*, reference: str, step: int, amount_cents: int, caused_by: Cau
     hold is settled.
     """
     check_cents(amount_cents, what="A capture")
-    _check_step(step)
+    check_step(step)
     user, label = cause(caused_by)
     key = keys.capture_key(reference, step)
     try:
@@ -202,7 +203,7 @@ def hold_capture_steps_totalled(
     check_cents(amount_cents, what="A capture")
     steps = sorted(set(steps))
     for step in steps:
-        _check_step(step)
+        check_step(step)
     user, label = cause(caused_by)
     if len(steps) > 1 and connection.vendor == "postgresql":
         try:
@@ -303,11 +304,6 @@ def _capture_in_three_statements(
             {target.held_account_id: -amount_cents, target.spend_account_id: amount_cents}
         )
     return transfer
-
-
-def _check_step(step: int) -> None:
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise InvalidAmount("A step number is a whole number from 1.")
 
 
 def hold_release(*, reference: str, caused_by: CausedBy) -> Transfer | None:

@@ -150,6 +150,11 @@ def check_cents(value: int, *, what: str) -> None:
         raise InvalidAmount(f"{what} must be more than zero.")
 
 
+def check_step(step: int) -> None:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise InvalidAmount("A step number is a whole number from 1.")
+
+
 def required_text(value: str, *, what: str, max_length: int) -> str:
     text = (value or "").strip()
     if not text:

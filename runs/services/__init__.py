@@ -34,7 +34,7 @@ from runs.services.approval import (
     runs_expire_approvals,
 )
 from runs.services.housekeeping import runs_housekeeping
-from runs.services.ingest import IncomingEvent, events_ingest
+from runs.services.ingest import IncomingEvent, events_ingest, events_ingest_runs
 from runs.services.launch import LaunchRequest, run_launch, upstream_request_body
 from runs.services.settle import run_settle, run_settle_lost
 from runs.services.submit import (
@@ -53,6 +53,7 @@ __all__ = [
     "RunActionRefused",
     "WebhookAnswer",
     "events_ingest",
+    "events_ingest_runs",
     "may_decide",
     "run_activity_record",
     "run_approve",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +17,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing import services as billing
+from billing.errors import HoldNotFound
 from billing.selectors import hold_captured_cents
-from portal.core.queue import enqueue_on_commit
+from portal.core.queue import enqueue_on_commit, enqueue_with_transaction
 from runs import sql, tasks
 from runs.coasty.strict_json import PORTAL_KEY
 from runs.models import Run, RunEvent, RunStatus
@@ -46,65 +47,14 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
     the billing key capture:<run>:<step>, at most once. So two workers, a replayed stream or a
     crash between store and apply cannot double anything.
     """
-    events = sorted(
-        (e for e in events if isinstance(e.seq, int) and e.seq > 0), key=lambda e: e.seq
-    )
+    events = _in_order(events)
     with transaction.atomic():
         # Lock the run: the webhook view and settle serialise with the stream on this row.
         run = Run.objects.select_for_update().get(pk=run_id)
         if not events:
             return run
         _events_store(run, events)
-        _resumed_actor_attach(run, events)
-        # Steps are charged in order, one per number: the next step is the one after the
-        # last charged. A number beyond it (a stray step number, or a gap) is not charged
-        # here; settle charges Coasty's final count of steps, so nothing is lost and a stray
-        # number is never charged on top of that count.
-        next_step = run.steps_completed + 1
-        new_steps: list[int] = []
-        for event in events:
-            data = as_dict(event.data)
-            if event.type in _TEXT_EVENTS:  # their words land in the run's own columns
-                data = without_nul(data)
-            at = parse_at(data.get("at"))
-            if event.type == "status":
-                apply_status(run, str(data.get("status", "")), seq=event.seq, at=at)
-            elif event.type == "awaiting_human":
-                apply_status(
-                    run,
-                    RunStatus.AWAITING_HUMAN,
-                    seq=event.seq,
-                    at=at,
-                    reason=str(data.get("reason") or ""),
-                )
-            elif event.type == "resumed":
-                apply_status(run, RunStatus.RUNNING, seq=event.seq, at=at)
-            elif event.type == "step":
-                step = _step_number(data)
-                if step == next_step:
-                    new_steps.append(step)
-                    next_step += 1
-                elif step is not None and step > next_step:
-                    logger.warning(
-                        "run %s: step %s arrived after step %s; left to settle's count",
-                        run.pk,
-                        step,
-                        next_step - 1,
-                    )
-            elif event.type == "text" and isinstance(data.get("text"), str):
-                run.result = {**(run.result or {}), "text": data["text"]}
-            elif event.type == "error":
-                run.error = error_text(data)
-            elif event.type == "done":
-                apply_status(run, str(data.get("status", "")), seq=event.seq, at=at)
-        for step in new_steps:
-            if step > run.max_steps:
-                logger.warning("run %s: step %s is beyond max_steps; not charged", run.pk, step)
-        # A settled run's money is final (settle charged Coasty's own count): the steps of a
-        # stream read late, such as a backfill, are stored but not charged again.
-        chargeable = [step for step in new_steps if step <= run.max_steps]
-        if run.settled_at is not None:
-            chargeable = []
+        chargeable = _events_apply(run, events)
         if chargeable:
             # The batch's steps in one capture (one statement on PostgreSQL); each step is
             # still charged at most once, under its own key, and one the hold cannot pay for
@@ -115,25 +65,161 @@ def events_ingest(*, run_id, events: Iterable[IncomingEvent]) -> Run:
                 amount_cents=run.price_cents,
                 caused_by=f"run:{run.pk}",
             )
-            for step, transfer in sorted(captured.items()):
-                if transfer is None:
-                    logger.error("run %s: capture of step %s would exceed the hold", run.pk, step)
-                    continue
-                run.steps_completed = max(run.steps_completed, step)
-            # The capture statement returns the hold's total; only the step-by-step path reads it.
-            if captured_cents is None:
-                captured_cents = hold_captured_cents(run.hold_reference)
-            run.charged_cents = captured_cents
-        if any(event.type == "done" for event in events):
-            run.events_complete = True
-        run.last_seq = max(run.last_seq, events[-1].seq)
-        run.last_event_at = timezone.now()
-        # Only the fields ingest sets: a smaller UPDATE to build, and no write-back of columns
-        # others change without this lock (the follower's lease, renewed by a plain UPDATE).
-        run.save(update_fields=_INGEST_FIELDS)
-        if run.is_terminal and run.settled_at is None:
-            enqueue_on_commit(tasks.settle_run, str(run.pk))
+            _charged(
+                run,
+                {step: transfer is not None for step, transfer in captured.items()},
+                captured_cents,
+            )
+        _run_save(run, events)
     return run
+
+
+def events_ingest_runs(*, batches: Mapping[Any, Iterable[IncomingEvent]]) -> dict[Any, Run]:
+    """`events_ingest` for several runs at once, in ONE transaction: {run pk: the run}.
+
+    Each run's events are stored and applied exactly as `events_ingest` would (same rules, same
+    idempotency), but the batch pays once for what every run's transaction paid: one lock
+    statement for all the runs, one INSERT of all their events and one UPDATE of all the runs
+    (PostgreSQL), one capture of all their steps (`billing.services.holds_capture_steps`: the
+    team's hot accounts locked once), one commit. All or nothing: when any run's part fails (a run or hold that is gone, a row
+    the database refuses), nothing of the batch is written and the exception is raised; the
+    caller (the follower) then stores the batch run by run with `events_ingest`, so one run's
+    failure costs the others nothing but time.
+    """
+    ordered = {pk: _in_order(events) for pk, events in batches.items()}
+    # The batch's tasks (settle a run that ended, fan a status change out) are written in its
+    # own transaction on the ORM broker: the worker sees them when it commits, as after an
+    # on-commit enqueue, without a commit each (as the webhook intake does).
+    with enqueue_with_transaction(), transaction.atomic():
+        # Lock the runs in one order (primary key) in one statement, so two batches that share
+        # runs queue instead of deadlocking; the webhook view and settle lock one run each.
+        runs = {
+            run.pk: run
+            for run in Run.objects.filter(pk__in=list(ordered)).order_by("pk").select_for_update()
+        }
+        if len(runs) != len(ordered):
+            missing = [pk for pk in ordered if pk not in runs]
+            raise Run.DoesNotExist(f"runs {missing[:3]} do not exist")
+        busy = [(runs[pk], events) for pk, events in ordered.items() if events]
+        _events_store_runs(busy)
+        chargeable = {run.pk: _events_apply(run, events) for run, events in busy}
+        captures = [
+            billing.StepsToCapture(
+                run.hold_reference, chargeable[run.pk], run.price_cents, f"run:{run.pk}"
+            )
+            for run, _events in busy
+            if chargeable[run.pk]
+        ]
+        captured = billing.holds_capture_steps(captures=captures) if captures else {}
+        for run, events in busy:
+            result = captured.get(run.hold_reference)
+            if result is not None:
+                if not result.hold_found:
+                    raise HoldNotFound(run.hold_reference)
+                _charged(run, result.charged, result.captured_cents)
+            _run_reached(run, events)
+        if connection.vendor == "postgresql":
+            sql.runs_save_fields([run for run, _events in busy], _INGEST_FIELDS)
+        else:
+            for run, _events in busy:
+                run.save(update_fields=_INGEST_FIELDS)
+        for run, _events in busy:
+            _settle_when_ended(run)
+    return runs
+
+
+def _in_order(events: Iterable[IncomingEvent]) -> list[IncomingEvent]:
+    return sorted((e for e in events if isinstance(e.seq, int) and e.seq > 0), key=lambda e: e.seq)
+
+
+def _events_apply(run: Run, events: list[IncomingEvent]) -> list[int]:
+    """Apply stored events to the run in memory (the caller holds its lock); the steps to
+    charge."""
+    _resumed_actor_attach(run, events)
+    # Steps are charged in order, one per number: the next step is the one after the
+    # last charged. A number beyond it (a stray step number, or a gap) is not charged
+    # here; settle charges Coasty's final count of steps, so nothing is lost and a stray
+    # number is never charged on top of that count.
+    next_step = run.steps_completed + 1
+    new_steps: list[int] = []
+    for event in events:
+        data = as_dict(event.data)
+        if event.type in _TEXT_EVENTS:  # their words land in the run's own columns
+            data = without_nul(data)
+        at = parse_at(data.get("at"))
+        if event.type == "status":
+            apply_status(run, str(data.get("status", "")), seq=event.seq, at=at)
+        elif event.type == "awaiting_human":
+            apply_status(
+                run,
+                RunStatus.AWAITING_HUMAN,
+                seq=event.seq,
+                at=at,
+                reason=str(data.get("reason") or ""),
+            )
+        elif event.type == "resumed":
+            apply_status(run, RunStatus.RUNNING, seq=event.seq, at=at)
+        elif event.type == "step":
+            step = _step_number(data)
+            if step == next_step:
+                new_steps.append(step)
+                next_step += 1
+            elif step is not None and step > next_step:
+                logger.warning(
+                    "run %s: step %s arrived after step %s; left to settle's count",
+                    run.pk,
+                    step,
+                    next_step - 1,
+                )
+        elif event.type == "text" and isinstance(data.get("text"), str):
+            run.result = {**(run.result or {}), "text": data["text"]}
+        elif event.type == "error":
+            run.error = error_text(data)
+        elif event.type == "done":
+            apply_status(run, str(data.get("status", "")), seq=event.seq, at=at)
+    for step in new_steps:
+        if step > run.max_steps:
+            logger.warning("run %s: step %s is beyond max_steps; not charged", run.pk, step)
+    # A settled run's money is final (settle charged Coasty's own count): the steps of a
+    # stream read late, such as a backfill, are stored but not charged again.
+    if run.settled_at is not None:
+        return []
+    return [step for step in new_steps if step <= run.max_steps]
+
+
+def _charged(run: Run, charged: dict[int, bool], captured_cents: int | None) -> None:
+    """Mirror a capture on the run: the steps charged ({step: whether it has its capture}), and
+    the hold's total."""
+    for step, ok in sorted(charged.items()):
+        if not ok:
+            logger.error("run %s: capture of step %s would exceed the hold", run.pk, step)
+            continue
+        run.steps_completed = max(run.steps_completed, step)
+    # The capture statement returns the hold's total; only the step-by-step path reads it.
+    if captured_cents is None:
+        captured_cents = hold_captured_cents(run.hold_reference)
+    run.charged_cents = captured_cents
+
+
+def _run_save(run: Run, events: list[IncomingEvent]) -> None:
+    _run_reached(run, events)
+    # Only the fields ingest sets: a smaller UPDATE to build, and no write-back of columns
+    # others change without this lock (the follower's lease, renewed by a plain UPDATE).
+    run.save(update_fields=_INGEST_FIELDS)
+    _settle_when_ended(run)
+
+
+def _run_reached(run: Run, events: list[IncomingEvent]) -> None:
+    """Where the run's stream has got to, after a batch of its events."""
+    if any(event.type == "done" for event in events):
+        run.events_complete = True
+    run.last_seq = max(run.last_seq, events[-1].seq)
+    run.last_event_at = timezone.now()
+
+
+def _settle_when_ended(run: Run) -> None:
+    if run.is_terminal and run.settled_at is None:
+        enqueue_on_commit(tasks.settle_run, str(run.pk))
 
 
 def _resumed_actor_attach(run: Run, events: list[IncomingEvent]) -> None:
@@ -156,12 +242,17 @@ def _resumed_actor_attach(run: Run, events: list[IncomingEvent]) -> None:
 
 
 def _events_store(run: Run, events: list[IncomingEvent]) -> None:
-    """Store the events a batch brings, skipping any (run, seq) already stored.
+    """Store the events a batch brings, skipping any (run, seq) already stored."""
+    _events_store_runs([(run, events)])
 
-    Each event's data is stored capped (`stored_data`). On PostgreSQL the whole batch is one
-    JSON document that the database unpacks: one string parameter instead of a model instance
-    and five bound values per event, which made the ORM's bulk_create most of the follower's
-    time (`make bench`, "ingest").
+
+def _events_store_runs(batches: list[tuple[Run, list[IncomingEvent]]]) -> None:
+    """Store the events of one or more runs, skipping any (run, seq) already stored.
+
+    Each event's data is stored capped (`stored_data`). On PostgreSQL all of them are one JSON
+    document that the database unpacks: one string parameter instead of a model instance and
+    five bound values per event, which made the ORM's bulk_create most of the follower's time
+    (`make bench`, "ingest").
     """
     cap = settings.RUNS_EVENT_DATA_MAX_BYTES
     if connection.vendor != "postgresql":
@@ -170,28 +261,36 @@ def _events_store(run: Run, events: list[IncomingEvent]) -> None:
                 RunEvent(
                     run=run, seq=e.seq, type=e.type[:32], data=without_nul(stored_data(e, cap))
                 )
+                for run, events in batches
                 for e in events
             ],
             ignore_conflicts=True,
         )
         return
-    rows = json.dumps(
-        [{"seq": e.seq, "type": e.type[:32], "data": stored_data(e, cap)} for e in events],
-        separators=(",", ":"),
-        default=str,
-        allow_nan=False,
-    )
-    if "\\u0000" in rows:  # rare: only then walk the data (see _without_nul)
-        rows = json.dumps(
+
+    named = [(str(run.pk), events) for run, events in batches]  # each run's id written once
+
+    def rows(clean) -> str:
+        return json.dumps(
             [
-                {"seq": e.seq, "type": e.type[:32], "data": without_nul(stored_data(e, cap))}
+                {
+                    "run": run_id,
+                    "seq": e.seq,
+                    "type": e.type[:32],
+                    "data": clean(stored_data(e, cap)),
+                }
+                for run_id, events in named
                 for e in events
             ],
             separators=(",", ":"),
             default=str,
             allow_nan=False,
         )
-    sql.events_insert(run.pk, timezone.now(), rows)
+
+    document = rows(lambda data: data)
+    if "\\u0000" in document:  # rare: only then walk the data (see _without_nul)
+        document = rows(without_nul)
+    sql.events_insert_runs(timezone.now(), document)
 
 
 def stored_data(event: IncomingEvent, cap: int) -> dict[str, Any]:
