@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
 from django_q import tasks as django_q_tasks
 from django_q.conf import Conf
+from django_q.models import OrmQ
 from django_q.tasks import async_task
 
 _WITH_TRANSACTION = contextvars.ContextVar("enqueue_with_transaction", default=False)
@@ -123,6 +124,19 @@ def orm_task_rows(collected: list[QueuedTask]) -> list[tuple[str, str, dt.dateti
         django_q_tasks.async_task(queued.path, *queued.args, broker=packer, **queued.kwargs)
     now = timezone.now()
     return [(packer.list_key, package, now) for package in packer.packages]
+
+
+def tasks_write(collected: list[QueuedTask]) -> None:
+    """Hand collected tasks to the queue: on the ORM broker, inside a transaction, as ONE
+    INSERT of their rows in it (the worker sees them when it commits); otherwise as
+    `enqueue_on_commit` would."""
+    rows = orm_task_rows(collected) if connection.in_atomic_block else None
+    if rows is None:
+        tasks_enqueue(collected)
+        return
+    OrmQ.objects.bulk_create(
+        [OrmQ(key=key, payload=payload, lock=lock) for key, payload, lock in rows]
+    )
 
 
 def _orm_broker_on_default() -> bool:

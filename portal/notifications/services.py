@@ -64,6 +64,13 @@ def events_collected() -> Iterator[list[OutboxEvent]]:
         _COLLECTED.reset(token)
 
 
+def events_write(collected: list[OutboxEvent]) -> None:
+    """Store events collected by `events_collected`, in ONE INSERT that skips any key already
+    recorded (as `event_record` does for one)."""
+    if collected:
+        OutboxEvent.objects.bulk_create(collected, ignore_conflicts=True)
+
+
 def event_record(
     type: EventType | str,
     *,

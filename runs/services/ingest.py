@@ -19,7 +19,12 @@ from django.utils import timezone
 from billing import services as billing
 from billing.errors import HoldNotFound
 from billing.selectors import hold_captured_cents
-from portal.core.queue import enqueue_on_commit, enqueue_with_transaction
+from portal.core.queue import (
+    enqueue_on_commit,
+    tasks_collected,
+    tasks_write,
+)
+from portal.notifications.services import events_collected, events_write
 from runs import sql, tasks
 from runs.coasty.strict_json import PORTAL_KEY
 from runs.models import Run, RunEvent, RunStatus
@@ -81,50 +86,60 @@ def events_ingest_runs(*, batches: Mapping[Any, Iterable[IncomingEvent]]) -> dic
     idempotency), but the batch pays once for what every run's transaction paid: one lock
     statement for all the runs, one INSERT of all their events and one UPDATE of all the runs
     (PostgreSQL), one capture of all their steps (`billing.services.holds_capture_steps`: the
-    team's hot accounts locked once), one commit. All or nothing: when any run's part fails (a run or hold that is gone, a row
-    the database refuses), nothing of the batch is written and the exception is raised; the
+    team's hot accounts locked once), one INSERT of their outbox events and one of their tasks,
+    one commit. All or nothing: when any run's part fails (a run or hold that is gone, a row the
+    database refuses), nothing of the batch is written and the exception is raised; the
     caller (the follower) then stores the batch run by run with `events_ingest`, so one run's
     failure costs the others nothing but time.
     """
     ordered = {pk: _in_order(events) for pk, events in batches.items()}
-    # The batch's tasks (settle a run that ended, fan a status change out) are written in its
-    # own transaction on the ORM broker: the worker sees them when it commits, as after an
-    # on-commit enqueue, without a commit each (as the webhook intake does).
-    with enqueue_with_transaction(), transaction.atomic():
-        # Lock the runs in one order (primary key) in one statement, so two batches that share
-        # runs queue instead of deadlocking; the webhook view and settle lock one run each.
-        runs = {
-            run.pk: run
-            for run in Run.objects.filter(pk__in=list(ordered)).order_by("pk").select_for_update()
-        }
-        if len(runs) != len(ordered):
-            missing = [pk for pk in ordered if pk not in runs]
-            raise Run.DoesNotExist(f"runs {missing[:3]} do not exist")
-        busy = [(runs[pk], events) for pk, events in ordered.items() if events]
-        _events_store_runs(busy)
-        chargeable = {run.pk: _events_apply(run, events) for run, events in busy}
-        captures = [
-            billing.StepsToCapture(
-                run.hold_reference, chargeable[run.pk], run.price_cents, f"run:{run.pk}"
-            )
-            for run, _events in busy
-            if chargeable[run.pk]
-        ]
-        captured = billing.holds_capture_steps(captures=captures) if captures else {}
-        for run, events in busy:
-            result = captured.get(run.hold_reference)
-            if result is not None:
-                if not result.hold_found:
-                    raise HoldNotFound(run.hold_reference)
-                _charged(run, result.charged, result.captured_cents)
-            _run_reached(run, events)
-        if connection.vendor == "postgresql":
-            sql.runs_save_fields([run for run, _events in busy], _INGEST_FIELDS)
-        else:
-            for run, _events in busy:
-                run.save(update_fields=_INGEST_FIELDS)
+    with transaction.atomic():
+        # The batch's outbox events (a pause, an end) and tasks (settle a run that ended, fan
+        # a change out) are collected and written at the end, in its transaction: one INSERT
+        # of events and, on the ORM broker, one of tasks, instead of one each per run.
+        with events_collected() as events_out, tasks_collected() as queued:
+            runs = _events_ingest_runs_locked(ordered)
+        events_write(events_out)
+        tasks_write(queued)
+    return runs
+
+
+def _events_ingest_runs_locked(ordered: dict[Any, list[IncomingEvent]]) -> dict[Any, Run]:
+    """The body of `events_ingest_runs`, inside its transaction."""
+    # Lock the runs in one order (primary key) in one statement, so two batches that share
+    # runs queue instead of deadlocking; the webhook view and settle lock one run each.
+    runs = {
+        run.pk: run
+        for run in Run.objects.filter(pk__in=list(ordered)).order_by("pk").select_for_update()
+    }
+    if len(runs) != len(ordered):
+        missing = [pk for pk in ordered if pk not in runs]
+        raise Run.DoesNotExist(f"runs {missing[:3]} do not exist")
+    busy = [(runs[pk], events) for pk, events in ordered.items() if events]
+    _events_store_runs(busy)
+    chargeable = {run.pk: _events_apply(run, events) for run, events in busy}
+    captures = [
+        billing.StepsToCapture(
+            run.hold_reference, chargeable[run.pk], run.price_cents, f"run:{run.pk}"
+        )
+        for run, _events in busy
+        if chargeable[run.pk]
+    ]
+    captured = billing.holds_capture_steps(captures=captures) if captures else {}
+    for run, events in busy:
+        result = captured.get(run.hold_reference)
+        if result is not None:
+            if not result.hold_found:
+                raise HoldNotFound(run.hold_reference)
+            _charged(run, result.charged, result.captured_cents)
+        _run_reached(run, events)
+    if connection.vendor == "postgresql":
+        sql.runs_save_fields([run for run, _events in busy], _INGEST_FIELDS)
+    else:
         for run, _events in busy:
-            _settle_when_ended(run)
+            run.save(update_fields=_INGEST_FIELDS)
+    for run, _events in busy:
+        _settle_when_ended(run)
     return runs
 
 

@@ -6,14 +6,16 @@ nothing of the others (the follower then stores them run by run)."""
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django_q.models import OrmQ
 
 from billing.models import Transfer, TransferKind
+from portal.notifications.models import OutboxEvent
 from runs import follow, services
 from runs.follow import Follower
 from runs.models import Run, RunEvent
 from runs.services import IncomingEvent
 from runs.services import ingest as ingest_module
-from tests.runs.support import _accepted_run, _step_events, _wallet
+from tests.runs.support import _accepted_run, _step_events, _wallet, queued_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -114,6 +116,40 @@ def test_the_runs_are_locked_in_one_order_in_one_statement(funded_team, make_mem
     assert f'ORDER BY "{table}"."id" ASC' in locks[0]
     if connection.vendor == "postgresql":
         assert locks[0].endswith("FOR UPDATE")
+
+
+def test_a_batch_writes_its_outbox_events_and_its_tasks_in_one_insert_each(
+    funded_team, make_member, coasty
+):
+    # given three runs that each pause, then end, in one batch
+    user = make_member(funded_team)
+    runs = [_accepted_run(funded_team, user, coasty, max_steps=10) for _ in range(3)]
+    pause = IncomingEvent(2, "awaiting_human", {"reason": "captcha"})
+    batches = {
+        run.pk: [history(1, done=True)[0], pause, *history(1, done=True)[1:]] for run in runs
+    }
+    # when it is ingested
+    with CaptureQueriesContext(connection) as queries:
+        services.events_ingest_runs(batches=batches)
+    # then one INSERT recorded all six events (a pause and an end per run) and one queued all
+    # the tasks (each event's fan-out and each run's settle)
+    inserts = [q["sql"] for q in queries if q["sql"].startswith("INSERT")]
+    outbox = [q for q in inserts if OutboxEvent._meta.db_table in q]
+    tasks = [q for q in inserts if OrmQ._meta.db_table in q]
+    assert len(outbox) == 1 and len(tasks) == 1
+    for run in runs:
+        assert set(
+            OutboxEvent.objects.filter(subject=f"run:{run.pk}").values_list("type", flat=True)
+        ) == {"run.awaiting_human", "run.succeeded"}
+    queued = [t[0] for t in queued_tasks()]
+    assert queued.count("runs.tasks.settle_run") == 3
+    assert queued.count("portal.notifications.tasks.event_fan_out") == 6
+    # and a repeat records nothing new and fans nothing out again (a run that has ended and is
+    # not settled yet is asked to settle again: settling is idempotent)
+    services.events_ingest_runs(batches=batches)
+    assert OutboxEvent.objects.count() == 6
+    fan_outs = [t for t in queued_tasks() if t[0] == "portal.notifications.tasks.event_fan_out"]
+    assert len(fan_outs) == 6
 
 
 def test_one_runs_failure_writes_nothing_of_the_batch(
