@@ -178,6 +178,10 @@ else:
     # bind on the client and are never prepared. Behind a pooler in transaction mode that cannot
     # keep prepared statements, set DATABASE_PREPARE_THRESHOLD=off.
     _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
+    if _prepare not in ("", "off", "none") and not (_prepare.isascii() and _prepare.isdigit()):
+        raise ImproperlyConfigured(
+            f"DATABASE_PREPARE_THRESHOLD must be a whole number or 'off', not {_prepare!r}."
+        )
     _db.setdefault("OPTIONS", {})["prepare_threshold"] = (
         None if _prepare in ("", "off", "none") else int(_prepare)
     )

@@ -58,3 +58,32 @@ def test_commands_that_serve_or_judge_production_still_need_the_key(args):
     result = _manage(*args)
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", None), ("off", None), ("5", 5), ("0", 0), (None, 5)]
+)
+def test_the_prepare_threshold_is_a_number_or_off(value, expected):
+    overrides = {"DEBUG": "true", "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused"}
+    if value is not None:
+        overrides["DATABASE_PREPARE_THRESHOLD"] = value
+    code = (
+        "from django.conf import settings;"
+        "print(repr(settings.DATABASES['default']['OPTIONS']['prepare_threshold']))"
+    )
+    result = _run_settings(overrides, code=code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr(expected)
+
+
+def test_a_prepare_threshold_that_is_not_a_number_is_refused_clearly():
+    result = _run_settings(
+        {
+            "DEBUG": "true",
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
+            "DATABASE_PREPARE_THRESHOLD": "often",
+        },
+        code="from django.conf import settings; settings.DATABASES",
+    )
+    assert result.returncode != 0
+    assert "DATABASE_PREPARE_THRESHOLD must be a whole number or 'off'" in result.stderr
