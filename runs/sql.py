@@ -214,33 +214,11 @@ _DELIVERY_COLUMNS = (
 )
 
 
-def delivery_insert(
-    run_id,
-    headers: dict[str, str],
-    body: bytes,
-    digest: str,
-    *,
-    verdict: str,
-    result: str,
-    event: str = "",
-    dedupe_key: str | None = None,
-    body_size: int | None = None,
-    client_address: str | None = None,
-) -> bool:
-    """Store one delivery; False when its dedupe key was taken (a duplicate), and then nothing
-    is stored. One INSERT ... ON CONFLICT DO NOTHING RETURNING: no savepoint, no second query."""
-    params = _delivery_params(
-        run_id,
-        headers,
-        body,
-        digest,
-        verdict=verdict,
-        result=result,
-        event=event,
-        dedupe_key=dedupe_key,
-        body_size=body_size,
-        client_address=client_address,
-    )
+def delivery_insert(run_id, headers: dict[str, str], body: bytes, digest: str, **fields) -> bool:
+    """Store one delivery (`fields` as `_delivery_params` takes them); False when its dedupe key
+    was taken (a duplicate), and then nothing is stored. One INSERT ... ON CONFLICT DO NOTHING
+    RETURNING: no savepoint, no second query."""
+    params = _delivery_params(run_id, headers, body, digest, **fields)
     with _bound_cursor() as cursor:
         cursor.execute(_delivery_insert_sql(), params)
         return cursor.fetchone() is not None

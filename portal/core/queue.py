@@ -24,6 +24,8 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.tasks import async_task
 
+from portal.core.collect import collecting
+
 _WITH_TRANSACTION = contextvars.ContextVar("enqueue_with_transaction", default=False)
 
 
@@ -82,12 +84,8 @@ def tasks_collected() -> Iterator[list[QueuedTask]]:
     yielded, for a caller that writes its change in one statement of its own (the webhook
     intake) and then either puts the tasks' rows in that statement (`orm_task_rows`) or hands
     them to `tasks_enqueue` once it knows the change was stored."""
-    collected: list[QueuedTask] = []
-    token = _COLLECTED.set(collected)
-    try:
+    with collecting(_COLLECTED) as collected:
         yield collected
-    finally:
-        _COLLECTED.reset(token)
 
 
 def tasks_enqueue(collected: list[QueuedTask]) -> None:

@@ -23,6 +23,7 @@ from django.db.models import F
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from portal.core.collect import collecting
 from portal.core.crypto import decrypt_secret, encrypt_secret
 from portal.core.money import format_cents
 from portal.core.queue import enqueue_on_commit
@@ -56,12 +57,8 @@ def events_collected() -> Iterator[list[OutboxEvent]]:
     yielded (its fan-out task still goes to `enqueue_on_commit`), for a caller that writes its
     change and the events in one statement of its own (the webhook intake), with the same
     once-per-key rule: ON CONFLICT (key) DO NOTHING."""
-    collected: list[OutboxEvent] = []
-    token = _COLLECTED.set(collected)
-    try:
+    with collecting(_COLLECTED) as collected:
         yield collected
-    finally:
-        _COLLECTED.reset(token)
 
 
 def events_write(collected: list[OutboxEvent]) -> None:
