@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from portal.core.rest.errors import bad_request, server_error
 from portal.site.views import PasswordResetConfirmView
+from runs.urls import webhook_urlpatterns
 
 # Under /api/ a server error answers the API's JSON envelope; elsewhere the 500 page.
 handler500 = server_error
@@ -13,6 +14,7 @@ handler500 = server_error
 handler400 = bad_request
 
 urlpatterns = [
+    *webhook_urlpatterns,
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),

@@ -11,11 +11,11 @@ import datetime as dt
 import functools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field, JSONField, Model
 from django.utils import timezone
 from django_q.models import OrmQ
@@ -251,8 +251,9 @@ def _delivery_params(
         len(body) if body_size is None else body_size,
         client_address or None,
     )
+    prep = _preparer()
     return [
-        _prep_save(WebhookDelivery, name, value)
+        prep(WebhookDelivery, name, value)
         for name, value in zip(_DELIVERY_COLUMNS, values, strict=True)
     ]
 
@@ -339,7 +340,7 @@ def webhook_intake(
     changed since it was read (the caller then takes the locked path) or when the delivery is
     a duplicate.
     """
-    prep = _prep_save
+    prep = _preparer()
     params: list[Any] = [prep(Run, "id", run.pk)]
     params += [
         prep(Run, name, value) for name, value in zip(WEBHOOK_STATUS_FIELDS, seen, strict=True)
@@ -370,10 +371,19 @@ _TASK_COLUMNS = ("key", "payload", "lock")
 _AS_IS = frozenset({str, int, bool, type(None), dt.datetime, uuid.UUID})
 
 
-def _prep_save(model: type[Model], name: str, value: Any) -> Any:
-    if type(value) in _AS_IS and connection.vendor == "postgresql":
-        return value
-    return _field(model, name).get_db_prep_save(value, connection)
+def _preparer() -> Callable[[type[Model], str, Any], Any]:
+    """A function that prepares a value for a model's column, as the field's get_db_prep_save
+    would, on this thread's connection. The connection is looked up once here, not once per
+    value: Django's `connection` is a proxy that resolves it on every attribute access."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    as_is = _AS_IS if conn.vendor == "postgresql" else frozenset()
+
+    def prep(model: type[Model], name: str, value: Any) -> Any:
+        if type(value) in as_is:
+            return value
+        return _field(model, name).get_db_prep_save(value, conn)
+
+    return prep
 
 
 @functools.cache

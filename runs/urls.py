@@ -13,5 +13,10 @@ urlpatterns = [
     path("runs/<uuid:run_id>/resume/", views.run_resume, name="run_resume"),
     path("runs/<uuid:run_id>/approve/", views.run_approve, name="run_approve"),
     path("runs/<uuid:run_id>/reject/", views.run_reject, name="run_reject"),
+]
+
+# Coasty's deliveries: the busiest URL of all. The root URLconf names it before every other
+# pattern, so that a delivery is resolved at the first try instead of after some sixty.
+webhook_urlpatterns = [
     path("webhooks/coasty/runs/<uuid:run_id>/", views.coasty_webhook, name="coasty_webhook"),
 ]
