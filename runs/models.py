@@ -91,7 +91,8 @@ class Run(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="runs")
+    # Not indexed on its own: run_team_recent and run_team_status begin with it (see Meta).
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="runs", db_index=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="runs"
     )
@@ -123,7 +124,9 @@ class Run(models.Model):
     charged_cents = models.PositiveIntegerField(default=0)
 
     # --- Submission ---
-    idempotency_key = models.CharField(max_length=128, unique=True, editable=False)
+    # Unique by a constraint in Meta, not `unique=True`: that would add a second index for
+    # LIKE queries (varchar_pattern_ops) that nothing makes.
+    idempotency_key = models.CharField(max_length=128, editable=False)
     # NULL until Coasty accepts the run: unique among runs that have one (a partial constraint).
     upstream_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     webhook_secret_encrypted = models.TextField(blank=True, editable=False)
@@ -155,6 +158,7 @@ class Run(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         editable=False,
+        db_index=False,  # indexed where set only (Meta: run_resume_requested_by)
     )
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -178,6 +182,7 @@ class Run(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text="The manager who approved or rejected it (none when it expired).",
+        db_index=False,  # indexed where set only (Meta: run_decided_by)
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     decision_reason = models.TextField(blank=True)
@@ -206,6 +211,7 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="run_idempotency_key_unique"),
             models.UniqueConstraint(
                 fields=["upstream_id"],
                 condition=Q(upstream_id__isnull=False),
@@ -227,10 +233,21 @@ class Run(models.Model):
                 condition=Q(max_steps__gte=1) & Q(max_steps__lte=1000), name="run_max_steps_range"
             ),
         ]
+        # Every status change writes a new row version into every index (status is indexed,
+        # so no update is HOT): each index here is paid for by every webhook and every batch of
+        # events. The user references are indexed where set only (for a user's deletion).
         indexes = [
             models.Index(fields=["team", "-created_at", "-id"], name="run_team_recent"),
             models.Index(fields=["team", "status", "-created_at"], name="run_team_status"),
             models.Index(fields=["status", "follow_lease_until"], name="run_follow_claim"),
+            models.Index(
+                fields=["resume_requested_by"],
+                condition=Q(resume_requested_by__isnull=False),
+                name="run_resume_requested_by",
+            ),
+            models.Index(
+                fields=["decided_by"], condition=Q(decided_by__isnull=False), name="run_decided_by"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -29,8 +29,12 @@ class OutboxEvent(models.Model):
     """Something happened that people may want to hear about, recorded once."""
 
     type = models.CharField(max_length=40, choices=EventType.choices)
+    # Not indexed on its own: notif_event_team_recent begins with it.
     team = models.ForeignKey(
-        "portal.Team", on_delete=models.CASCADE, related_name="notification_events"
+        "portal.Team",
+        on_delete=models.CASCADE,
+        related_name="notification_events",
+        db_index=False,
     )
     # What it is about, as "<kind>:<id>" ("run:<uuid>", "account:<id>", "schedule:<id>"):
     # notifications sit below runs and billing, so they name their subjects instead of
@@ -43,13 +47,15 @@ class OutboxEvent(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    key = models.CharField(max_length=200, unique=True)
+    # Unique by a constraint in Meta (no second index for LIKE queries, which nothing makes).
+    key = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Set once every channel has its deliveries (fan-out is itself idempotent per event).
     dispatched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["key"], name="notif_event_key_unique")]
         indexes = [
             models.Index(
                 fields=["created_at"],
