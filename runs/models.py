@@ -429,7 +429,10 @@ class WebhookDelivery(models.Model):
         FAILED = "failed", "Failed while processing"
         THROTTLED = "throttled", "Refused: too many refusals (rate limit)"
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    # Not indexed on its own: the dedupe constraint's index begins with it (see Meta).
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="webhook_deliveries", db_index=False
+    )
     received_at = models.DateTimeField(auto_now_add=True)
     headers = models.JSONField(default=dict)
     body = models.BinaryField(help_text="Verbatim when verified; the first bytes when refused.")
@@ -446,12 +449,10 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        # One index serves both the dedupe and a run's deliveries: rows without a dedupe key
+        # (duplicates, refusals, failures) are in it too, and NULLs never conflict.
         constraints = [
-            models.UniqueConstraint(
-                fields=["run", "dedupe_key"],
-                condition=Q(dedupe_key__isnull=False),
-                name="webhook_delivery_dedupe",
-            ),
+            models.UniqueConstraint(fields=["run", "dedupe_key"], name="webhook_delivery_dedupe"),
         ]
         verbose_name_plural = "webhook deliveries"
 
