@@ -141,6 +141,25 @@ def _step_events(first_seq, step):
     ]
 
 
+# Batches that between them move a run through everything an ingest sets on it: a step charged,
+# a pause, a resume with text, a failure. The single-run and the several-runs ingest tests both
+# check that what each sets in memory is what is stored.
+INGEST_BATCHES = {
+    "running-step": [IncomingEvent(1, "status", {"status": "running"}), *_step_events(2, 1)],
+    "paused": [IncomingEvent(1, "awaiting_human", {"reason": "captcha"})],
+    "resumed-text": [
+        IncomingEvent(1, "awaiting_human", {"reason": "captcha"}),
+        IncomingEvent(2, "resumed", {"note": "done"}),
+        IncomingEvent(3, "text", {"text": "half way \u00e9"}),
+    ],
+    "failed-done": [
+        *_step_events(1, 1),
+        IncomingEvent(6, "error", {"error": {"code": "E", "message": "broke"}}),
+        IncomingEvent(7, "done", {"status": "failed"}),
+    ],
+}
+
+
 def _webhook(run, payload):
     """Deliver `payload` as Coasty would: signed with the run's own secret (FakeCoasty's)."""
     import json

@@ -6,7 +6,7 @@ import pytest
 from runs import services
 from runs.models import RunEvent
 from runs.services import IncomingEvent
-from tests.runs.support import _accepted_run, _step_events, _wallet, _webhook
+from tests.runs.support import INGEST_BATCHES, _accepted_run, _step_events, _wallet, _webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -127,24 +127,7 @@ def test_an_impossible_timestamp_is_ignored_not_a_failed_batch(funded_team, make
     assert run.finished_at is not None
 
 
-@pytest.mark.parametrize(
-    "batch",
-    [
-        [IncomingEvent(1, "status", {"status": "running"}), *_step_events(2, 1)],
-        [IncomingEvent(1, "awaiting_human", {"reason": "captcha"})],
-        [
-            IncomingEvent(1, "awaiting_human", {"reason": "captcha"}),
-            IncomingEvent(2, "resumed", {"note": "done"}),
-            IncomingEvent(3, "text", {"text": "half way"}),
-        ],
-        [
-            *_step_events(1, 1),
-            IncomingEvent(6, "error", {"error": {"code": "E", "message": "broke"}}),
-            IncomingEvent(7, "done", {"status": "failed"}),
-        ],
-    ],
-    ids=["running-step", "paused", "resumed-text", "failed-done"],
-)
+@pytest.mark.parametrize("batch", INGEST_BATCHES.values(), ids=INGEST_BATCHES.keys())
 def test_what_ingest_sets_on_the_run_is_what_is_stored(funded_team, make_member, coasty, batch):
     # The ingest saves only the fields it names (runs.services.ingest._INGEST_FIELDS): any field
     # it, apply_status or the notifier sets in memory and that list misses would be lost here.

@@ -15,7 +15,13 @@ from runs.follow import Follower
 from runs.models import Run, RunEvent
 from runs.services import IncomingEvent
 from runs.services import ingest as ingest_module
-from tests.runs.support import _accepted_run, _step_events, _wallet, queued_tasks
+from tests.runs.support import (
+    INGEST_BATCHES,
+    _accepted_run,
+    _step_events,
+    _wallet,
+    queued_tasks,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -217,24 +223,7 @@ def test_the_follower_stores_a_batch_of_runs_in_one_transaction(
     assert follower.report.events == 2 * len(history(1)) and not follower.failed
 
 
-@pytest.mark.parametrize(
-    "batch",
-    [
-        [IncomingEvent(1, "status", {"status": "running"}), *_step_events(2, 1)],
-        [IncomingEvent(1, "awaiting_human", {"reason": "captcha"})],
-        [
-            IncomingEvent(1, "awaiting_human", {"reason": "captcha"}),
-            IncomingEvent(2, "resumed", {"note": "done"}),
-            IncomingEvent(3, "text", {"text": "half way \u00e9"}),
-        ],
-        [
-            *_step_events(1, 1),
-            IncomingEvent(6, "error", {"error": {"code": "E", "message": "broke"}}),
-            IncomingEvent(7, "done", {"status": "failed"}),
-        ],
-    ],
-    ids=["running-step", "paused", "resumed-text", "failed-done"],
-)
+@pytest.mark.parametrize("batch", INGEST_BATCHES.values(), ids=INGEST_BATCHES.keys())
 def test_what_a_batch_sets_on_its_runs_is_what_is_stored(funded_team, make_member, coasty, batch):
     # The batch writes its runs' fields in one statement of its own (PostgreSQL): every field
     # the ingest, apply_status or the notifier sets in memory must reach the database as is.
