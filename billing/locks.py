@@ -138,102 +138,18 @@ def capture_steps(
     caused_by: str,
     created_at,
 ) -> Captured | None:
-    """PostgreSQL only: capture `steps` (one transfer of `amount_cents` each) in ONE statement.
+    """PostgreSQL only: capture `steps` of one hold (one transfer of `amount_cents` each) in ONE
+    statement: `capture_steps_of_holds` with a batch of one.
 
     All or nothing, like any statement: None when the open hold has no room for all of them (or
     there is no such open hold), and nothing is written; IntegrityError when one of the steps was
     captured already (its idempotency key exists), and nothing is written. The caller decides
     what a refusal means (see services.hold_capture).
-
-    Lock order as everywhere (module docstring): the hold row (UPDATE h), the keys (INSERT t),
-    then both accounts in pk order (the FOR UPDATE subquery of a, sorted before it locks).
-    Data-modifying CTEs always run to completion and each sees the rows the one before returned,
-    so `t` inserts only when `h` matched, and `a` moves only what `t` inserted.
     """
     if not steps:
         raise ValueError("capture_steps needs at least one step")
-    total = amount_cents * len(steps)
-    sql = _capture_sql()
-    params = {
-        "reference": reference,
-        "total": total,
-        "count": len(steps),
-        "amount": amount_cents,
-        "steps": list(steps),
-        "keys": [capture_key(reference, step) for step in steps],
-        "user_id": caused_by_user_id,
-        "caused_by": caused_by,
-        "created_at": created_at,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if not rows:
-        return None
-    _, _, hold_id, run_id, team_id, held, spend, captured_cents, accounts_moved = rows[0]
-    if accounts_moved != 2:
-        # Unreachable while the hold's foreign keys stand: both accounts exist.
-        raise Account.DoesNotExist(f"capture on {reference}: {accounts_moved} of 2 accounts moved")
-    return Captured(
-        transfer_ids={step: transfer_id for transfer_id, step, *_ in rows},
-        hold_id=hold_id,
-        team_id=team_id,
-        run_id=run_id,
-        held_account_id=held,
-        spend_account_id=spend,
-        captured_cents=captured_cents,
-    )
-
-
-@cache
-def _capture_sql() -> str:
-    hold, transfer, account = (
-        Hold._meta.db_table,
-        Transfer._meta.db_table,
-        Account._meta.db_table,
-    )
-    # Only table names are formatted in (S608); every value is a parameter.
-    #
-    # The CTEs run "concurrently" in PostgreSQL's words, so the lock order is fixed by data
-    # dependencies, not by the order they are written in: t reads h (the hold is locked before
-    # any key), and a reads t (the accounts are locked only once every transfer row, and so
-    # every key, is in). A skipped h (no room) leaves t and a with nothing to do.
-    return f"""
-        WITH h AS (
-            UPDATE {hold}
-               SET captured_cents = captured_cents + %(total)s,
-                   captured_steps = captured_steps + %(count)s
-             WHERE reference = %(reference)s AND status = '{Hold.Status.OPEN.value}'
-               AND captured_cents + released_cents + %(total)s <= amount_cents
-            RETURNING id, team_id, run_id, held_account_id, spend_account_id, captured_cents
-        ), t AS (
-            INSERT INTO {transfer} (
-                idempotency_key, kind, debit_account_id, credit_account_id, amount_cents,
-                team_id, hold_id, run_id, step, reference, memo, caused_by_user_id, caused_by,
-                created_at
-            )
-            SELECT s.key, '{TransferKind.CAPTURE.value}', h.held_account_id, h.spend_account_id,
-                   %(amount)s, h.team_id, h.id, h.run_id, s.step, %(reference)s, '',
-                   %(user_id)s, %(caused_by)s, %(created_at)s
-              FROM h, unnest(%(keys)s::varchar[], %(steps)s::integer[]) AS s(key, step)
-            RETURNING id, step, debit_account_id, credit_account_id, amount_cents
-        ), a AS (
-            UPDATE {account}
-               SET balance_cents = balance_cents + CASE
-                   WHEN id = (SELECT max(debit_account_id) FROM t)
-                   THEN -(SELECT sum(amount_cents) FROM t)
-                   ELSE (SELECT sum(amount_cents) FROM t) END
-             WHERE id IN (
-                SELECT id FROM {account}
-                 WHERE id IN (SELECT debit_account_id FROM t UNION SELECT credit_account_id FROM t)
-                 ORDER BY id FOR UPDATE
-             )
-            RETURNING id
-        )
-        SELECT t.id, t.step, h.id, h.run_id, h.team_id, h.held_account_id, h.spend_account_id,
-               h.captured_cents, (SELECT count(*) FROM a)
-          FROM t, h
-    """  # noqa: S608
+    part = HoldSteps(reference, tuple(steps), amount_cents, caused_by_user_id, caused_by)
+    return capture_steps_of_holds([part], created_at=created_at).get(reference)
 
 
 @dataclass(frozen=True)
@@ -315,7 +231,8 @@ def _capture_holds_sql() -> str:
     )
     # Only table names are formatted in (S608); every value is a parameter.
     #
-    # As in _capture_sql the lock order follows the data dependencies: h updates only holds that
+    # The CTEs run "concurrently" in PostgreSQL's words, so the lock order is fixed by data
+    # dependencies, not by the order they are written in: h updates only holds that
     # `l` locked (all of them, sorted by reference, before h writes any), t reads h, d reads t and `a`
     # locks the accounts only once every transfer (so every key) is in. `l` is MATERIALIZED so
     # that it is never folded into h, whose own scan order is not that order.
