@@ -8,10 +8,10 @@ rate of only parsing the same streams; and how many streams one worker process f
 Throughput: `--runs` runs of `--steps` steps each are launched through the portal and submitted
 to the simulator (its own process), and left to finish there, so each stream replays its whole
 history as fast as the reader takes it. Then the portal's own `Follower` (the worker's
-follower task: one asyncio loop of SSE clients feeding one thread that stores) reads them
-twice: once with the ingest replaced by a counter (parse only: same source, same client, same
-queue, no database), once for real (events stored, statuses moved, every step charged). The
-storing thread stores each batch it drains (up to 1,000 events, usually of many runs here) in
+follower task: one asyncio loop of SSE clients, in a child process it forks, feeding the task's
+process, which stores) reads them twice: once with the ingest replaced by a counter (parse
+only: same source, same client, same child process and socket, no database), once for real
+(events stored, statuses moved, every step charged). The storing process stores each batch it drains (up to 1,000 events, usually of many runs here) in
 one transaction for all of its runs (`runs.services.events_ingest_runs`: the runs locked in pk
 order, one INSERT of the events, one capture of every run's new steps), falling back to one
 transaction per run only when that fails. Each rate is events / time from the follower's start
@@ -20,10 +20,12 @@ stored, the best rate of each kind kept (side by side). Goal: ingest >= 70 % of 
 Afterwards every event must be stored once, every step charged once, and the ledger clean.
 
 Concurrency: `--streams` live slow runs; a follower in a process of its own (a worker process)
-follows them all; its peak RSS is read from /proc while the simulator counts open streams.
+follows them all; its peak RSS, with its streams' child process's added (shared pages counted
+twice: an upper bound), is read from /proc while the simulator counts open streams.
 Goal: >= 500 streams per process in <= 300 MB.
 
-BENCH_PROFILE=1 prints a cProfile of the storing thread during the ingest rounds.
+BENCH_PROFILE=1 prints a cProfile of the storing process (the follower's own thread) during the
+ingest rounds.
 """
 
 import argparse
@@ -31,6 +33,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from bench.common import (
     PY,
@@ -180,7 +183,7 @@ def concurrency(sim, team, user, streams: int, seconds: float) -> list[Figure]:
     peak_rss, peak_open = 0.0, 0
     while child.alive():
         try:
-            peak_rss = max(peak_rss, rss_mb(child.pid))
+            peak_rss = max(peak_rss, rss_mb(child.pid) + sum(map(rss_mb, children(child.pid))))
             peak_open = max(peak_open, sim.state().get("open_streams", 0))
         except (OSError, ValueError):
             pass
@@ -204,6 +207,14 @@ def concurrency(sim, team, user, streams: int, seconds: float) -> list[Figure]:
         ),
         Figure("ingest: RSS of that process", peak_rss, "MB", 300, "<=", note=note),
     ]
+
+
+def children(pid: int) -> list[int]:
+    """The follower process's own children (its streams' process), from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(n) for n in (task / "children").read_text().split()]
+    return found
 
 
 def follow_child(streams: int, seconds: float) -> None:

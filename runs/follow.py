@@ -1,11 +1,14 @@
 """Following run event streams at scale: one task, many runs, one asyncio loop.
 
 A follower task claims live runs under a lease, opens each run's SSE stream (resuming after the
-last stored seq) in an asyncio loop on a background thread, and hands the events to the task's
-own thread, which stores them in batches: the events of all the runs a batch holds in one
+last stored seq) in an asyncio loop in a child process of its own (`runs.coasty.streams`: the
+parsing does not take turns with the storing on one interpreter lock), which hands the events,
+in order, to the task's process, which stores them in batches: the events of all the runs a batch holds in one
 transaction (`events_ingest_runs`), or run by run (`events_ingest`) when that fails. It follows
 for a bounded time and hands over: its leases are released and, if runs are still live, a fresh
-follower is enqueued. A follower that dies leaves leases that expire, and the next one picks the runs up.
+follower is enqueued. A follower that dies leaves leases that expire, and the next one picks the runs up;
+its streams' child dies with it (its end of the socket closes), and what the child had parsed
+but not handed over is read again from the last stored seq.
 
 Two followers can never double-apply an event, because the ingest is idempotent per (run, seq);
 the leases only keep them from doing the same work twice.
@@ -13,22 +16,19 @@ the leases only keep them from doing the same work twice.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
 import os
-import queue
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
-import httpx
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Q
@@ -36,8 +36,9 @@ from django.utils import timezone
 
 from portal.core.queue import enqueue_on_commit
 from runs import tasks
-from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound, follow_events
+from runs.coasty import CoastyAuthError, CoastyClient, CoastyNotFound
 from runs.coasty.sse import StreamLimits
+from runs.coasty.streams import Item, StreamsProcess, error_name
 from runs.models import TERMINAL_STATUSES, FollowerSlot, Run, runs_to_follow
 from runs.services import events_ingest, events_ingest_runs
 from runs.upstream import client_from_settings
@@ -52,7 +53,6 @@ IDLE_EXIT = 5.0  # a follower with nothing to follow for this long stops early
 # settled from Coasty's record instead, and a bad API key is not hammered once a second.
 GONE_SNOOZE = dt.timedelta(minutes=5)
 BATCH_MAX = 1000
-FOLLOW_SWITCH_INTERVAL = 0.001  # seconds; see Follower.run
 # How long a stopping follower waits for its streams to close: SIGTERM to exit stays under 10 s.
 SHUTDOWN_STREAMS_SECONDS = 3.0
 
@@ -167,17 +167,17 @@ class Follower:
         self.budget = budget_seconds
         self.capacity = capacity
         self.client = client or client_from_settings()
-        self.inbox: queue.Queue = queue.Queue()
-        self.active: dict = {}  # run pk -> concurrent future of its stream
+        # What the streams sent, not yet stored: ("event", pk, SseEvent) or ("end", pk, error).
+        self.inbox: deque[Item] = deque()
+        self.active: dict = {}  # run pk -> the handle of its stream in the streams' process
+        self.runs_by_handle: dict[int, Any] = {}
+        self.streams: StreamsProcess | None = None  # started by run()
         # Runs whose batch failed to store: their stream is cancelled and whatever it still
         # sends is dropped, so no later batch can move last_seq past the events not stored.
         self.failed: set = set()
         self.report = FollowReport()
         self.stop_requested = threading.Event()  # set by SIGTERM (see _stop_on_sigterm)
         self.stop_signal_previous: object = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="follow")
-        self._http: httpx.AsyncClient | None = None
         self.limits = StreamLimits(
             max_line_bytes=settings.RUNS_STREAM_MAX_LINE_BYTES,
             max_event_bytes=settings.RUNS_STREAM_MAX_EVENT_BYTES,
@@ -185,7 +185,7 @@ class Follower:
 
     def run(self, *, on_tick=None) -> FollowReport:
         with self._stop_on_sigterm():
-            return self._run_quickly(on_tick=on_tick)
+            return self._run(on_tick=on_tick)
 
     @contextlib.contextmanager
     def _stop_on_sigterm(self):
@@ -222,21 +222,11 @@ class Follower:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    def _run_quickly(self, *, on_tick=None) -> FollowReport:
-        # Two threads share this process's GIL: the event loop parsing hundreds of streams, and
-        # this one storing them, which gives the GIL up on every database round trip. With the
-        # default 5 ms switch interval each round trip could wait up to 5 ms to get it back
-        # while the loop parses; 1 ms keeps the store moving (`make bench`, "ingest").
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval, FOLLOW_SWITCH_INTERVAL))
-        try:
-            return self._run(on_tick=on_tick)
-        finally:
-            sys.setswitchinterval(switch_interval)
-
     def _run(self, *, on_tick=None) -> FollowReport:
-        self._thread.start()
-        self._http = self._call(self._open_http())
+        client, connections = self.client, self.capacity + 10
+        self.streams = StreamsProcess(
+            lambda: client.async_http(max_connections=connections), limits=self.limits
+        )
         started = time.monotonic()
         stop_at = started + self.budget
         next_claim = next_renew = started
@@ -271,32 +261,34 @@ class Follower:
             limit=self.capacity - len(self.active),
             exclude=set(self.active) | self.failed,
         )
+        assert self.streams is not None, "started in run() before any run is claimed"
         for pk, upstream_id, last_seq in claimed:
             remaining = max(1.0, stop_at - time.monotonic())
-            self.active[pk] = asyncio.run_coroutine_threadsafe(
-                self._follow_one(pk, upstream_id, last_seq, remaining), self._loop
-            )
+            handle = self.report.runs_followed
+            self.active[pk], self.runs_by_handle[handle] = handle, pk
+            self.streams.follow(handle, upstream_id, last_seq, remaining)
             self.report.runs_followed += 1
         self.report.max_concurrent = max(self.report.max_concurrent, len(self.active))
 
     def _drain(self, *, wait: float) -> None:
-        items = []
+        if self.streams is not None:
+            self.streams.receive(into=self.inbox, wait=wait, enough=BATCH_MAX)
+        elif not self.inbox:
+            return
+        items: list[Item] = []
         # A batch ends at BATCH_MAX events or at the byte cap, whichever comes first, so a
         # burst of big events is stored in several transactions rather than one huge one.
         batch_bytes, max_bytes = 0, settings.RUNS_FOLLOW_BATCH_MAX_BYTES
-        try:
-            items.append(self.inbox.get(timeout=wait))
+        inbox = self.inbox
+        while inbox and len(items) < BATCH_MAX and batch_bytes < max_bytes:
+            items.append(inbox.popleft())
             batch_bytes += _item_size(items[-1])
-            while len(items) < BATCH_MAX and batch_bytes < max_bytes:
-                items.append(self.inbox.get_nowait())
-                batch_bytes += _item_size(items[-1])
-        except queue.Empty:
-            pass
         if not items:
             return
         by_run = defaultdict(list)
-        ended = []
-        for kind, pk, payload in items:
+        ended: list[tuple[Any, Any]] = []
+        for kind, handle, payload in items:
+            pk = self.runs_by_handle.get(handle, handle)
             if kind == "event":
                 if pk not in self.failed:
                     by_run[pk].append(payload)
@@ -312,7 +304,7 @@ class Follower:
                 continue
             self.active.pop(pk, None)
             if isinstance(error, CoastyNotFound | CoastyAuthError):
-                self._count_error(type(error).__name__)
+                self._count_error(error_name(error))
                 if isinstance(error, CoastyNotFound):
                     # An ended run whose stream Coasty no longer has: there is nothing to
                     # backfill, so it is not followed again.
@@ -325,7 +317,7 @@ class Follower:
             else:
                 runs_release(self.owner, [pk])
                 if error is not None:
-                    self._count_error(type(error).__name__)
+                    self._count_error(error_name(error))
 
     def _store(self, by_run: dict) -> None:
         """Store a drained batch: all its runs in one transaction (`events_ingest_runs`), and
@@ -357,57 +349,28 @@ class Follower:
         upstream; what the stream still sends is dropped, so the stored last_seq stays below
         the gap and the next follow resumes from it."""
         self.failed.add(pk)
-        future = self.active.pop(pk, None)
-        if future is not None:
-            future.cancel()
+        handle = self.active.pop(pk, None)
+        if handle is not None and self.streams is not None:
+            self.streams.cancel(handle)
 
     def _count_error(self, name: str) -> None:
         self.report.errors[name] = self.report.errors.get(name, 0) + 1
 
     def _shutdown(self) -> None:
-        # Bounded, so a stop always ends within seconds whatever the streams are doing.
-        with contextlib.suppress(Exception):
-            self._call(self._cancel_all(), timeout=SHUTDOWN_STREAMS_SECONDS)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=SHUTDOWN_STREAMS_SECONDS)
-        # Whatever reached us before the streams closed is stored before the leases go.
-        while not self.inbox.empty():
+        streams = self.streams
+        if streams is not None:
+            # Bounded, so a stop always ends within seconds whatever the streams are doing: the
+            # child cancels them, sends what it holds and exits; what reaches us before then is
+            # stored before the leases go (anything later is read again from the last stored seq).
+            streams.stop(SHUTDOWN_STREAMS_SECONDS)
+            give_up_at = time.monotonic() + SHUTDOWN_STREAMS_SECONDS + 2
+            while not streams.closed and time.monotonic() < give_up_at:
+                self._drain(wait=0.1)
+            streams.close(timeout=SHUTDOWN_STREAMS_SECONDS)
+        while self.inbox:
             self._drain(wait=0)
         runs_release(self.owner, list(self.active))
         self.active.clear()
-
-    def _call(self, coro, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    # -- inside the event loop --
-
-    async def _open_http(self):
-        return self.client.async_http(max_connections=self.capacity + 10)
-
-    async def _follow_one(self, pk, upstream_id: str, after: int, budget: float) -> None:
-        error = None
-        assert self._http is not None, "opened in run() before any stream is followed"
-        try:
-            async for event in follow_events(
-                self._http, upstream_id, after=after, budget_seconds=budget, limits=self.limits
-            ):
-                self.inbox.put(("event", pk, event))
-        except asyncio.CancelledError:
-            error = None
-            raise
-        except Exception as exc:
-            logger.warning("run %s: stream follow stopped: %s", pk, exc)
-            error = exc
-        finally:
-            self.inbox.put(("end", pk, error))
-
-    async def _cancel_all(self) -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.aclose()
 
 
 def _item_size(item) -> int:

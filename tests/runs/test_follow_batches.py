@@ -18,10 +18,10 @@ def test_a_batch_stops_at_the_byte_cap(settings, monkeypatch):
     monkeypatch.setattr(follow, "close_old_connections", lambda: None)  # the test's transaction
     follower = Follower(client=object())  # type: ignore[arg-type]  # no stream is opened
     for seq in range(1, 11):
-        follower.inbox.put(("event", "run-1", SseEvent(seq, "text", {"text": "x"}, size=4_000)))
+        follower.inbox.append(("event", "run-1", SseEvent(seq, "text", {"text": "x"}, size=4_000)))
 
     # when the follower drains its inbox
-    while not follower.inbox.empty():
+    while follower.inbox:
         follower._drain(wait=0)
 
     # then no batch held more than the cap allows (the event that crosses it ends the batch)

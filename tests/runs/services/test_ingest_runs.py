@@ -185,7 +185,7 @@ def test_the_follower_keeps_the_other_runs_events_when_one_run_fails(
     follower = Follower(client=object())  # type: ignore[arg-type]  # no stream is opened
     for run, steps in ((a, 2), (bad, 3), (c, 4)):
         for event in history(steps):
-            follower.inbox.put(("event", run.pk, event))
+            follower.inbox.append(("event", run.pk, event))
     # when it drains them
     follower._drain(wait=0)
     # then the other runs' events are stored and charged, run by run
@@ -215,7 +215,7 @@ def test_the_follower_stores_a_batch_of_runs_in_one_transaction(
     follower = Follower(client=object())  # type: ignore[arg-type]
     for run in (a, b):
         for event in history(1):
-            follower.inbox.put(("event", run.pk, event))
+            follower.inbox.append(("event", run.pk, event))
     # when it drains them: one call for both runs
     follower._drain(wait=0)
     assert calls == [sorted([str(a.pk), str(b.pk)])]
