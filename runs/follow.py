@@ -296,6 +296,7 @@ class Follower:
                 ended.append((pk, payload))
         close_old_connections()
         self._store(by_run)
+        released = []  # handed back in one UPDATE: a batch often ends many streams at once
         for pk, error in ended:
             if pk in self.failed:
                 # Its lease is left to run out: the run is picked up again, from the last
@@ -315,9 +316,11 @@ class Follower:
                 # The stream is gone for good: ask Coasty for the run's final record instead.
                 enqueue_on_commit(tasks.settle_run, str(pk))
             else:
-                runs_release(self.owner, [pk])
+                released.append(pk)
                 if error is not None:
                     self._count_error(error_name(error))
+        if released:
+            runs_release(self.owner, released)
 
     def _store(self, by_run: dict) -> None:
         """Store a drained batch: all its runs in one transaction (`events_ingest_runs`), and
