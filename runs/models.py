@@ -341,14 +341,22 @@ def runs_to_follow() -> models.QuerySet[Run]:
 class RunEvent(models.Model):
     """One event of a run's Coasty stream, stored once per (run, seq) whoever brought it."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # Indexed by the unique (run, seq) it leads: an index of its own would only be one more to
+    # write for every event the follower stores (`make bench`, "ingest").
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.BigIntegerField()
     type = models.CharField(max_length=32)
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
     # The person who caused it, where one did (a `resumed` asked for in the portal).
+    # Indexed only where set (a `resumed` asked for in the portal): almost every event has none.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
 
     source = "coasty"
@@ -357,6 +365,11 @@ class RunEvent(models.Model):
         ordering = ["run", "seq"]
         constraints = [
             models.UniqueConstraint(fields=["run", "seq"], name="run_event_unique_seq"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["actor"], condition=models.Q(actor__isnull=False), name="run_event_actor"
+            ),
         ]
 
     def __str__(self) -> str:
