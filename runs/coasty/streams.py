@@ -51,6 +51,7 @@ Command = tuple[
     Any, ...
 ]  # ("follow", handle, upstream id, after, budget), ("cancel", handle), ("stop", timeout)
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # A chunk leaves the child when the loop has nothing else ready, or at this many items.
 CHUNK_MAX = 500
 
@@ -83,10 +84,15 @@ class StreamsProcess:
         stream_log: Callable[[str, str], None] | None = None,
     ) -> None:
         parent_end, child_end = socket.socketpair()
+        # No SIGTERM or SIGINT may reach the child before it ignores them: held back until then.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         self.pid = os.fork()
         if self.pid == 0:  # the child
             code = 1
             try:
+                for signum in _STOP_SIGNALS:
+                    signal.signal(signum, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 parent_end.close()
                 _child_main(Connection(child_end.detach()), open_http, limits)
                 code = 0
@@ -94,6 +100,7 @@ class StreamsProcess:
                 logger.exception("the streams process failed")
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         self.conn = Connection(parent_end.detach())
         self.closed = False  # the child's end is closed: everything it sent was received
@@ -152,8 +159,6 @@ class StreamsProcess:
 def _child_main(
     conn: Connection, open_http: Callable[[], httpx.AsyncClient], limits: StreamLimits
 ) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.setprofile(None)  # a profiler of the parent's (BENCH_PROFILE) measures the parent only
     outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     # Sending may block while the parent stores: a thread of its own sends, so the loop goes on
