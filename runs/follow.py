@@ -3,12 +3,13 @@
 A follower task claims live runs under a lease, opens each run's SSE stream (resuming after the
 last stored seq) in an asyncio loop in a child process of its own (`runs.coasty.streams`: the
 parsing does not take turns with the storing on one interpreter lock), which hands the events,
-in order, to the task's process, which stores them in batches: the events of all the runs a batch holds in one
-transaction (`events_ingest_runs`), or run by run (`events_ingest`) when that fails. It follows
-for a bounded time and hands over: its leases are released and, if runs are still live, a fresh
-follower is enqueued. A follower that dies leaves leases that expire, and the next one picks the runs up;
-its streams' child dies with it (its end of the socket closes), and what the child had parsed
-but not handed over is read again from the last stored seq.
+in order, to the task's process, which stores them in batches: the events of all the runs a
+batch holds in one transaction (`events_ingest_runs`), or run by run (`events_ingest`) when that
+fails. It follows for a bounded time and hands over: its leases are released and, if runs are
+still live, a fresh follower is enqueued. A follower that dies leaves leases that expire, and
+the next one picks the runs up; its streams' child exits with it (its end of the socket
+closes), and what the child had parsed but not handed over is read again from the last stored
+seq.
 
 Two followers can never double-apply an event, because the ingest is idempotent per (run, seq);
 the leases only keep them from doing the same work twice.
