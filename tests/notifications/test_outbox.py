@@ -1,6 +1,7 @@
 """The outbox: each change worth telling is recorded once, with the change, or not at all."""
 
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from billing import services as billing
 from billing.models import Hold
@@ -72,3 +73,49 @@ def test_a_discrepancy_is_recorded_when_it_opens_not_when_rechecked(team):
     assert event.data["reconciliation_id"] == reconciliation.pk
     assert event.data["difference_cents"] == reconciliation.difference_cents
     assert event.data["url"].endswith(f"/billing/discrepancies/{reconciliation.pk}/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_an_event_locks_neither_its_team_nor_its_user(team, make_member):
+    # Every webhook and batch of a team records events: were the event's references checked by
+    # the database, each would share-lock the team's row and the launcher's, and a second
+    # session could not lock them until it committed.
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: needs PostgreSQL, run with DATABASE_URL=postgres://…")
+    user = make_member(team)
+    other = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with transaction.atomic():
+            # Django's constraints are checked at commit (deferred), when the locks would be
+            # taken; checked at once here, so that any lock is there to be seen.
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            event_record(
+                EventType.RUN_SUCCEEDED,
+                team_id=team.pk,
+                subject="run:x",
+                key="run.succeeded:x",
+                user_id=user.pk,
+            )
+            with other.cursor() as cursor:  # NOWAIT: an error, not a wait, if either is locked
+                cursor.execute(
+                    "SELECT id FROM portal_team WHERE id = %s FOR UPDATE NOWAIT", [team.pk]
+                )
+                cursor.execute(
+                    "SELECT id FROM auth_user WHERE id = %s FOR UPDATE NOWAIT", [user.pk]
+                )
+                assert cursor.fetchone() == (user.pk,)
+    finally:
+        other.close()
+    assert [event.key for event in events()] == ["run.succeeded:x"]
+
+
+def test_deleting_a_user_clears_them_from_their_events(team, make_member):
+    # without a database constraint, Django's collector keeps the reference honest
+    user = make_member(team)
+    event_record(
+        EventType.RUN_FAILED, team_id=team.pk, subject="run:y", key="run.failed:y", user_id=user.pk
+    )
+    user.delete()
+    [event] = events()
+    assert event.user_id is None
