@@ -244,6 +244,12 @@ class Follower:
                         on_tick()
                     next_renew = now + RENEW_EVERY
                 self._drain(wait=0.2)
+                if self.streams.closed:
+                    # The streams' process is gone (killed, out of memory): nothing more will
+                    # arrive, so hand the runs over now rather than at the end of the budget.
+                    logger.warning("follower %s: its streams' process is gone", self.owner)
+                    self._count_error("StreamsProcessGone")
+                    break
                 if self.active:
                     idle_since = time.monotonic()
                 elif not self.report.runs_followed or time.monotonic() - idle_since > IDLE_EXIT:

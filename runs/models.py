@@ -348,8 +348,8 @@ class RunEvent(models.Model):
     type = models.CharField(max_length=32)
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
-    # The person who caused it, where one did (a `resumed` asked for in the portal).
-    # Indexed only where set (a `resumed` asked for in the portal): almost every event has none.
+    # The person who caused it, where one did (a `resumed` asked for in the portal); indexed
+    # only where set, since almost every event has none.
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

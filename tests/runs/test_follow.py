@@ -1,6 +1,9 @@
 """The follower: many runs in one process, leases between followers, and hand-over."""
 
 import datetime as dt
+import os
+import signal
+import time
 
 import pytest
 from django.db import OperationalError
@@ -129,6 +132,30 @@ def test_a_batch_that_fails_to_store_is_fetched_again_not_skipped(
     assert seqs == list(range(1, run.last_seq + 1))
     assert run.status == RunStatus.SUCCEEDED and run.steps_completed == 6
     assert run.charged_cents == 6 * run.price_cents
+
+
+def test_a_follower_whose_streams_process_dies_hands_its_runs_over_at_once(sim, team, make_member):
+    # given a follower following a run that keeps stepping, with a long budget
+    top_up(team, 100_000)
+    [run_id] = accepted_runs(team, make_member(team), 1, "[forever] [slow] watch")
+    follower = Follower(budget_seconds=120, capacity=10)
+    killed = []
+
+    def kill_streams_once_following():
+        # on the follower's first tick (its first claim is made): the child is killed outright
+        if not killed and follower.streams is not None:
+            os.kill(follower.streams.pid, signal.SIGKILL)
+            killed.append(time.monotonic())
+
+    # when its streams' process dies (killed, out of memory)
+    report = follower.run(on_tick=kill_streams_once_following)
+
+    # then it stopped long before its budget, said why, and let the run go for the next one
+    assert killed and time.monotonic() - killed[0] < 60
+    assert report.errors.get("StreamsProcessGone") == 1
+    run = Run.objects.get(pk=run_id)
+    assert run.follow_owner == "" and run.follow_lease_until is None
+    assert runs_needing_follower()
 
 
 def test_a_gone_stream_is_settled_and_not_claimed_again_at_once(
