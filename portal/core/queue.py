@@ -11,17 +11,24 @@ transaction, Django runs the callback at once.
 import contextvars
 import datetime as dt
 import functools
+import hashlib
+import hmac
+import pickle
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.signing import b62_encode, b64_encode
 from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
 from django_q import tasks as django_q_tasks
 from django_q.conf import Conf
 from django_q.models import OrmQ
+from django_q.signals import pre_enqueue
 from django_q.tasks import async_task
 
 from portal.core.collect import collecting
@@ -117,11 +124,59 @@ def orm_task_rows(collected: list[QueuedTask]) -> list[tuple[str, str, dt.dateti
     database (Redis, or sync), and the tasks must go through `tasks_enqueue` instead."""
     if not _orm_broker_on_default():
         return None
-    packer = _Packer(Conf.CLUSTER_NAME)
-    for queued in collected:
-        django_q_tasks.async_task(queued.path, *queued.args, broker=packer, **queued.kwargs)
     now = timezone.now()
-    return [(packer.list_key, package, now) for package in packer.packages]
+    packages = [_package(queued, now) for queued in collected]
+    return [(Conf.CLUSTER_NAME, package, now) for package in packages]
+
+
+# What async_task takes out of a task's keyword arguments as options for django-q2 itself.
+_Q_OPTIONS = frozenset(
+    {"hook", "group", "save", "sync", "cached", "ack_failure", "iter_count", "iter_cached",
+     "chain", "broker", "cluster", "timeout", "q_options", "task_name"}
+)  # fmt: skip
+
+
+def _package(queued: QueuedTask, now: dt.datetime) -> str:
+    """The signed package django-q2's `async_task` would push for `queued`, made without its
+    per-call costs (a four-word human name hashed from the id, a signer and its key derived
+    anew, a log line formatted): the webhook intake queues one or two tasks per delivery, and
+    async_task cost it more than its whole outbox event. The task is the dict async_task
+    builds, named by its function and id; the signature is Django's TimestampSigner's, keyed
+    as django-q2 keys it (tests/core/test_queue_in_transaction.py reads it back with
+    django-q2's own loader). A task with django-q2 options goes through async_task itself."""
+    if Conf.COMPRESSED or Conf.SECRET_KEY is None or not _Q_OPTIONS.isdisjoint(queued.kwargs):
+        packer = _Packer(Conf.CLUSTER_NAME)
+        django_q_tasks.async_task(queued.path, *queued.args, broker=packer, **queued.kwargs)
+        return packer.packages[0]
+    task_id = uuid.uuid4().hex
+    task: dict[str, Any] = {
+        "id": task_id,
+        "name": f"{queued.path.rsplit('.', 1)[-1]}-{task_id[:12]}",
+        "func": queued.path,
+        "args": queued.args,
+    }
+    if Conf.CACHED:
+        task["cached"] = Conf.CACHED
+    if Conf.SYNC:
+        task["sync"] = Conf.SYNC
+    if Conf.ACK_FAILURES:
+        task["ack_failure"] = Conf.ACK_FAILURES
+    task["kwargs"] = dict(queued.kwargs)
+    task["started"] = now
+    if pre_enqueue.has_listeners():
+        pre_enqueue.send(sender="django_q", task=task)
+    # django.core.signing.dumps(task, key=Conf.SECRET_KEY, salt=Conf.PREFIX, serializer=pickle)
+    data = b64_encode(pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)).decode()
+    value = f"{data}:{b62_encode(int(time.time()))}"
+    key = _signing_key(str(Conf.SECRET_KEY), Conf.PREFIX)
+    signature = b64_encode(hmac.new(key, value.encode(), hashlib.sha256).digest()).decode()
+    return f"{value}:{signature}"
+
+
+@functools.cache
+def _signing_key(secret: str, salt: str) -> bytes:
+    """The HMAC key of Django's Signer(key=secret, salt=salt), as salted_hmac derives it."""
+    return hashlib.sha256(f"{salt}signer{secret}".encode()).digest()
 
 
 def tasks_write(collected: list[QueuedTask]) -> None:

@@ -7,8 +7,11 @@ nothing new.
 
 from __future__ import annotations
 
+import functools
+import uuid
+
 from django.conf import settings
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 
 from portal.notifications.models import EventType
 from portal.notifications.services import event_record
@@ -24,8 +27,21 @@ STATUS_EVENTS: dict[str, EventType] = {
 }
 
 
+_SOME_RUN = uuid.UUID(int=0)
+
+
 def run_url(run: Run) -> str:
-    return settings.PORTAL_PUBLIC_URL.rstrip("/") + reverse("run_detail", args=[run.pk])
+    """The run's page, absolute. Reversed once per process (and script prefix), not once per
+    event: `reverse` cost a webhook delivery more than its outbox row did."""
+    urlconf = get_urlconf() or settings.ROOT_URLCONF
+    before, after = _run_url_parts(settings.PORTAL_PUBLIC_URL, get_script_prefix(), urlconf)
+    return f"{before}{run.pk}{after}"
+
+
+@functools.cache
+def _run_url_parts(public_url: str, _script_prefix: str, urlconf: str) -> tuple[str, str]:
+    before, after = reverse("run_detail", urlconf=urlconf, args=[_SOME_RUN]).split(str(_SOME_RUN))
+    return public_url.rstrip("/") + before, after
 
 
 def run_event_data(run: Run) -> dict[str, str | int]:
@@ -38,7 +54,9 @@ def run_event_data(run: Run) -> dict[str, str | int]:
         "task": run.task,
         "url": run_url(run),
     }
-    if "charged_cents" not in run.get_deferred_fields():  # never a query of its own
+    # Never a query of its own: a field not loaded is absent from the instance's __dict__
+    # (what get_deferred_fields() finds, without walking every field of the model).
+    if "charged_cents" in run.__dict__:
         data["charged_cents"] = run.charged_cents
     return data
 

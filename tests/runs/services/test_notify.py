@@ -83,3 +83,21 @@ def test_an_end_is_recorded_once(funded_team, make_member, coasty, status, type)
     services.events_ingest(run_id=run.pk, events=[done])
     _webhook(run, {"event": f"run.{status}", "run_id": run.upstream_id, "status": status})
     assert [e.type for e in events()] == [type]
+
+
+def test_an_event_links_to_the_run_page_under_the_public_url_of_the_moment(
+    funded_team, make_member, coasty, settings
+):
+    # run_url reverses the run page once per process and public URL, not once per event
+    from django.urls import reverse
+
+    from runs.services.notify import run_url
+
+    run = _accepted_run(funded_team, make_member(funded_team), coasty)
+    settings.PORTAL_PUBLIC_URL = "https://portal.example.com/"
+    assert run_url(run) == "https://portal.example.com" + reverse("run_detail", args=[run.pk])
+    settings.PORTAL_PUBLIC_URL = "https://other.example.org"
+    assert run_url(run) == "https://other.example.org" + reverse("run_detail", args=[run.pk])
+    _webhook(run, {"event": "run.succeeded", "run_id": run.upstream_id, "status": "succeeded"})
+    (event,) = events(EventType.RUN_SUCCEEDED)
+    assert event.data["url"] == f"https://other.example.org/runs/{run.pk}/"
