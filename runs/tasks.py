@@ -5,7 +5,11 @@ module imports the services inside each function: a module-level import would be
 (services -> tasks -> services).
 """
 
+import logging
+
 from portal.core.queue import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
 
 
 def submit_run(run_id: str) -> None:
@@ -29,9 +33,22 @@ def follow_runs() -> str:
     return f"followed {report.runs_followed} runs, {report.events} events"
 
 
-def settle_run(run_id: str) -> None:
+def settle_run(run_id: str, events: list[str] | None = None) -> None:
+    """Fan out `events` (keys of outbox events the run's ending recorded), then settle the run.
+
+    A webhook that ends a run queues this one task instead of a fan-out per event and a settle
+    (runs.services.webhooks): one queue row per delivery. The people hear first; a fan-out
+    that fails is left to the notifications sweep and never holds the money back. Both halves
+    are idempotent, so a retried task repeats nothing.
+    """
+    from portal.notifications.tasks import event_fan_out
     from runs.services import run_settle
 
+    for key in events or ():
+        try:
+            event_fan_out(key)
+        except Exception:
+            logger.exception("Fan-out of %s failed; the notifications sweep tries again.", key)
     run_settle(run_id=run_id)
 
 

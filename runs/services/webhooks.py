@@ -35,12 +35,15 @@ from django.utils import timezone
 
 from portal.core.crypto import SecretUnreadable, decrypt_secret
 from portal.core.queue import (
+    QueuedTask,
     enqueue_on_commit,
     enqueue_with_transaction,
     orm_task_rows,
+    task_path,
     tasks_collected,
     tasks_enqueue,
 )
+from portal.notifications import tasks as notification_tasks
 from portal.notifications.services import events_collected
 from runs import sql, tasks
 from runs.coasty import WebhookSignatureError, strict_json, verify
@@ -297,7 +300,10 @@ def _webhook_one_statement(run: Run, delivery: Delivery) -> WebhookAnswer | None
         with events_collected() as events, tasks_collected() as queued:
             outcome, changed = _webhook_apply(run, delivery.payload)
             if run.is_terminal and run.settled_at is None:
-                enqueue_on_commit(tasks.settle_run, str(run.pk))
+                # The settle task fans out this delivery's events first: one queue row, not
+                # one per event and one more for the settle (each costs the delivery a
+                # signed package, an INSERT and ~0.7 KB of WAL).
+                enqueue_on_commit(tasks.settle_run, str(run.pk), events=_fan_outs_taken(queued))
         rows = orm_task_rows(queued)
         # Inside a caller's transaction (tests), a savepoint keeps a failure from ending it.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
@@ -318,6 +324,14 @@ def _webhook_one_statement(run: Run, delivery: Delivery) -> WebhookAnswer | None
     if rows is None:
         tasks_enqueue(queued)
     return WebhookAnswer(200, outcome)
+
+
+def _fan_outs_taken(queued: list[QueuedTask]) -> list[str]:
+    """Take the event fan-outs out of `queued`; their event keys."""
+    path = task_path(notification_tasks.event_fan_out)
+    keys = [str(task.args[0]) for task in queued if task.path == path]
+    queued[:] = [task for task in queued if task.path != path]
+    return keys
 
 
 def _webhook_store_and_apply(run_id, delivery: Delivery) -> WebhookAnswer:

@@ -90,7 +90,59 @@ def test_on_redis_the_tasks_are_enqueued_once_the_statement_committed(
         again = deliver(client, run, body)
     assert first.status_code == again.status_code == 200
     assert queued_tasks() == []  # not in the ORM queue
-    assert sorted(enqueued) == ["portal.notifications.tasks.event_fan_out", "runs.tasks.settle_run"]
+    assert enqueued == ["runs.tasks.settle_run"]  # which fans out the end's event first
+
+
+def test_an_end_queues_one_task_that_fans_out_its_event_then_settles(
+    client, run, monkeypatch, make_member
+):
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    from portal.notifications.models import Notification
+    from runs import tasks
+
+    run.created_by = make_member(run.team)
+    run.save(update_fields=["created_by"])
+    # when Coasty says the run succeeded
+    assert deliver(client, run, body_for(run, "run.succeeded")).status_code == 200
+    # then one task is queued: the settle, carrying the key of the event the end recorded
+    (event,) = OutboxEvent.objects.filter(subject=f"run:{run.pk}")
+    (package,) = [SignedPackage.loads(p) for p in OrmQ.objects.values_list("payload", flat=True)]
+    assert (package["func"], package["args"]) == ("runs.tasks.settle_run", (str(run.pk),))
+    assert package["kwargs"] == {"events": [event.key]}
+    # and running it fans the event out, then settles
+    settled = []
+    monkeypatch.setattr("runs.services.run_settle", lambda run_id: settled.append(run_id))
+    tasks.settle_run(*package["args"], **package["kwargs"])
+    event.refresh_from_db()
+    dispatched, told = event.dispatched_at, Notification.objects.filter(event=event).count()
+    assert dispatched is not None and told == 1  # the launcher hears of the end
+    assert settled == [str(run.pk)]
+    # and running it again (a retried task) fans out nothing more
+    tasks.settle_run(*package["args"], **package["kwargs"])
+    event.refresh_from_db()
+    assert event.dispatched_at == dispatched
+    assert Notification.objects.filter(event=event).count() == told
+    assert settled == [str(run.pk), str(run.pk)]
+
+
+def test_a_fan_out_that_fails_does_not_hold_the_settle_back(client, run, monkeypatch):
+    from runs import tasks
+
+    assert deliver(client, run, body_for(run, "run.succeeded")).status_code == 200
+    (event,) = OutboxEvent.objects.filter(subject=f"run:{run.pk}")
+
+    def broken_fan_out(*, key):
+        raise ConnectionError("mail server down")
+
+    settled = []
+    monkeypatch.setattr("portal.notifications.services.event_fan_out", broken_fan_out)
+    monkeypatch.setattr("runs.services.run_settle", lambda run_id: settled.append(run_id))
+    tasks.settle_run(str(run.pk), events=[event.key])
+    assert settled == [str(run.pk)]
+    event.refresh_from_db()
+    assert event.dispatched_at is None  # left to the notifications sweep
 
 
 def test_the_statements_are_prepared_once_per_connection(client, run):
