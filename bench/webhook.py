@@ -225,10 +225,11 @@ def main() -> int:
     )
     if not ok:
         note = "NOT ALL 200: " + note
+    overloaded = open_loop.rate < 0.97 * open_loop.offered
     ms = 1000
     p50, p99 = percentile(open_loop.latencies, 50) * ms, percentile(open_loop.latencies, 99) * ms
     each_p99 = "/".join(f"{percentile(r.latencies, 99) * ms:.0f}" for r in open_rounds)
-    open_note = (
+    open_note = ("ANSWERED BELOW THE OFFERED RATE (overloaded): " if overloaded else "") + (
         f"best of {len(open_rounds)} rounds of {seconds:g} s (p99 {each_p99} ms); "
         f"offered {open_loop.offered:.0f}/s (half of {limit.rate:.0f}), answered "
         f"{open_loop.rate:.0f}/s; p50 {p50:.1f} ms, p99.9 "
