@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from bench.common import (
@@ -256,15 +257,16 @@ def main() -> int:
     with simulator(speed=1000) as sim:
         setup_django(COASTY_BASE_URL=sim.base_url, PORTAL_PUBLIC_URL=PUBLIC_URL)
         from django.contrib.auth import get_user_model
-        from django.urls import get_resolver
+        from django.urls import reverse
 
         from billing.services import wallet_top_up
         from portal.teams.models import Team
 
         # As in a worker that has run for a while: the first run URL a process builds (a run's
-        # outbox event carries it) imports every URLconf and view, ~0.5 s that landed inside
-        # the first stored round's clock (a round is ~2 s) and not in the parse-only one's.
-        get_resolver().url_patterns  # noqa: B018
+        # outbox event carries it) imports every URLconf and view and fills the resolver,
+        # ~0.5 s that landed inside the first stored round's clock (a round is ~2 s) and not in
+        # the parse-only one's.
+        reverse("run_detail", args=[uuid.uuid4()])
         team = Team.objects.create(slug=f"ingest-{os.getpid()}", name="Ingest bench")
         user = get_user_model().objects.create(username=f"ingest-{os.getpid()}")
         for n in range(5):
