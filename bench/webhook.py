@@ -14,7 +14,9 @@ The limit is the *durable minimum* on the same server (`/bench/durable/<run>/`, 
 PORTAL_BENCH_ENDPOINTS): read the run's secret, verify the signature, one committed INSERT of
 the delivery, 200. 32 closed-loop senders alternate between it and the real intake; the best
 round of each is kept. Goal: the real intake >= 70 % of it. Then an open-loop load (Poisson
-arrivals) at half that limit, in as many rounds, the best kept; goal: p99 <= 50 ms from each
+arrivals) at half that limit, in as many rounds, the best kept, each round's limit measured
+just before it (the machine's speed moves within minutes); the durable minimum meets the same
+arrivals as a reference; goal: p99 <= 50 ms from each
 arrival's scheduled time. Also, as
 information: the bare view (`/bench/ok`, no database), the closed-loop p99, duplicates (bodies
 already applied, re-signed) and the real intake's rate with 1, 2 and 4 gunicorn workers.
@@ -188,13 +190,23 @@ def main() -> int:
                     real.append(run_load(base, unique, concurrency=senders, seconds=seconds))
             bare.append(run_load(base, bare_requests, concurrency=senders, seconds=seconds / 2))
         limit = best(durable)
-        # Latency as Coasty's deliveries would meet it: Poisson arrivals at half the limit, in
-        # rounds as the rates are; the best round's p99 is the figure, every round's is noted.
-        open_rounds = [
-            run_open_loop(base, unique, rate=limit.rate / 2, seconds=seconds)
-            for _ in range(args.rounds)
-        ]
-        open_loop = min(open_rounds, key=lambda r: percentile(r.latencies, 99))
+        # Latency as Coasty's deliveries would meet it: Poisson arrivals at half the durable
+        # limit, in rounds as the rates are; the best round's p99 is the figure, every round's
+        # is noted. A neighbour moves this machine's speed by ~1.7x within minutes, so each
+        # round's limit is measured just before it (a shorter closed-loop round of the durable
+        # minimum): half the best round of minutes ago overloads a machine that has slowed
+        # since, and the p99 would measure the neighbour. The durable minimum then meets the
+        # same arrivals, as the figure's side-by-side reference.
+        open_rounds, open_durable, limits_now = [], [], []
+        for _ in range(args.rounds):
+            now = run_load(base, durable_requests, concurrency=senders, seconds=seconds / 2)
+            limits_now.append(now)
+            open_rounds.append(run_open_loop(base, unique, rate=now.rate / 2, seconds=seconds))
+            open_durable.append(
+                run_open_loop(base, durable_requests, rate=now.rate / 2, seconds=seconds)
+            )
+        at_best = min(range(args.rounds), key=lambda n: percentile(open_rounds[n].latencies, 99))
+        open_loop = open_rounds[at_best]
         # Duplicates: bodies already applied, signed afresh (as Coasty's retries are).
         applied = [(run, delivery_body(run, "run.awaiting_human")) for run in runs[:2000]]
         again = iter([signed(base, run, body) for run, body in applied * 3])
@@ -229,9 +241,12 @@ def main() -> int:
     ms = 1000
     p50, p99 = percentile(open_loop.latencies, 50) * ms, percentile(open_loop.latencies, 99) * ms
     each_p99 = "/".join(f"{percentile(r.latencies, 99) * ms:.0f}" for r in open_rounds)
+    durable_p99 = "/".join(f"{percentile(r.latencies, 99) * ms:.0f}" for r in open_durable)
     open_note = ("ANSWERED BELOW THE OFFERED RATE (overloaded): " if overloaded else "") + (
-        f"best of {len(open_rounds)} rounds of {seconds:g} s (p99 {each_p99} ms); "
-        f"offered {open_loop.offered:.0f}/s (half of {limit.rate:.0f}), answered "
+        f"best of {len(open_rounds)} rounds of {seconds:g} s (p99 {each_p99} ms; the durable "
+        f"minimum at the same arrivals {durable_p99} ms), each at half the durable limit "
+        f"measured just before it ({rates(limits_now)}/s); best round offered "
+        f"{open_loop.offered:.0f}/s (half of {limits_now[at_best].rate:.0f}), answered "
         f"{open_loop.rate:.0f}/s; p50 {p50:.1f} ms, p99.9 "
         f"{percentile(open_loop.latencies, 99.9) * ms:.1f} ms; {open_loop.connections} "
         f"connections; client at worst {open_loop.behind_ms:.1f} ms behind schedule"
@@ -260,6 +275,14 @@ def main() -> int:
             None,
             "info",
             note=open_note,
+        ),
+        Figure(
+            "webhook: durable minimum's open-loop p99, same arrivals",
+            percentile(open_durable[at_best].latencies, 99) * ms,
+            "ms",
+            None,
+            "info",
+            note=f"each round {durable_p99} ms: the machine's own tail at that rate",
         ),
         Figure(
             "webhook: durable minimum (verify + one INSERT)",
