@@ -105,21 +105,28 @@ def signed(base: str, run: tuple[str, str, str], body: bytes, path: str = "") ->
     return request_bytes("POST", url, body, headers)
 
 
-def unique_deliveries(base: str, runs: list[tuple[str, str, str]]) -> Iterator[bytes]:
+def unique_deliveries(
+    base: str, runs: list[tuple[str, str, str]]
+) -> tuple[Iterator[bytes], list[bytes]]:
     """Every run's `run.awaiting_human`, then every run's terminal `run.succeeded` (which also
     enqueues the run's settle task): each delivery new to the portal, each signed with its own
-    timestamp as Coasty signs. Shared by every phase, so no phase re-sends another's.
+    timestamp as Coasty signs. Shared by every phase, so no phase re-sends another's. Also the
+    `run.awaiting_human` bodies, one per run in order, for the duplicates' phase to re-send.
 
     All are made before any timing starts, as the durable minimum's requests are: the sender
     shares the portal's two cores, and signing a delivery while the clock runs (~70 µs of its
     CPU per request, measured from /proc) was a cost only the real intake's side paid. The
     whole bench takes well under the portal's 300 s signature tolerance."""
-    made = [
-        signed(base, run, delivery_body(run, event))
+    bodies = {
+        event: [delivery_body(run, event) for run in runs]
         for event in ("run.awaiting_human", "run.succeeded")
-        for run in runs
+    }
+    made = [
+        signed(base, run, body)
+        for event_bodies in bodies.values()
+        for run, body in zip(runs, event_bodies, strict=True)
     ]
-    return iter(made)
+    return iter(made), bodies["run.awaiting_human"]
 
 
 def best(results: list[LoadResult]) -> LoadResult:
@@ -160,7 +167,7 @@ def main() -> int:
     env = django_env(PORTAL_BENCH_ENDPOINTS="true")
     senders, seconds = args.senders, args.seconds
     with gunicorn(env, workers=args.workers, threads=args.threads) as (base, _server):
-        unique = unique_deliveries(base, runs)
+        unique, first_bodies = unique_deliveries(base, runs)
         first = delivery_body(runs[0], "run.awaiting_human")
         bare_requests = itertools.cycle([signed(base, runs[0], first, "/bench/ok")] * 500)
         # The durable minimum stores every request: the same signed bodies over and over are
@@ -207,8 +214,9 @@ def main() -> int:
             )
         at_best = min(range(args.rounds), key=lambda n: percentile(open_rounds[n].latencies, 99))
         open_loop = open_rounds[at_best]
-        # Duplicates: bodies already applied, signed afresh (as Coasty's retries are).
-        applied = [(run, delivery_body(run, "run.awaiting_human")) for run in runs[:2000]]
+        # Duplicates: bodies the rounds above applied (the first runs' `run.awaiting_human`),
+        # signed afresh, as Coasty's retries are.
+        applied = list(zip(runs[:2000], first_bodies[:2000], strict=True))
         again = iter([signed(base, run, body) for run, body in applied * 3])
         dups = run_load(base, again, concurrency=senders, seconds=seconds / 2)
     curve = {}
