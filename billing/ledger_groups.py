@@ -374,6 +374,13 @@ def person(user) -> str:
     return (user.get_full_name() or user.get_username()) if user is not None else ""
 
 
+def person_named(username: str | None, first_name: str | None, last_name: str | None) -> str:
+    """`person` from a user's name fields as a query gave them (all None: no user)."""
+    if username is None:
+        return ""
+    return f"{first_name or ''} {last_name or ''}".strip() or username
+
+
 def caused_by_words(transfer: Transfer) -> str:
     """Who or what caused a transfer, in words: "victor", "the reconcile_billing job"."""
     if transfer.caused_by_user_id is not None and transfer.caused_by_user is not None:

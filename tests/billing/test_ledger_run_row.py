@@ -88,3 +88,28 @@ def test_a_run_still_going_shows_its_one_entry_and_what_is_still_held(
     # then its row says one entry, still held, and it is the page's only run row
     assert "1 entry · $1.00 still held</summary>" in page
     assert page.count('<tr class="ledger-run">') == 1
+
+
+def test_a_runs_launcher_is_named_by_full_name_else_username_else_a_dash(team, make_member):
+    from runs.models import Run
+    from runs.selectors import runs_for_ledger
+
+    # given runs by a person with a name, one without, and one whose account was deleted
+    named = make_member(team, Role.MEMBER, username="bob")
+    named.first_name, named.last_name = "Bob", "Builder"
+    named.save()
+    plain = make_member(team, Role.MEMBER, username="carol")
+    gone = make_member(team, Role.MEMBER, username="dave")
+    top_up(team, 5000)
+    ids = [ledger_run(team, user, f"Task of {user.username}") for user in (named, plain, gone)]
+    gone.delete()
+
+    # when the ledger describes them
+    described = runs_for_ledger(ids)
+
+    # then each is named as the ledger names people, with its task, status and page
+    assert [described[pk].launched_by for pk in ids] == ["Bob Builder", "carol", "—"]
+    assert described[ids[0]].task == "Task of bob"
+    assert (described[ids[0]].status, described[ids[0]].status_label) == ("succeeded", "Succeeded")
+    assert described[ids[0]].url == f"/runs/{ids[0]}/"
+    assert Run.objects.get(pk=ids[2]).created_by is None
