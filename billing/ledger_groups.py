@@ -371,11 +371,14 @@ def run_entries(
 
 def person(user) -> str:
     """A person as the ledger names them: their full name, else their username."""
-    return (user.get_full_name() or user.get_username()) if user is not None else ""
+    if user is None:
+        return ""
+    return person_named(user.get_username(), user.first_name, user.last_name)
 
 
 def person_named(username: str | None, first_name: str | None, last_name: str | None) -> str:
-    """`person` from a user's name fields as a query gave them (all None: no user)."""
+    """`person` from a user's name fields as a query gave them (all None: no user): the one
+    rule for both, as User.get_full_name words a full name."""
     if username is None:
         return ""
     return f"{first_name or ''} {last_name or ''}".strip() or username
