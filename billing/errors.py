@@ -82,8 +82,9 @@ class DiscrepancyNotOpen(BillingError):
         super().__init__(message)
 
 
-class BudgetExceeded(BillingError):
-    """A hold would take the team's month (held plus spent) above its monthly budget."""
+class MonthlyCapExceeded(BillingError):
+    """A hold would take a month's held plus spent cents above a cap: a team's budget or a
+    member's limit. Each kind says what is left of its cap, and what to do, in `explain`."""
 
     def __init__(self, *, limit_cents: int, used_cents: int, needed_cents: int, month: str):
         self.limit_cents = limit_cents
@@ -91,26 +92,32 @@ class BudgetExceeded(BillingError):
         self.needed_cents = needed_cents
         self.month = month
         self.remaining_cents = max(0, limit_cents - used_cents)
-        super().__init__(
+        super().__init__(self.explain())
+
+    def explain(self) -> str:
+        raise NotImplementedError
+
+
+class BudgetExceeded(MonthlyCapExceeded):
+    """A hold would take the team's month (held plus spent) above its monthly budget."""
+
+    def explain(self) -> str:
+        return (
             f"Over the team's monthly budget: this launch can cost up to "
-            f"{_money(needed_cents)} and {_money(self.remaining_cents)} of the "
-            f"{_money(limit_cents)} budget is left for {month}. Lower max_steps, wait for "
-            "running launches to release their holds, or ask a manager to raise the budget."
+            f"{_money(self.needed_cents)} and {_money(self.remaining_cents)} of the "
+            f"{_money(self.limit_cents)} budget is left for {self.month}. Lower max_steps, "
+            "wait for running launches to release their holds, or ask a manager to raise the "
+            "budget."
         )
 
 
-class MemberLimitExceeded(BillingError):
+class MemberLimitExceeded(MonthlyCapExceeded):
     """A hold would take the member's month (held plus spent) above their monthly limit."""
 
-    def __init__(self, *, limit_cents: int, used_cents: int, needed_cents: int, month: str):
-        self.limit_cents = limit_cents
-        self.used_cents = used_cents
-        self.needed_cents = needed_cents
-        self.month = month
-        self.remaining_cents = max(0, limit_cents - used_cents)
-        super().__init__(
+    def explain(self) -> str:
+        return (
             f"Over your monthly limit in this team: this launch can cost up to "
-            f"{_money(needed_cents)} and {_money(self.remaining_cents)} of your "
-            f"{_money(limit_cents)} limit is left for {month}. Lower max_steps or ask a "
-            "manager to raise your limit."
+            f"{_money(self.needed_cents)} and {_money(self.remaining_cents)} of your "
+            f"{_money(self.limit_cents)} limit is left for {self.month}. Lower max_steps or "
+            "ask a manager to raise your limit."
         )
