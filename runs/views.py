@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from billing.errors import BudgetExceeded, InsufficientFunds, MemberLimitExceeded
+from billing.errors import InsufficientFunds, MonthlyCapExceeded
 from billing.prices import step_price_cents
 from billing.selectors import budget_status, member_month, run_money_rows, wallet_summary
 from portal.core.csv_export import csv_lines, spreadsheet_safe
@@ -178,7 +178,7 @@ def run_launch(request: TeamRequest, slug: str) -> HttpResponse:
                 )
             except InsufficientFunds as exc:
                 form.add_error(None, _insufficient_funds_message(exc))
-            except (BudgetExceeded, MemberLimitExceeded) as exc:
+            except MonthlyCapExceeded as exc:
                 form.add_error(None, str(exc))  # says how much is left this month
             else:
                 if created and run.awaits_approval:
