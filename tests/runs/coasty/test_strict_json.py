@@ -73,3 +73,27 @@ def test_lone_surrogates_become_replacement_characters_and_pairs_stay():
     decoded = loads(b'{"a\\ud800": ["\\udfff x", "\\ud83d\\ude00"]}')
     assert decoded.value == {"a\ufffd": ["\ufffd x", "\U0001f600"]}
     json.dumps(decoded.value).encode("utf-8")
+
+
+def test_what_one_document_refused_is_not_carried_into_the_next():
+    # the decoder is made once and counts refusals per call
+    assert loads('{"a": NaN}').refused == ["a: NaN refused"]
+    assert loads('{"a": 1.5}') == loads('{"a": 1.5}')
+    assert loads('{"a": 1.5}').refused == []
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le", "utf-32"])
+def test_every_json_encoding_is_decoded_and_cleaned_alike(encoding):
+    # bytes in any encoding JSON allows: told apart by their first bytes, as json.loads does,
+    # and cleaned of lone surrogates and refused numbers whatever the encoding
+    text = '{"a\\ud800": "x", "n": NaN, "ok": [1, 2.5]}'
+    decoded = loads(text.encode(encoding))
+    assert decoded.value == {"a\ufffd": "x", "n": None, "ok": [1, 2.5]}
+    assert decoded.refused == ["n: NaN refused"]
+
+
+def test_a_byte_order_mark_in_text_and_a_non_text_argument_are_refused():
+    with pytest.raises(ValueError):
+        loads('\ufeff{"a": 1}')
+    with pytest.raises(TypeError):
+        loads(123)  # type: ignore[arg-type]
