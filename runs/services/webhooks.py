@@ -18,6 +18,7 @@ logged once per minute per run or address that hits the rate limit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -86,7 +87,6 @@ def _webhook_apply(run: Run, payload: dict[str, Any]) -> tuple[str, list[str]]:
     money is settled from GET /v1/runs/{id}, never from this body; an awaiting_human is applied
     only when Coasty's timestamp on it is newer than the status we have.
     """
-    payload = without_nul(payload)
     status = str(payload.get("status") or "")
     event = str(payload.get("event") or "")
     if event == "run.awaiting_human" and not status:
@@ -242,6 +242,10 @@ def webhook_receive(
         payload = strict_json.loads_object(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         return refuse(Verdict.MALFORMED, 400, f"bad JSON: {exc}", raw)
+    if b"\\u0000" in raw or b"\x00" in raw:
+        # Rare (a NUL escape, or a UTF-16/32 body): only then walk the payload. PostgreSQL's
+        # text and jsonb refuse NUL, and the run's fields are written from this payload.
+        payload = without_nul(payload)
     if str(payload.get("run_id")) != upstream_id:
         return refuse(Verdict.MALFORMED, 400, "run_id does not match this run", raw)
     delivery = Delivery(
@@ -497,7 +501,9 @@ def _cache_incr(key: str) -> int:
         return 1
 
 
+@functools.lru_cache(maxsize=1024)
 def _ip_or_none(value: str) -> str | None:
+    """The address in its canonical form, or None; cached, as Coasty sends from a few."""
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:

@@ -85,6 +85,22 @@ def test_a_signed_delivery_is_applied_and_recorded(client, run):
     assert delivery.headers["Coasty-Signature"].startswith("t=")
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_nul_in_a_signed_body_never_reaches_the_run(client, run, encoding):
+    # given a signed body whose reason carries a NUL (PostgreSQL's text refuses it), escaped
+    # in UTF-8 or raw in a UTF-16 body (JSON allows both encodings; the byte scan must not
+    # miss the second)
+    text = body_for(run).decode().replace('"captcha"', '"cap\\u0000tcha"')
+    body = text.encode() if encoding == "utf-8" else json.loads(text) and text.encode("utf-16")
+    # when it is delivered
+    response = deliver(client, run, body)
+    # then it is applied with the NUL replaced, and the body is kept as it came
+    assert response.status_code == 200, response.content
+    run.refresh_from_db()
+    assert (run.status, run.awaiting_human_reason) == ("awaiting_human", "cap\ufffdtcha")
+    assert bytes(WebhookDelivery.objects.get(run=run).body) == body
+
+
 def test_the_same_body_again_is_a_duplicate_that_changes_nothing(client, run):
     # given a delivery that was applied, then a resume moved the run on
     deliver(client, run, body_for(run))
