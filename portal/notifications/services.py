@@ -21,12 +21,12 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.db.models import F
-from django.db.models.base import ModelState
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from portal.core.collect import collecting
 from portal.core.crypto import decrypt_secret, encrypt_secret
+from portal.core.instances import instance
 from portal.core.money import format_cents
 from portal.core.queue import enqueue_on_commit
 from portal.notifications import tasks
@@ -103,10 +103,7 @@ def _unsaved_event(**values: Any) -> OutboxEvent:
     (the webhook intake records one per delivery): made without Model.__init__, whose walk over
     every field and its descriptor cost a fifth of a delivery's status change in Python. Every
     field not given takes its default, as __init__ would give it."""
-    event = OutboxEvent.__new__(OutboxEvent)
-    event._state = ModelState()
-    event.__dict__.update(_event_defaults(), **values)
-    return event
+    return instance(OutboxEvent, {**_event_defaults(), **values})
 
 
 @functools.cache
