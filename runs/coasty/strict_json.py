@@ -122,7 +122,13 @@ def loads(text: str | bytes | bytearray) -> Decoded:
         value = _DECODER.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    surrogates = "\\ud" in text or "\\uD" in text
+    # A lone surrogate arrives escaped ("\\ud800"), or raw in bytes that "surrogatepass" lets
+    # through (UTF-8's ED A0 80): only non-ASCII text can hold the second.
+    surrogates = (
+        "\\ud" in text
+        or "\\uD" in text
+        or (not text.isascii() and _LONE_SURROGATE.search(text) is not None)
+    )
     if not _marks.count and not surrogates:
         return Decoded(value)
     refused: list[str] = []
