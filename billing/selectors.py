@@ -12,7 +12,18 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, F, JSONField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    F,
+    JSONField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -323,46 +334,69 @@ class DaySpend:
 
 # A day's spend is final once the day has ended: transfers are append-only and stamped when they
 # are written, inside transactions that last milliseconds (a worker task at most two minutes).
-# Days that ended more than this long ago are "closed" and their sums are cached.
+# Days that ended more than this long ago are "closed" and their sums are cached; so are the
+# sums of the days still open (today) up to the last hour that ended this long ago.
 CLOSED_DAY_MARGIN = timedelta(minutes=15)
 CLOSED_DAY_CACHE_SECONDS = 24 * 3600
+OPEN_DAY_CACHE_SECONDS = 2 * 3600
 
 
 def spend_per_day(team: Team, days: int = 30) -> list[DaySpend]:
     """Captured cents per day for the last `days` days (today included), zero-filled.
 
-    One query, over the days not yet known: the sums of closed days (see CLOSED_DAY_MARGIN)
-    are cached, so on a team with a large ledger the page sums today's (and, just after
-    midnight, yesterday's) captures instead of a month of them every time.
+    One query, over what is not yet known: the sums of closed days (see CLOSED_DAY_MARGIN) are
+    cached, and so are the open days' sums up to the last closed hour, so on a team with a
+    large ledger the page sums the captures of the last hour or so, not of a month, nor of a
+    whole day (at 1M runs a day's captures took 5–6 ms to sum).
     """
-    today = timezone.localdate()
+    now = timezone.now()
+    today = timezone.localdate(now)
     first = today - timedelta(days=days - 1)
     window = [first + timedelta(days=n) for n in range(days)]
-    closed_before = (timezone.localtime() - CLOSED_DAY_MARGIN).date()
+    closed_at = now - CLOSED_DAY_MARGIN
+    closed_before = timezone.localtime(closed_at).date()
+    opened = [day for day in window if day >= closed_before]  # today; after midnight, yesterday
+    # Captures from `live_from` on are always summed; before it, an open day's are cached.
+    live_from = max(closed_at.replace(minute=0, second=0, microsecond=0), _day_start(opened[0]))
     # The key names the team by id and creation time (an id alone can come back after a
     # rollback), and the zone, since a day's bounds are the viewer's.
     prefix = f"billing:spend:{team.pk}:{team.created_at.timestamp()}:{timezone.get_current_timezone_name()}"
     keys = {day: f"{prefix}:{day.isoformat()}" for day in window if day < closed_before}
-    known = cache.get_many(list(keys.values())) if keys else {}
-    unknown = [day for day in window if keys.get(day) not in known]
-    sums = {}
-    if unknown:
-        sums = dict(
-            Transfer.objects.filter(
-                team=team, kind=TransferKind.CAPTURE, created_at__gte=_day_start(unknown[0])
-            )
-            .annotate(day=TruncDate("created_at"))
-            .values_list("day")
-            .annotate(s=Sum("amount_cents"))
-            .order_by()
+    partial_key = f"{prefix}:open:{opened[0].isoformat()}:{live_from.isoformat()}"
+    known = cache.get_many([*keys.values(), partial_key])
+    unknown = [day for day in keys if keys[day] not in known]
+    partial: dict[str, int] | None = known.get(partial_key)
+    since = (
+        _day_start(unknown[0])
+        if unknown
+        else (live_from if partial is not None else _day_start(opened[0]))
+    )
+    live: dict[date, int] = {}
+    before: dict[date, int] = {}
+    rows = (
+        Transfer.objects.filter(team=team, kind=TransferKind.CAPTURE, created_at__gte=since)
+        .annotate(
+            day=TruncDate("created_at"),
+            live=ExpressionWrapper(Q(created_at__gte=live_from), output_field=BooleanField()),
         )
-        newly_closed = {keys[day]: sums.get(day, 0) for day in unknown if day in keys}
-        if newly_closed:
-            cache.set_many(newly_closed, CLOSED_DAY_CACHE_SECONDS)
-    return [
-        DaySpend(day=day, cents=known[keys[day]] if keys.get(day) in known else sums.get(day, 0))
-        for day in window
-    ]
+        .values_list("day", "live")
+        .annotate(s=Sum("amount_cents"))
+        .order_by()
+    )
+    for day, is_live, cents in rows:
+        (live if is_live else before)[day] = (live if is_live else before).get(day, 0) + cents
+    if unknown:
+        cache.set_many({keys[day]: before.get(day, 0) for day in unknown}, CLOSED_DAY_CACHE_SECONDS)
+    if partial is None:
+        partial = {day.isoformat(): before.get(day, 0) for day in opened}
+        cache.set(partial_key, partial, OPEN_DAY_CACHE_SECONDS)
+
+    def spent(day: date) -> int:
+        if day in keys:
+            return known.get(keys[day], before.get(day, 0))
+        return partial.get(day.isoformat(), 0) + live.get(day, 0)
+
+    return [DaySpend(day=day, cents=spent(day)) for day in window]
 
 
 # --- Reconciliation -------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
-from django.urls import reverse
 from django.utils import timezone
 
 from billing.ledger_groups import LedgerRun, person_named
+from portal.core.reversing import reverse_with_id
 from portal.teams.access import is_billing_admin, membership_or_404
 from portal.teams.models import Membership, Role, Team
 from runs.coasty import CoastyError
@@ -363,6 +363,6 @@ def runs_for_ledger(run_ids: list[uuid.UUID]) -> dict[uuid.UUID, LedgerRun]:
             launched_by=person_named(username, first_name, last_name) or "—",
             status=status,
             status_label=str(labels.get(status, status)),
-            url=reverse("run_detail", args=[pk]),
+            url=reverse_with_id("run_detail", pk),
         )
     return described

@@ -9,13 +9,13 @@ entries (top-ups, adjustments, holds without a run) are rarer and keep their tem
 """
 
 from django import template
-from django.urls import reverse
 from django.utils.formats import localize
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 
 from billing.ledger_groups import LedgerGroup
+from portal.core.reversing import reverse_with_id
 from portal.core.templatetags.money import cents
 
 register = template.Library()
@@ -53,7 +53,9 @@ def ledger_run_row(group: LedgerGroup, team, filter_query: str = "") -> SafeStri
     behind a <details> that loads them (htmx) or links to their page, who launched it, its
     status, steps, hold and what it was charged."""
     run = group.run
-    entries_url = reverse("wallet_run_entries", args=[team.slug, group.run_id])
+    if group.run_id is None:  # the template gives only a run's group this row
+        raise ValueError("ledger_run_row is a run's row; this group has no run")
+    entries_url = reverse_with_id("wallet_run_entries", group.run_id, team.slug)
     if filter_query:
         entries_url = f"{entries_url}?{filter_query}"
     what: str = _UNLISTED

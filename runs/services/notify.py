@@ -7,12 +7,9 @@ nothing new.
 
 from __future__ import annotations
 
-import functools
-import uuid
-
 from django.conf import settings
-from django.urls import get_script_prefix, get_urlconf, reverse
 
+from portal.core.reversing import reverse_with_id
 from portal.notifications.models import EventType
 from portal.notifications.services import event_record
 from runs.models import Run, RunStatus
@@ -27,21 +24,10 @@ STATUS_EVENTS: dict[str, EventType] = {
 }
 
 
-_SOME_RUN = uuid.UUID(int=0)
-
-
 def run_url(run: Run) -> str:
-    """The run's page, absolute. Reversed once per process (and script prefix), not once per
-    event: `reverse` cost a webhook delivery more than its outbox row did."""
-    urlconf = get_urlconf() or settings.ROOT_URLCONF
-    before, after = _run_url_parts(settings.PORTAL_PUBLIC_URL, get_script_prefix(), urlconf)
-    return f"{before}{run.pk}{after}"
-
-
-@functools.cache
-def _run_url_parts(public_url: str, _script_prefix: str, urlconf: str) -> tuple[str, str]:
-    before, after = reverse("run_detail", urlconf=urlconf, args=[_SOME_RUN]).split(str(_SOME_RUN))
-    return public_url.rstrip("/") + before, after
+    """The run's page, absolute (reversed once per process, not once per event: `reverse`
+    cost a webhook delivery more than its outbox row did)."""
+    return settings.PORTAL_PUBLIC_URL.rstrip("/") + reverse_with_id("run_detail", run.pk)
 
 
 def run_event_data(run: Run) -> dict[str, str | int]:

@@ -354,3 +354,19 @@ def test_a_runs_span_reads_in_the_viewers_time_zone(first, last, text):
             (dt.datetime.fromisoformat(first) - dt.timedelta(hours=5)).strftime("%-d %b %Y, %H:%M")
         )
         assert shifted.when_title.endswith("-05:00")
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_a_runs_dates_read_as_djangos_date_format_writes_them(language):
+    import datetime as dt
+
+    from django.utils import dateformat, translation
+
+    with translation.override(language):
+        for at in (
+            dt.datetime(2026, 12, 3, 7, 2),
+            dt.datetime(2026, 3, 1, 0, 0),
+            dt.datetime(2026, 5, 31, 23, 59),
+            dt.datetime(999, 1, 9, 9, 5),
+        ):
+            assert ledger_groups._day_minute(at) == dateformat.format(at, "j M Y, H:i")

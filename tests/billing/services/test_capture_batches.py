@@ -155,3 +155,50 @@ def day_of(transfer):
     from django.utils import timezone
 
     return timezone.localtime(transfer.created_at).date()
+
+
+def test_spend_per_day_sums_today_live_only_since_the_last_closed_hour(
+    team, django_assert_num_queries
+):
+    import datetime as dt
+    from unittest import mock
+
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    from billing.selectors import spend_per_day
+
+    cache.clear()
+    top_up(team, 1000)
+    hold = place_hold(team, 100)
+    step = iter(range(1, 100))
+
+    def capture_at(at):
+        transfer = services.hold_capture(
+            reference=hold.reference, step=next(step), amount_cents=5, caused_by="x"
+        )
+        Transfer.objects.filter(pk=transfer.pk).update(created_at=at)
+
+    def today_at(now):
+        with mock.patch.object(timezone, "now", return_value=now), django_assert_num_queries(1):
+            days = spend_per_day(team, days=7)
+        assert days[-1].day == now.date()
+        return days[-1].cents
+
+    noon = dt.datetime(2026, 12, 3, 12, 40, tzinfo=dt.UTC)  # the last closed hour began 12:00
+    # given a capture this morning and one in the hour still open
+    capture_at(noon.replace(hour=9, minute=0))
+    capture_at(noon.replace(hour=12, minute=10))
+    assert today_at(noon) == 10
+    # when one more lands in the open hour, it counts at once
+    capture_at(noon.replace(hour=12, minute=20))
+    assert today_at(noon + dt.timedelta(minutes=5)) == 15
+    # while a row stamped before 12:00 that appears only now is taken as written too late (the
+    # morning's sum is kept, as a closed day's is)
+    capture_at(noon.replace(hour=9, minute=30))
+    assert today_at(noon + dt.timedelta(minutes=10)) == 15
+    # and once the next hour closes the morning is summed again, that row with it
+    assert today_at(noon + dt.timedelta(minutes=40)) == 20
+    # the day before stays what it was: nothing was charged then
+    with mock.patch.object(timezone, "now", return_value=noon):
+        assert spend_per_day(team, days=7)[-2].cents == 0
