@@ -179,7 +179,8 @@ def event_fan_out(*, key: str) -> list[int]:
                 event=event, status=DeliveryStatus.PENDING, attempts=0
             ).values_list("pk", flat=True)
         )
-        emails = _emails_claim(event, [user for user in recipients if user.email], now=now)
+        people = [user for user in recipients if user.email]
+        emails = _emails_claim(event, people, now=now, presented=presented)
         OutboxEvent.objects.filter(pk=event.pk).update(dispatched_at=now)
     for notification in emails:
         _email_send(notification, team_name=event.team.name, event_id=event.pk)
@@ -252,16 +253,35 @@ def _email_wanted(user_ids: list[int], event_type: str) -> set[int]:
     return {pk for pk in user_ids if chosen.get(pk, default)}
 
 
-def _emails_claim(event: OutboxEvent, people: list[Any], *, now: Any) -> list[Notification]:
+def _emails_claim(
+    event: OutboxEvent, people: list[Any], *, now: Any, presented: Presented
+) -> list[Notification]:
     """Mark the email of each person who wants one as sent (inside the fan-out's transaction);
     the caller sends them after the commit."""
     wanted = _email_wanted([user.pk for user in people], event.type)
     if not wanted:
         return []
     rows = Notification.objects.filter(event=event, user_id__in=wanted, email_sent_at__isnull=True)
-    claimed = list(rows.select_related("user"))
-    rows.update(email_sent_at=now)
-    return claimed
+    if rows.update(email_sent_at=now) == len(wanted):
+        claimed = wanted  # each wanted person's row was unclaimed (the first fan-out): all ours
+    else:  # a fan-out tried again after an email that could not be sent: only those not sent
+        claimed = set(
+            Notification.objects.filter(event=event, user_id__in=wanted, email_sent_at=now)
+            .order_by()
+            .values_list("user_id", flat=True)
+        )
+    return [
+        Notification(
+            event=event,
+            user=user,
+            type=event.type,
+            text=presented.text[:300],
+            url=presented.url[:500],
+            email_sent_at=now,
+        )
+        for user in people
+        if user.pk in claimed
+    ]
 
 
 def _email_send(notification: Notification, *, team_name: str, event_id: int | None) -> None:
@@ -283,7 +303,16 @@ def _email_send(notification: Notification, *, team_name: str, event_id: int | N
     try:
         message.send()
     except Exception:
-        Notification.objects.filter(pk=notification.pk).update(email_sent_at=None)
+        # A claim made by the fan-out is named by its event and person (the row's id was not
+        # read back); one made by the delivery sweep, by its id.
+        claim = (
+            Notification.objects.filter(pk=notification.pk)
+            if notification.pk is not None
+            else Notification.objects.filter(
+                event_id=notification.event_id, user_id=notification.user_id
+            )
+        )
+        claim.update(email_sent_at=None)
         if event_id is not None:
             OutboxEvent.objects.filter(pk=event_id).update(dispatched_at=None)
         raise

@@ -236,3 +236,30 @@ def test_an_email_that_cannot_be_sent_is_sent_by_the_next_fan_out(team, make_mem
     services.event_fan_out(key="k")
     assert [m.to for m in mail.outbox] == [[manager.email]]
     assert Notification.objects.count() == 1
+
+
+def test_a_fan_out_tried_again_sends_only_the_emails_not_sent(team, make_member, monkeypatch):
+    # given two managers, and a mail server that takes the first email and fails the second
+    first, second = make_member(team, Role.MANAGER), make_member(team, Role.MANAGER)
+    event_record(EventType.BUDGET_THRESHOLD, team_id=team.pk, subject="b", key="k2")
+    real_send = mail.EmailMultiAlternatives.send
+    calls = []
+
+    def flaky_send(self, *args, **kwargs):
+        calls.append(self.to)
+        if len(calls) == 2:
+            raise RuntimeError("smtp down")
+        return real_send(self, *args, **kwargs)
+
+    monkeypatch.setattr(mail.EmailMultiAlternatives, "send", flaky_send)
+    mail.outbox.clear()
+    with pytest.raises(RuntimeError):
+        services.event_fan_out(key="k2")
+    sent = mail.outbox[0].to
+    # when the event is fanned out again (the sweep), and again
+    services.event_fan_out(key="k2")
+    services.event_fan_out(key="k2")
+    # then the one who did not get it gets it, once, and nobody gets two
+    assert sorted(m.to[0] for m in mail.outbox) == sorted([first.email, second.email])
+    assert sent != mail.outbox[1].to
+    assert Notification.objects.filter(event__key="k2", email_sent_at__isnull=True).count() == 0
