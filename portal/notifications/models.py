@@ -66,6 +66,9 @@ class OutboxEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Set once every channel has its deliveries (fan-out is itself idempotent per event).
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # How many fan-outs of it have committed: 0 until the first, which therefore knows no row
+    # of the event exists yet; more once an email that could not be sent reopened it.
+    fan_outs = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -263,3 +263,32 @@ def test_a_fan_out_tried_again_sends_only_the_emails_not_sent(team, make_member,
     assert sorted(m.to[0] for m in mail.outbox) == sorted([first.email, second.email])
     assert sent != mail.outbox[1].to
     assert Notification.objects.filter(event__key="k2", email_sent_at__isnull=True).count() == 0
+
+
+def test_a_first_fan_out_claims_its_emails_and_ids_as_it_inserts(
+    team, make_member, receiver, django_assert_num_queries
+):
+    # given three managers, one of whom turned budget emails off, and the team's endpoint
+    managers = [make_member(team, Role.MANAGER) for _ in range(3)]
+    EmailPreference.objects.create(
+        user=managers[1], event_type=EventType.BUDGET_THRESHOLD, enabled=False
+    )
+    services.endpoint_create(
+        team=team, user=None, url=receiver.url, events=[EventType.BUDGET_THRESHOLD]
+    )
+    event_record(EventType.BUDGET_THRESHOLD, team_id=team.pk, subject="b", key="k3")
+    mail.outbox.clear()
+    # when it is fanned out for the first time: the event locked, the managers, the endpoints,
+    # the preferences, the notifications' and the deliveries' INSERTs, the event marked (and
+    # the savepoint pair of the test's transaction)
+    with django_assert_num_queries(9):
+        deliveries = services.event_fan_out(key="k3")
+    # then the ids are the delivery's, and the two who want an email have it, claimed
+    assert deliveries == list(WebhookDelivery.objects.values_list("pk", flat=True))
+    assert sorted(m.to[0] for m in mail.outbox) == sorted([managers[0].email, managers[2].email])
+    claimed = Notification.objects.filter(event__key="k3", email_sent_at__isnull=False)
+    assert sorted(claimed.values_list("user_id", flat=True)) == [managers[0].pk, managers[2].pk]
+    assert OutboxEvent.objects.get(key="k3").fan_outs == 1
+    # and fanning out again changes nothing
+    assert services.event_fan_out(key="k3") == []
+    assert len(mail.outbox) == 2
