@@ -9,7 +9,7 @@ from datetime import date
 
 from django.utils import timezone
 
-from billing.selectors import DaySpend
+from billing.spend import DaySpend
 from portal.core.money import format_cents
 
 WIDTH, HEIGHT = 600, 150

@@ -7,15 +7,12 @@ the (team, kind, created_at) index.
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import (
-    BooleanField,
     Count,
-    ExpressionWrapper,
     F,
     JSONField,
     OuterRef,
@@ -24,7 +21,6 @@ from django.db.models import (
     Subquery,
     Sum,
 )
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.models import (
@@ -40,6 +36,7 @@ from billing.models import (
     TransferKind,
 )
 from billing.months import days_in, month_label, month_of
+from billing.spend import DaySpend, day_start, spend_per_day
 from portal.core.query import bounded_int
 from portal.teams.models import Team
 
@@ -106,7 +103,7 @@ def wallet_summary(team: Team, *, month_cents: int | None = None) -> WalletSumma
     )
 
 
-def wallet_with_spend(team: Team, days: int = 30) -> tuple[WalletSummary, list["DaySpend"]]:
+def wallet_with_spend(team: Team, days: int = 30) -> tuple[WalletSummary, list[DaySpend]]:
     """The wallet page's figures: the summary and the last `days` days of spend, in two queries.
 
     This month's spend is the sum of its days, taken from the same per-day scan as the chart
@@ -259,9 +256,9 @@ def ledger_for_team(team: Team, filters: LedgerFilters | None = None) -> QuerySe
     if filters.kind:
         transfers = transfers.filter(kind=filters.kind)
     if filters.date_from:
-        transfers = transfers.filter(created_at__gte=_day_start(filters.date_from))
+        transfers = transfers.filter(created_at__gte=day_start(filters.date_from))
     if filters.date_to:
-        transfers = transfers.filter(created_at__lt=_day_start(filters.date_to + timedelta(days=1)))
+        transfers = transfers.filter(created_at__lt=day_start(filters.date_to + timedelta(days=1)))
     if filters.run_id:
         transfers = transfers.filter(run_id=filters.run_id)
     return transfers.select_related("debit_account", "credit_account").order_by("-id")
@@ -326,79 +323,6 @@ def team_deltas(transfer: Transfer) -> dict[str, int]:
     return deltas
 
 
-@dataclass(frozen=True)
-class DaySpend:
-    day: date
-    cents: int
-
-
-# A day's spend is final once the day has ended: transfers are append-only and stamped when they
-# are written, inside transactions that last milliseconds (a worker task at most two minutes).
-# Days that ended more than this long ago are "closed" and their sums are cached; so are the
-# sums of the days still open (today) up to the last hour that ended this long ago.
-CLOSED_DAY_MARGIN = timedelta(minutes=15)
-CLOSED_DAY_CACHE_SECONDS = 24 * 3600
-OPEN_DAY_CACHE_SECONDS = 2 * 3600
-
-
-def spend_per_day(team: Team, days: int = 30) -> list[DaySpend]:
-    """Captured cents per day for the last `days` days (today included), zero-filled.
-
-    One query, over what is not yet known: the sums of closed days (see CLOSED_DAY_MARGIN) are
-    cached, and so are the open days' sums up to the last closed hour, so on a team with a
-    large ledger the page sums the captures of the last hour or so, not of a month, nor of a
-    whole day (at 1M runs a day's captures took 5–6 ms to sum).
-    """
-    now = timezone.now()
-    today = timezone.localdate(now)
-    first = today - timedelta(days=days - 1)
-    window = [first + timedelta(days=n) for n in range(days)]
-    closed_at = now - CLOSED_DAY_MARGIN
-    closed_before = timezone.localtime(closed_at).date()
-    opened = [day for day in window if day >= closed_before]  # today; after midnight, yesterday
-    # Captures from `live_from` on are always summed; before it, an open day's are cached.
-    live_from = max(closed_at.replace(minute=0, second=0, microsecond=0), _day_start(opened[0]))
-    # The key names the team by id and creation time (an id alone can come back after a
-    # rollback), and the zone, since a day's bounds are the viewer's.
-    prefix = f"billing:spend:{team.pk}:{team.created_at.timestamp()}:{timezone.get_current_timezone_name()}"
-    keys = {day: f"{prefix}:{day.isoformat()}" for day in window if day < closed_before}
-    partial_key = f"{prefix}:open:{opened[0].isoformat()}:{live_from.isoformat()}"
-    known = cache.get_many([*keys.values(), partial_key])
-    unknown = [day for day in keys if keys[day] not in known]
-    partial: dict[str, int] | None = known.get(partial_key)
-    since = (
-        _day_start(unknown[0])
-        if unknown
-        else (live_from if partial is not None else _day_start(opened[0]))
-    )
-    live: dict[date, int] = {}
-    before: dict[date, int] = {}
-    rows = (
-        Transfer.objects.filter(team=team, kind=TransferKind.CAPTURE, created_at__gte=since)
-        .annotate(
-            day=TruncDate("created_at"),
-            live=ExpressionWrapper(Q(created_at__gte=live_from), output_field=BooleanField()),
-        )
-        .values_list("day", "live")
-        .annotate(s=Sum("amount_cents"))
-        .order_by()
-    )
-    for day, is_live, cents in rows:
-        (live if is_live else before)[day] = (live if is_live else before).get(day, 0) + cents
-    if unknown:
-        cache.set_many({keys[day]: before.get(day, 0) for day in unknown}, CLOSED_DAY_CACHE_SECONDS)
-    if partial is None:
-        partial = {day.isoformat(): before.get(day, 0) for day in opened}
-        cache.set(partial_key, partial, OPEN_DAY_CACHE_SECONDS)
-
-    def spent(day: date) -> int:
-        if day in keys:
-            return known.get(keys[day], before.get(day, 0))
-        return partial.get(day.isoformat(), 0) + live.get(day, 0)
-
-    return [DaySpend(day=day, cents=spent(day)) for day in window]
-
-
 # --- Reconciliation -------------------------------------------------------------------------------
 
 
@@ -435,11 +359,7 @@ def reconciliation_counts() -> dict[str, int]:
 
 
 def _month_start() -> datetime:
-    return _day_start(timezone.localdate().replace(day=1))
-
-
-def _day_start(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min), timezone.get_current_timezone())
+    return day_start(timezone.localdate().replace(day=1))
 
 
 def hold_captured_cents(reference: str) -> int:

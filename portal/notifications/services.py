@@ -156,13 +156,8 @@ def event_fan_out(*, key: str) -> list[int]:
         wanted = _email_wanted([user.pk for user in people], event.type) if first else set()
         notifications = Notification.objects.bulk_create(
             [
-                Notification(
-                    user=user,
-                    event=event,
-                    type=event.type,
-                    text=presented.text[:300],
-                    url=presented.url[:500],
-                    email_sent_at=now if user.pk in wanted else None,
+                _notification(
+                    event, user, presented, email_sent_at=now if user.pk in wanted else None
                 )
                 for user in recipients
             ],
@@ -288,17 +283,24 @@ def _emails_claim(
             .values_list("user_id", flat=True)
         )
     return [
-        Notification(
-            event=event,
-            user=user,
-            type=event.type,
-            text=presented.text[:300],
-            url=presented.url[:500],
-            email_sent_at=now,
-        )
+        _notification(event, user, presented, email_sent_at=now)
         for user in people
         if user.pk in claimed
     ]
+
+
+def _notification(
+    event: OutboxEvent, user: Any, presented: Presented, *, email_sent_at: Any
+) -> Notification:
+    """The notification of `event` for `user`, as the fan-out writes it (and sends its email)."""
+    return Notification(
+        user=user,
+        event=event,
+        type=event.type,
+        text=presented.text[:300],
+        url=presented.url[:500],
+        email_sent_at=email_sent_at,
+    )
 
 
 def _email_send(notification: Notification, *, team_name: str, event_id: int | None) -> None:

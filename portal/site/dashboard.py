@@ -3,7 +3,8 @@
 from django.utils import timezone
 
 from billing.charts import spend_chart
-from billing.selectors import budget_status, spend_per_day, wallet_summary
+from billing.selectors import budget_status, wallet_summary
+from billing.spend import spend_per_day
 from portal.teams.models import Membership, Team
 from runs.models import LIVE_STATUSES, RunStatus
 from runs.selectors import runs_for_team, runs_waiting_for, team_run_stats

@@ -124,7 +124,7 @@ def test_spend_per_day_counts_closed_days_once_and_today_always(team):
 
     from django.utils import timezone
 
-    from billing.selectors import spend_per_day
+    from billing.spend import spend_per_day
 
     # given a step charged two days ago
     top_up(team, 1000)
@@ -166,7 +166,7 @@ def test_spend_per_day_sums_today_live_only_since_the_last_closed_hour(
     from django.core.cache import cache
     from django.utils import timezone
 
-    from billing.selectors import spend_per_day
+    from billing.spend import spend_per_day
 
     cache.clear()
     top_up(team, 1000)
