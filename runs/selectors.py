@@ -16,6 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from billing.ledger_groups import LedgerRun, person_named
+from billing.spend import day_start
 from portal.core.reversing import reverse_with_id
 from portal.teams.access import is_billing_admin, membership_or_404
 from portal.teams.models import Membership, Role, Team
@@ -97,16 +98,12 @@ def runs_for_team(team: Team, filters: RunFilters | None = None) -> QuerySet[Run
     if filters.creator_id:
         runs = runs.filter(created_by_id=filters.creator_id)
     if filters.since:
-        runs = runs.filter(created_at__gte=_day_start(filters.since))
+        runs = runs.filter(created_at__gte=day_start(filters.since))
     if filters.until:
-        runs = runs.filter(created_at__lt=_day_start(filters.until + dt.timedelta(days=1)))
+        runs = runs.filter(created_at__lt=day_start(filters.until + dt.timedelta(days=1)))
     if filters.search:
         runs = runs.filter(task__icontains=filters.search)
     return runs.order_by("-created_at", "-id")
-
-
-def _day_start(day: dt.date) -> dt.datetime:
-    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
 
 @dataclass(frozen=True)
