@@ -2,7 +2,7 @@
 """Webhook intake: signed deliveries per second beside the durable minimum, and latency under
 open-loop (Poisson) load.
 
-    python -m bench.webhook [--senders 32] [--seconds 6] [--rounds 3] [--runs 24000]
+    python -m bench.webhook [--senders 32] [--seconds 6] [--rounds 3] [--runs 30000]
                             [--curve 1,2,4] [--curve-seconds 4]
 
 The portal runs under gunicorn (gthread workers) on PostgreSQL, as in production. The bench
@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=24000)
+    parser.add_argument("--runs", type=int, default=30000)
     parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--curve", default="1,2,4", help="worker counts for the scaling rows")
@@ -181,9 +181,13 @@ def main() -> int:
                 for run in spare
             ]
         )
-        # Warm every worker and thread (imports, connections, prepared SQL) before any timing.
+        # Warm every worker and thread (imports, connections, prepared SQL) before any timing,
+        # on both sides: without its own warm-up the real intake paid its first calls (each
+        # connection preparing its statements, each process its first deliveries) in its first
+        # timed round, which was then its slowest (585/s against 969 and 946).
         run_load(base, bare_requests, concurrency=senders, seconds=3)
         run_load(base, durable_requests, concurrency=senders, seconds=2)
+        run_load(base, unique, concurrency=senders, seconds=2)
         # Alternating rounds on the same server: durable minimum, real intake, bare view.
         durable, real, bare = [], [], []
         for n in range(args.rounds):
