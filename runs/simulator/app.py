@@ -30,7 +30,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -156,6 +156,11 @@ def create_app(config: SimConfig | None = None) -> Starlette:
                 response = await handler(request, kind)
             except ApiError as error:
                 return _error_response(error, request, kind_headers(kind) if kind else None)
+            except ClientDisconnect:
+                # The caller went away before its body arrived whole (a worker killed in the
+                # middle of a request): nothing was done, and nobody waits for an answer.
+                logger.info("%s: the client went away before its body arrived", operation)
+                return Response(status_code=499)
             except Exception:
                 logger.exception("simulator bug in %s", operation)
                 bug = ApiError(
