@@ -292,3 +292,33 @@ def test_a_first_fan_out_claims_its_emails_and_ids_as_it_inserts(
     # and fanning out again changes nothing
     assert services.event_fan_out(key="k3") == []
     assert len(mail.outbox) == 2
+
+
+def test_an_event_fanned_out_before_fan_outs_were_counted_can_be_fanned_out_again(
+    team, make_member
+):
+    import importlib
+
+    from django.apps import apps
+
+    counted = importlib.import_module(
+        "portal.notifications.migrations.0006_fan_outs_of_every_event_with_rows"
+    )
+    # given an event fanned out by the code before `fan_outs` (its notification made, its count
+    # left at 0 by migration 0005 because it was dispatched), then reopened with its email unsent
+    manager = make_member(team, Role.MANAGER)
+    event_record(EventType.BUDGET_THRESHOLD, team_id=team.pk, subject="b", key="old")
+    services.event_fan_out(key="old")
+    OutboxEvent.objects.filter(key="old").update(fan_outs=0, dispatched_at=None)
+    Notification.objects.filter(event__key="old").update(email_sent_at=None)
+    # and an event never fanned out
+    event_record(EventType.BUDGET_THRESHOLD, team_id=team.pk, subject="b", key="new")
+    # when the migration counts what was fanned out
+    counted.count_events_with_rows_as_fanned_out(apps, None)
+    assert dict(OutboxEvent.objects.values_list("key", "fan_outs")) == {"old": 1, "new": 0}
+    # then fanning out again skips the rows made before and sends the email not sent, once
+    mail.outbox.clear()
+    services.event_fan_out(key="old")
+    services.event_fan_out(key="old")
+    assert [m.to for m in mail.outbox] == [[manager.email]]
+    assert Notification.objects.filter(event__key="old").count() == 1
