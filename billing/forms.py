@@ -9,6 +9,7 @@ from billing.models import TransferKind
 from billing.selectors import LedgerFilters
 from portal.core.forms import FilterDateField, MoneyField
 from portal.core.money import format_cents
+from portal.core.query import bounded_int
 
 
 def idempotency_key_field() -> forms.RegexField:
@@ -162,9 +163,10 @@ class BudgetForm(forms.Form):
             part = part.strip().rstrip("%").strip()
             if not part:
                 continue
-            if not part.isdigit() or not 1 <= int(part) <= 100:
+            percent = bounded_int(part, lo=1, hi=100)
+            if percent is None:
                 raise forms.ValidationError("Give whole percentages from 1 to 100, with commas.")
-            values.append(int(part))
+            values.append(percent)
         if len(values) > 10:
             raise forms.ValidationError("At most 10 alert percentages.")
         return sorted(set(values))

@@ -215,8 +215,8 @@ class Timeline:
 
 def timeline_before(raw: str | None) -> int | None:
     """`?before=` as a seq, or None (the latest page) for anything that is not one."""
-    if not raw or len(raw) > 20 or not raw.isdigit():
-        return None
+    if not raw or len(raw) > 20 or not (raw.isascii() and raw.isdigit()):
+        return None  # str.isdigit() alone also takes "²", which int() refuses
     value = int(raw)
     return value if 1 <= value <= SEQ_MAX else None
 

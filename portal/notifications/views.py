@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from portal.core.http import AuthenticatedRequest
+from portal.core.query import bounded_int
 from portal.notifications import selectors, services
 from portal.notifications.forms import EmailPreferencesForm, EndpointForm
 from portal.notifications.models import WebhookDelivery, WebhookEndpoint
@@ -33,7 +34,8 @@ manager_view = team_view(Role.MANAGER, action="manage the team's endpoints")
 def notification_list(request: AuthenticatedRequest) -> HttpResponse:
     """The person's notifications, newest first; POST marks them (or the ones given) read."""
     if request.method == "POST":
-        ids = [int(v) for v in request.POST.getlist("ids") if v.isdigit()] or None
+        given = (bounded_int(v, lo=1) for v in request.POST.getlist("ids"))
+        ids = [pk for pk in given if pk is not None] or None
         services.notifications_mark_read(user=request.user, ids=ids)
         target = request.POST.get("next", "")
         safe = target.startswith("/") and not target.startswith("//")

@@ -57,10 +57,11 @@ def test_a_manager_sets_the_budget_in_dollars(team, people, client_for):
     assert budget.alert_percents == [50, 80, 100]
 
 
-def test_bad_alert_percents_are_a_form_error(team, people, client_for):
+@pytest.mark.parametrize("bad", ["150", "0", "²", "50, ٣", "9" * 50])
+def test_bad_alert_percents_are_a_form_error(team, people, client_for, bad):
     response = client_for(people["alice"]).post(
         reverse("budget", args=[team.slug]),
-        {"form": "budget", "monthly_limit": "3", "alert_percents": "150"},
+        {"form": "budget", "monthly_limit": "3", "alert_percents": bad},
     )
     assert response.status_code == 400
     assert "from 1 to 100" in response.content.decode()

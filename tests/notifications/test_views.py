@@ -98,3 +98,20 @@ def test_opening_a_notification_marks_it_read_and_goes_to_its_page(team, make_me
     mine.refresh_from_db()
     assert mine.read_at is not None
     assert client.post(f"/notifications/{theirs.pk}/open/").status_code == 404
+
+
+def test_marking_read_ignores_ids_that_are_not_plain_numbers(team, make_member, client_for):
+    from portal.notifications.models import Notification
+
+    person = make_member(team)
+    one, two = (
+        Notification.objects.create(user=person, type="run.failed", text=t) for t in ("a", "b")
+    )
+    client = client_for(person)
+    # when the ids posted include ones int() or the database cannot take
+    answer = client.post("/notifications/", {"ids": [str(one.pk), "²", "٣", "9" * 40, "-1", "x"]})
+    # then the plain one is marked read, and only it
+    assert answer.status_code == 302
+    one.refresh_from_db()
+    two.refresh_from_db()
+    assert one.read_at is not None and two.read_at is None

@@ -49,7 +49,7 @@ def test_show_earlier_events_pages_back_to_the_first(long_run, client_for):
 
 
 @pytest.mark.parametrize(
-    "bad", ["abc", "-5", "0", "1e3", "99999999999999999999999999", " 12", "%00", "12.5"]
+    "bad", ["abc", "-5", "0", "1e3", "99999999999999999999999999", " 12", "%00", "12.5", "²", "٣"]
 )
 def test_a_bad_before_shows_the_latest_page(long_run, client_for, bad):
     run, bob = long_run
