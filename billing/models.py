@@ -32,6 +32,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from billing import keys
 from portal.teams.models import Team
 
 
@@ -379,7 +380,11 @@ class Transfer(models.Model):
     @property
     def display_reference(self) -> str:
         """The reference, unless it only repeats the run (which the ledger shows anyway)."""
-        return "" if self.run_id and self.reference == f"run:{self.run_id}" else self.reference
+        return (
+            ""
+            if self.run_id and self.reference == keys.run_hold_reference(self.run_id)
+            else self.reference
+        )
 
     @property
     def badge(self) -> str:

@@ -317,7 +317,7 @@ def _occurrence_launch(schedule: Schedule, occurrence: dt.datetime) -> str:
     refusal = _owner_refusal(schedule)
     if refusal:
         return _record_skip(schedule, claim, refusal)
-    request = LaunchRequest(**{name: getattr(schedule, name) for name in TEMPLATE_FIELDS})
+    request = LaunchRequest.from_fields({name: getattr(schedule, name) for name in TEMPLATE_FIELDS})
     try:
         # A savepoint: a refused launch rolls back its own writes and leaves ours standing.
         with transaction.atomic():

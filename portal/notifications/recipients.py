@@ -15,6 +15,7 @@ from django.contrib.auth.models import Permission
 from django.db.models import Q, QuerySet
 
 from portal.notifications.models import EventType, OutboxEvent
+from portal.teams.access import BILLING_ADMIN_PERMISSION
 from portal.teams.models import Membership, Role
 
 LAUNCHER_TYPES = {
@@ -43,8 +44,6 @@ EMAIL_DEFAULTS: dict[str, bool] = {
     EventType.SCHEDULE_SKIPPED: True,
 }
 
-BILLING_ADMIN_CODENAME = ("billing", "manage_wallets")
-
 
 def team_managers(team_id: int) -> QuerySet:
     return get_user_model().objects.filter(
@@ -54,7 +53,7 @@ def team_managers(team_id: int) -> QuerySet:
 
 
 def billing_admins() -> QuerySet:
-    app_label, codename = BILLING_ADMIN_CODENAME
+    app_label, codename = BILLING_ADMIN_PERMISSION.split(".", 1)
     permission = Permission.objects.filter(
         content_type__app_label=app_label, codename=codename
     ).first()
