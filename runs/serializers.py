@@ -49,6 +49,12 @@ class RunSerializer(serializers.Serializer):
     settled_at = serializers.DateTimeField(
         allow_null=True, help_text="When the run's money became final; null until then."
     )
+    lost_upstream_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the run was settled without Coasty's figures (Coasty forgot it, or did "
+        "not answer past its deadline): charged what the portal captured, and a discrepancy "
+        "opened for a billing admin. Null for every run Coasty accounted for.",
+    )
     upstream_id = serializers.CharField(allow_null=True, help_text="Coasty's id for the run.")
     created_by = serializers.CharField(
         source="created_by.username", allow_null=True, help_text="Who launched it."

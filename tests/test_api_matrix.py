@@ -54,6 +54,8 @@ RUN_FIELDS = {
     # Contract, second part: when the money is final, and what the hold still reserves.
     "settled_at",
     "hold_remaining_cents",
+    # Issue 12: a run settled without Coasty's figures says so.
+    "lost_upstream_at",
 }
 PAGE = {"results", "next"}
 SHAPES = {

@@ -67,6 +67,8 @@ def run_settle(*, run_id) -> Run:
         record = without_nul(upstream.coasty().get_run(run.upstream_id))
     except CoastyNotFound:
         return _upstream_missing(run)
+    except CoastyError as exc:
+        return _upstream_unreachable(run, exc)
     if run.upstream_missing_since is not None:
         Run.objects.filter(pk=run.pk).update(upstream_missing_since=None)
         run.upstream_missing_since = None
@@ -147,6 +149,24 @@ def _upstream_missing(run: Run) -> Run:
             f"Coasty no longer knows run {run.upstream_id} (404 since "
             f"{since:%Y-%m-%d %H:%M:%S} UTC): settled on the steps the portal captured; "
             "Coasty's own count could not be checked."
+        ),
+    )
+
+
+def _upstream_unreachable(run: Run, exc: CoastyError) -> Run:
+    """Coasty did not answer for the run (5xx, timeout, a refused key). Asked again by the
+    next settle until the run is RUNS_OVERDUE_SETTLE_AFTER_SECONDS past its deadline; then it
+    is settled on what was captured, so an outage that never ends cannot keep money held."""
+    deadline = run_deadline(run)
+    bound = dt.timedelta(seconds=settings.RUNS_OVERDUE_SETTLE_AFTER_SECONDS)
+    if deadline is None or timezone.now() - deadline < bound:
+        raise exc
+    return run_settle_lost(
+        run_id=run.pk,
+        why=(
+            f"Coasty did not answer for run {run.upstream_id} ({exc}) until "
+            f"{round(bound.total_seconds() / 60)} minute(s) after the run's deadline: settled "
+            "on the steps the portal captured; Coasty's own count could not be checked."
         ),
     )
 

@@ -263,3 +263,17 @@ def test_a_run_says_when_its_money_is_final_and_what_its_hold_still_holds(world,
     again = bob.get(f"/api/v1/runs/{run['id']}/").json()
     assert again["settled_at"] is not None and again["hold_remaining_cents"] == 0
     assert again["held_cents"] == run["held_cents"]
+    assert again["lost_upstream_at"] is None  # Coasty's refusal is its own account
+
+
+def test_a_run_settled_without_coastys_figures_says_so(world, bob):
+    # given a run Coasty accepted and then forgot, settled on what the portal captured
+    from runs.services import run_settle_lost
+
+    run = bob.post(RUNS_URL, LAUNCH_BODY).json()
+    run_settle_lost(run_id=run["id"], why="Coasty no longer knows it")
+
+    # then the API says when, beside the money being final
+    again = bob.get(f"/api/v1/runs/{run['id']}/").json()
+    assert again["lost_upstream_at"] is not None and again["settled_at"] is not None
+    assert again["hold_remaining_cents"] == 0

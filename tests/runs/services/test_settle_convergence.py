@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from billing.models import Hold, Reconciliation
 from runs import services
+from runs.coasty import CoastyServerError
 from runs.models import Run, RunStatus
 from runs.services import IncomingEvent
 from runs.services.housekeeping import runs_housekeeping
@@ -84,6 +85,40 @@ def test_a_run_that_never_ends_upstream_is_cancelled_then_settled_past_its_deadl
     assert run.settled_at is not None and run.is_terminal and run.hold_remaining_cents == 0
     assert _wallet(funded_team) == (5000, 0, 0)
     assert Reconciliation.objects.get(run_id=run.pk).is_open_discrepancy
+
+
+def test_a_run_coasty_never_answers_for_is_settled_past_its_deadline(
+    funded_team, make_member, coasty, settings
+):
+    # given a run that streamed one step and ended here, then Coasty only answers 503
+    settings.RUNS_OVERDUE_SETTLE_AFTER_SECONDS = 420
+    run = _accepted_run(funded_team, make_member(funded_team), coasty, deadline_seconds=60)
+    services.events_ingest(run_id=run.pk, events=_step_events(1, 1))
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
+
+    def unavailable(upstream_id):
+        raise CoastyServerError("upstream down", status=503, code="UNAVAILABLE")
+
+    coasty.get_run = unavailable
+
+    # when settle runs within the bound, it fails loudly (the task is retried) and holds on
+    Run.objects.filter(pk=run.pk).update(accepted_at=timezone.now() - dt.timedelta(minutes=5))
+    with pytest.raises(CoastyServerError):
+        services.run_settle(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.settled_at is None and run.hold_remaining_cents > 0
+
+    # and past it (deadline + 7 minutes), the run is settled on the step captured, its hold
+    # closed and a discrepancy opened; a repeat changes nothing
+    Run.objects.filter(pk=run.pk).update(accepted_at=timezone.now() - dt.timedelta(minutes=9))
+    services.run_settle(run_id=run.pk)
+    services.run_settle(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.settled_at is not None and run.lost_upstream_at is not None
+    assert run.status == RunStatus.SUCCEEDED and run.charged_cents == 5
+    assert run.hold_remaining_cents == 0 and _wallet(funded_team) == (4995, 0, 5)
+    record = Reconciliation.objects.get(run_id=run.pk)
+    assert record.is_open_discrepancy and "did not answer" in record.explanation
 
 
 def test_money_settles_even_when_the_result_cannot_be_stored(funded_team, make_member, coasty):
