@@ -6,6 +6,7 @@ import datetime as dt
 
 from django.conf import settings
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from portal.core.queue import enqueue_on_commit
@@ -46,11 +47,16 @@ def runs_housekeeping() -> dict[str, int]:
     counts = {"submit": 0, "settle": 0, "cancel": 0, "resume": 0, "follow": 0}
     counts["expired"] = runs_expire_approvals(now=now)
     max_age = dt.timedelta(seconds=settings.RUNS_PENDING_MAX_AGE_SECONDS)
-    due = Run.objects.filter(status=RunStatus.PENDING).filter(
-        Q(submit_next_at__lte=now)
-        | Q(submit_next_at__isnull=True, created_at__lte=now - dt.timedelta(seconds=30))
-        # Past the age limit: adopted or failed now, whatever its backoff says.
-        | Q(created_at__lte=now - max_age)
+    due = (
+        Run.objects.filter(status=RunStatus.PENDING)
+        .annotate(due_since=Coalesce("decided_at", "created_at"))
+        .filter(
+            Q(submit_next_at__lte=now)
+            | Q(submit_next_at__isnull=True, due_since__lte=now - dt.timedelta(seconds=30))
+            # Past the age limit (counted from its approval, if it waited for one): adopted
+            # or failed now, whatever its backoff says.
+            | Q(due_since__lte=now - max_age)
+        )
     )
     for run_id in due.values_list("pk", flat=True)[:500]:
         enqueue_on_commit(tasks.submit_run, str(run_id))

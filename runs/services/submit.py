@@ -63,12 +63,18 @@ DETERMINISTIC_SUBMIT_ERRORS = (
 SUBMIT_BACKOFF_SECONDS = (5, 15, 30, 60, 120, 300)
 
 
+def submit_clock_start(run: Run) -> dt.datetime:
+    """When the run became due for Coasty: its launch, or its approval (a run that waited a
+    day for a manager has not yet sent its key, and must not be given up at once)."""
+    return run.decided_at or run.created_at
+
+
 def submit_deadline(run: Run) -> dt.datetime:
     """After this, no request carries the run's key: the pending age limit, and well inside
     Coasty's retention of the key (a key it forgot would create a second run)."""
     retention = dt.timedelta(seconds=settings.RUNS_COASTY_KEY_RETENTION_SECONDS)
     max_age = dt.timedelta(seconds=settings.RUNS_PENDING_MAX_AGE_SECONDS)
-    return run.created_at + min(max_age, retention * 0.9)
+    return submit_clock_start(run) + min(max_age, retention * 0.9)
 
 
 def give_up_at(run: Run) -> dt.datetime:
@@ -77,7 +83,7 @@ def give_up_at(run: Run) -> dt.datetime:
     be forgotten: then the run fails and its hold is released."""
     retention = dt.timedelta(seconds=settings.RUNS_COASTY_KEY_RETENTION_SECONDS)
     grace = dt.timedelta(seconds=settings.RUNS_PENDING_LOOKUP_GRACE_SECONDS)
-    return min(submit_deadline(run) + grace, run.created_at + retention * 0.95)
+    return min(submit_deadline(run) + grace, submit_clock_start(run) + retention * 0.95)
 
 
 def run_submit(*, run_id) -> Run:
@@ -182,7 +188,7 @@ def _resolve_without_sending(run: Run) -> Run:
         return _retry_later(
             run, CoastyError(f"the idempotency lookup answered {answer!r}", code="LOOKUP")
         )
-    minutes = round((timezone.now() - run.created_at).total_seconds() / 60)
+    minutes = round((timezone.now() - submit_clock_start(run)).total_seconds() / 60)
     reason = {
         None: "Coasty holds no run under its key",
         "processing": "Coasty was still creating it",

@@ -91,6 +91,52 @@ def test_approving_twice_submits_once(
     assert _wallet(funded_team) == (4950, 50, 0)  # the launch's hold, untouched
 
 
+def test_a_run_approved_hours_after_launch_is_still_sent_to_coasty(
+    funded_team, people, coasty, settings
+):
+    # given a run that waited three hours for a manager (past the pending age limit of one)
+    settings.RUNS_PENDING_MAX_AGE_SECONDS = 3600
+    approval_above(funded_team, 0)
+    run, _ = _launch(funded_team, people["bob"])
+    Run.objects.filter(pk=run.pk).update(created_at=timezone.now() - dt.timedelta(hours=3))
+    run.refresh_from_db()
+
+    # when a manager approves it, and housekeeping sweeps before and after the submit
+    services.run_approve(run=run, user=people["alice"])
+    services.runs_housekeeping()
+    services.run_submit(run_id=run.pk)
+
+    # then its key is sent once and the run is Coasty's: the age limit counts from approval
+    run.refresh_from_db()
+    assert [call[0] for call in coasty.calls] == ["create"]
+    assert run.status == RunStatus.QUEUED and run.upstream_id
+
+
+def test_the_pending_age_limit_of_an_approved_run_counts_from_its_approval(
+    funded_team, people, coasty, settings, django_capture_on_commit_callbacks
+):
+    # given a run launched five hours ago, approved, waiting out its submit backoff
+    settings.RUNS_PENDING_MAX_AGE_SECONDS = 3600
+    approval_above(funded_team, 0)
+    run, _ = _launch(funded_team, people["bob"])
+    services.run_approve(run=run, user=people["alice"])
+    now = timezone.now()
+    later = {
+        "created_at": now - dt.timedelta(hours=5),
+        "submit_next_at": now + dt.timedelta(hours=1),
+    }
+
+    # when it was approved half an hour ago, its backoff stands: nothing is due
+    Run.objects.filter(pk=run.pk).update(**later, decided_at=now - dt.timedelta(minutes=30))
+    with django_capture_on_commit_callbacks():
+        assert services.runs_housekeeping()["submit"] == 0
+
+    # and two hours after its approval it is past the limit: due now, to be adopted or failed
+    Run.objects.filter(pk=run.pk).update(**later, decided_at=now - dt.timedelta(hours=2))
+    with django_capture_on_commit_callbacks():
+        assert services.runs_housekeeping()["submit"] == 1
+
+
 def test_rejecting_ends_the_run_and_releases_the_hold_once(funded_team, people, coasty):
     approval_above(funded_team, 0, limit=1000)
     run, _ = _launch(funded_team, people["bob"])
