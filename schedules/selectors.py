@@ -32,12 +32,13 @@ def schedules_for_team(team: Team) -> QuerySet[Schedule]:
 
 
 def schedule_for_member(user, schedule_id) -> tuple[Schedule, Membership]:
-    """The schedule and the caller's membership of its team; 404 for anyone outside it."""
+    """The schedule and the caller's membership of its team; 404 for anyone outside it, in
+    the words of a schedule that does not exist (the answer must not tell which ids do)."""
     try:
         schedule = Schedule.objects.select_related("team", "created_by").get(pk=schedule_id)
-    except (Schedule.DoesNotExist, ValueError, TypeError) as exc:
+        return schedule, membership_or_404(user, schedule.team)
+    except (Schedule.DoesNotExist, Http404, ValueError, TypeError) as exc:
         raise Http404("No such schedule.") from exc
-    return schedule, membership_or_404(user, schedule.team)
 
 
 def upcoming(

@@ -62,10 +62,14 @@ def _page(request, rows: QuerySet, serializer) -> Response:
 
 
 def _managed_endpoint(request, endpoint_id: int) -> WebhookEndpoint:
+    # One 404, in the same words, for an endpoint that does not exist and another team's.
     endpoint = WebhookEndpoint.objects.select_related("team").filter(pk=endpoint_id).first()
-    if endpoint is None:
-        raise Http404("No such endpoint.")
-    membership = membership_or_404(request.user, endpoint.team)
+    try:
+        if endpoint is None:
+            raise Http404
+        membership = membership_or_404(request.user, endpoint.team)
+    except Http404 as exc:
+        raise Http404("No such endpoint.") from exc
     require_role(membership, Role.MANAGER, action=MANAGE)
     return endpoint
 

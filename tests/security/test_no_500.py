@@ -187,3 +187,40 @@ def test_another_teams_membership_answers_like_an_unknown_one(world, client_for)
         assert same_page(theirs) == same_page(unknown), action
     ops_membership.refresh_from_db()
     assert ops_membership.role == "manager"
+
+
+def test_another_teams_schedules_and_endpoints_answer_like_unknown_ones(world, api_client_for):
+    # given a schedule and a webhook endpoint of ops, and ids that are neither
+    from portal.notifications.services import endpoint_create
+    from schedules.services import schedule_create
+
+    template = {"machine_id": "vm-linux-1", "task": "t", "cua_version": "v5", "max_steps": 5}
+    schedule = schedule_create(
+        team=world.other_team,
+        user=world.outsider,
+        values={"name": "n", "cron": "0 9 * * *", "timezone": "UTC", **template},
+    )
+    endpoint, _secret = endpoint_create(
+        team=world.other_team,
+        user=world.outsider,
+        url="https://hooks.example.com/x",
+        events=["run.failed"],
+    )
+    manager = api_client_for(world.manager)  # a manager of research, not of ops
+    unknown_schedule, unknown_endpoint = uuid.uuid4(), 987654321
+    for method, path in (
+        ("get", "/api/v1/schedules/{s}/"),
+        ("get", "/api/v1/schedules/{s}/launches/"),
+        ("get", "/api/v1/webhook-endpoints/{e}/deliveries/"),
+        ("post", "/api/v1/webhook-endpoints/{e}/test/"),
+        ("delete", "/api/v1/webhook-endpoints/{e}/"),
+    ):
+        call = getattr(manager, method)
+        theirs = call(path.format(s=schedule.pk, e=endpoint.pk))
+        unknown = call(path.format(s=unknown_schedule, e=unknown_endpoint))
+        # then both answer the same 404 envelope, word for word
+        assert theirs.status_code == unknown.status_code == 404, path
+        assert theirs.json() == unknown.json(), path
+    # and nothing of ops's changed
+    endpoint.refresh_from_db()
+    assert endpoint.enabled and not endpoint.deliveries.exists()
