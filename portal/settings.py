@@ -233,6 +233,9 @@ AUTHENTICATION_BACKENDS = [
 # Login lockout and back-off (portal/core/logins.py): per account and per address alike.
 LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 LOGIN_COOL_OFF_MINUTES = env.int("LOGIN_COOL_OFF_MINUTES", default=5)
+# Failed logins are kept this long (admins read them; the back-off reads the last day), then
+# purged daily.
+LOGIN_FAILURE_LOG_DAYS = env.int("LOGIN_FAILURE_LOG_DAYS", default=30)
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks
 AXES_COOLOFF_TIME = "portal.core.logins.lockout_cool_off"

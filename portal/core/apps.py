@@ -29,6 +29,11 @@ class CoreConfig(AppConfig):
                     name="api: purge expired idempotency keys",
                     task=tasks.purge_idempotency_keys,
                     minutes=60,
-                )
+                ),
+                Periodic(
+                    name="logins: purge old failed logins",
+                    task=tasks.purge_login_failures,
+                    minutes=24 * 60,
+                ),
             ],
         )

@@ -13,7 +13,7 @@ import datetime as dt
 import ipaddress
 
 from axes.backends import AxesStandaloneBackend
-from axes.models import AccessFailureLog
+from axes.models import AccessAttempt, AccessFailureLog
 from axes.utils import reset as axes_reset
 from django.conf import settings
 from django.http import HttpRequest
@@ -51,7 +51,9 @@ def lockout_cool_off(request: HttpRequest | None = None) -> dt.timedelta:
     username = (request.POST.get("username") or "").strip() if request.method == "POST" else ""
     address = getattr(request, "axes_ip_address", None) or client_ip(request)
     since = timezone.now() - BACK_OFF_WINDOW
-    recent = AccessFailureLog.objects.filter(attempt_time__gte=since)
+    # Failures that led to a lockout; the retries refused while locked out do not count, or
+    # forty posts in a row would lock an account for hours.
+    recent = AccessFailureLog.objects.filter(attempt_time__gte=since, locked_out=False)
     by_address = recent.filter(ip_address=address).count()
     by_account = recent.filter(username=username).count() if username else 0
     lockouts = max(by_address, by_account) // max(1, settings.AXES_FAILURE_LIMIT)
@@ -76,3 +78,12 @@ def lockout_lift_for_account(*, username: str) -> int:
     """Forget an account's failed logins (after its owner proved who they are by a password
     reset), so they can log in at once. The failure log stays, so later lockouts still back off."""
     return axes_reset(username=username)
+
+
+def login_failures_purge(*, now: dt.datetime | None = None) -> int:
+    """Delete failure records older than LOGIN_FAILURE_LOG_DAYS (the back-off reads one day of
+    them), and lockout counters whose last attempt is as old. Returns the rows deleted."""
+    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.LOGIN_FAILURE_LOG_DAYS)
+    logs, _ = AccessFailureLog.objects.filter(attempt_time__lt=cutoff).delete()
+    attempts, _ = AccessAttempt.objects.filter(attempt_time__lt=cutoff).delete()
+    return logs + attempts

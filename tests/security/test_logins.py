@@ -111,6 +111,17 @@ def test_each_lockout_of_the_day_lasts_twice_as_long_as_the_one_before():
     assert cool_offs == [base, base * 2, base * 4]
 
 
+def test_retries_refused_during_a_lockout_do_not_lengthen_the_back_off():
+    # given forty wrong passwords in a row for one account (most refused as locked out)
+    UserFactory(username="alice")
+    for n in range(40):
+        _try(LOGIN, "alice", f"guess-{n}")
+    # then that is one lockout, with the first cool-off, not one lockout per five retries
+    request = RequestFactory().post(LOGIN, {"username": "alice"}, REMOTE_ADDR="127.0.0.1")
+    assert lockout_cool_off(request) == lockout_cool_off(None)
+    assert AccessFailureLog.objects.filter(username="alice", locked_out=True).exists()
+
+
 # --- Failures are logged and shown to admins ---------------------------------------------------
 
 
@@ -250,3 +261,25 @@ def test_a_password_reset_lifts_the_accounts_lockout():
     response, logged_in = _try(LOGIN, "gina", NEW_PASSWORD, address="203.0.113.40")
     # then they are in
     assert response.status_code == 302 and _logged_in(logged_in)
+
+
+def test_old_failed_logins_are_purged_and_recent_ones_kept(settings):
+    # given failures of a month and a half ago and of today (random usernames, say)
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from portal.core.tasks import purge_login_failures
+
+    settings.LOGIN_FAILURE_LOG_DAYS = 30
+    for n in range(3):
+        _try(LOGIN, f"nobody-{n}", "wrong", address=f"198.51.100.{n + 1}")
+    old = timezone.now() - dt.timedelta(days=45)
+    AccessFailureLog.objects.filter(username__in=["nobody-0", "nobody-1"]).update(attempt_time=old)
+    AccessAttempt.objects.filter(username__in=["nobody-0", "nobody-1"]).update(attempt_time=old)
+    # when the daily job runs
+    message = purge_login_failures()
+    # then only today's remain
+    assert message == "Purged 4 old failed login record(s)."
+    assert list(AccessFailureLog.objects.values_list("username", flat=True)) == ["nobody-2"]
+    assert list(AccessAttempt.objects.values_list("username", flat=True)) == ["nobody-2"]
