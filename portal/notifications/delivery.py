@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from portal.notifications.destinations import DestinationRefused, url_check
+from portal.notifications.destinations import DestinationRefused, pinned_url, url_check
 from portal.notifications.models import (
     ENDPOINT_DISABLED,
     DeliveryAttempt,
@@ -117,9 +118,16 @@ def delivery_post(
     """POST the delivery once: destination checked after DNS, no redirects, a timeout, and
     only the first bytes of the answer read."""
     try:
-        url_check(endpoint.url, resolve=True)
+        address = url_check(endpoint.url, resolve=True)
     except DestinationRefused as exc:
         return AttemptResult(error=str(exc)[:300])
+    url, extensions = endpoint.url, {}
+    if address is not None:
+        # Connect to the address just checked; Host and the TLS server name (so the
+        # certificate is verified for it) stay the endpoint's host.
+        host = urlsplit(endpoint.url).hostname or ""
+        url = pinned_url(endpoint.url, address)
+        extensions = {"sni_hostname": host}
     timestamp = int(now.timestamp())
     headers = {
         "content-type": "application/json",
@@ -127,6 +135,8 @@ def delivery_post(
         "webhook-id": delivery.webhook_id,
         "webhook-timestamp": str(timestamp),
     }
+    if address is not None:
+        headers["host"] = urlsplit(endpoint.url).netloc.rsplit("@", 1)[-1]
     if endpoint.format == EndpointFormat.STANDARD:
         headers["webhook-signature"] = signature_header(
             endpoint_secrets(endpoint, now=now),
@@ -142,7 +152,11 @@ def delivery_post(
                 trust_env=False,
             ) as client,
             client.stream(
-                "POST", endpoint.url, content=delivery.body.encode(), headers=headers
+                "POST",
+                url,
+                content=delivery.body.encode(),
+                headers=headers,
+                extensions=extensions,
             ) as response,
         ):
             prefix = b""

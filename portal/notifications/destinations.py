@@ -2,7 +2,8 @@
 
 An endpoint's URL is checked when it is saved (scheme, and a literal address) and again before
 every attempt, after DNS resolution, so a name that later resolves to 127.0.0.1, 10.x, 169.254.x
-(cloud metadata) or another internal address is refused. Redirects are never followed, so a
+(cloud metadata) or another internal address is refused, and the attempt connects to the
+address that was checked (no second lookup to rebind). Redirects are never followed, so a
 public URL cannot bounce a delivery inside. `NOTIFY_ALLOW_PRIVATE_URLS=true` (development, the
 demo, the tests) lifts both rules.
 """
@@ -27,12 +28,16 @@ def _private(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-def url_check(url: str, *, resolve: bool) -> None:
-    """Raise DestinationRefused unless `url` may be sent to (resolving its host if `resolve`)."""
+def url_check(url: str, *, resolve: bool) -> str | None:
+    """Raise DestinationRefused unless `url` may be sent to (resolving its host if `resolve`).
+
+    Returns the public address the host resolved to, for the caller to connect to that very
+    address (a second lookup could answer otherwise: DNS rebinding); None when there is
+    nothing to pin (a literal address, no resolution, or private URLs allowed)."""
     if settings.NOTIFY_ALLOW_PRIVATE_URLS:
         if urlsplit(url).scheme not in ("http", "https"):
             raise DestinationRefused("Use an http:// or https:// URL.")
-        return
+        return None
     parts = urlsplit(url)
     if parts.scheme != "https":
         raise DestinationRefused("Use an https:// URL: deliveries are never sent in clear.")
@@ -46,14 +51,27 @@ def url_check(url: str, *, resolve: bool) -> None:
     if literal is not None:
         if _private(host):
             raise DestinationRefused("That address is private, loopback or link-local.")
-        return
+        return None
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
         raise DestinationRefused("That host is not on the public internet.")
     if not resolve:
-        return
+        return None
     try:
         infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise DestinationRefused(f"The host does not resolve ({exc}).") from None
     if any(_private(str(info[4][0])) for info in infos):
         raise DestinationRefused("The host resolves to a private, loopback or link-local address.")
+    if not infos:
+        raise DestinationRefused("The host does not resolve.")
+    return str(infos[0][4][0]).split("%", 1)[0]
+
+
+def pinned_url(url: str, address: str) -> str:
+    """`url` with its host replaced by `address` (the port and path kept), to connect there
+    while the Host header and TLS's server name stay the URL's own host."""
+    parts = urlsplit(url)
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()

@@ -201,6 +201,49 @@ def test_a_name_resolving_to_a_private_address_is_refused(settings, monkeypatch)
         url_check("https://hooks.example.com/x", resolve=True)
 
 
+def test_an_attempt_connects_to_the_address_it_checked_not_a_second_lookup(
+    team, settings, monkeypatch
+):
+    # given an endpoint whose name resolves to a public address once, then to loopback (DNS
+    # rebinding: the check sees one address, a second lookup by the HTTP client another)
+    import httpx
+
+    endpoint, _ = services.endpoint_create(
+        team=team, user=None, url="https://hooks.example.com:8443/in?x=1", events=["run.failed"]
+    )
+    settings.NOTIFY_ALLOW_PRIVATE_URLS = False
+    answers = iter(["93.184.216.34", "127.0.0.1", "127.0.0.1"])
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), 443))],
+    )
+    sent = []
+
+    def receiver(request):
+        sent.append(request)
+        return httpx.Response(204)
+
+    real_client = httpx.Client
+    monkeypatch.setattr(
+        sending.httpx,
+        "Client",
+        lambda **kwargs: real_client(transport=httpx.MockTransport(receiver), **kwargs),
+    )
+    event_record(EventType.RUN_FAILED, team_id=team.pk, subject="run:1", key="k", data={})
+    [delivery_id] = services.event_fan_out(key="k")
+
+    # when it is attempted
+    after = attempt_when_due(WebhookDelivery.objects.get(pk=delivery_id))
+
+    # then it went to the checked address, with the endpoint's own host for HTTP and TLS
+    [request] = sent
+    assert str(request.url) == "https://93.184.216.34:8443/in?x=1"
+    assert request.headers["host"] == "hooks.example.com:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
+    assert after.status == "delivered" and endpoint.url == "https://hooks.example.com:8443/in?x=1"
+
+
 def test_a_private_url_is_refused_when_the_endpoint_is_made(team, settings):
     settings.NOTIFY_ALLOW_PRIVATE_URLS = False
     from django.core.exceptions import ValidationError
