@@ -1,7 +1,8 @@
 """The inbox: what waits for a person across all their teams, oldest first.
 
 Runs that wait for a human, in the teams where the person may resume or cancel them (members
-and managers); runs that wait for a manager's approval, in the teams they manage. Read from the
+and managers); runs that wait for a manager's approval, in the teams they manage (but not the
+person's own launches, which they may not approve). Read from the
 runs themselves (not from notifications), so an entry leaves as soon as someone acts.
 """
 
@@ -18,8 +19,7 @@ from django.utils import timezone
 from portal.teams.models import Membership, Role
 from runs.models import Run, RunStatus
 
-# The budgets work adds this status; until it exists, the inbox simply finds no such runs.
-AWAITING_APPROVAL = "awaiting_approval"
+AWAITING_APPROVAL = RunStatus.AWAITING_APPROVAL.value
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,9 @@ def inbox_for_user(user: Any, *, limit: int = 200) -> list[InboxEntry]:
     roles = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
     acting = [team for team, role in roles.items() if role in (Role.MEMBER, Role.MANAGER)]
     managing = [team for team, role in roles.items() if role == Role.MANAGER]
-    waiting = Q(team_id__in=acting, status=RunStatus.AWAITING_HUMAN) | Q(
-        team_id__in=managing, status=AWAITING_APPROVAL
+    # A manager's own launch is not theirs to approve: another manager's inbox has it.
+    waiting = Q(team_id__in=acting, status=RunStatus.AWAITING_HUMAN) | (
+        Q(team_id__in=managing, status=AWAITING_APPROVAL) & ~Q(created_by=user)
     )
     runs = (
         Run.objects.filter(waiting)

@@ -89,6 +89,20 @@ def test_a_paused_run_reaches_its_launcher_and_the_teams_endpoint(
     assert got.headers["webhook-id"] == delivery.webhook_id
     # and the event is marked dispatched
     assert OutboxEvent.objects.get().dispatched_at is not None
+    # and the email's link, opened logged out, lands on the run once the launcher logs in
+    from urllib.parse import urlsplit
+
+    from django.test import Client
+
+    from tests.factories import PASSWORD
+
+    path = urlsplit(notification.url).path
+    browser = Client(REMOTE_ADDR="203.0.113.5")
+    to_login = browser.get(path)
+    assert to_login.status_code == 302 and f"next={path}" in to_login["Location"]
+    logged_in = browser.post(to_login["Location"], {"username": "lena", "password": PASSWORD})
+    assert logged_in.status_code == 302 and logged_in["Location"] == path
+    assert run.task in browser.get(path).content.decode()
 
 
 def test_fanning_out_again_adds_nothing(funded_team, make_member, coasty, receiver):

@@ -254,3 +254,108 @@ def test_tokens_made_before_scopes_get_every_scope_on_migration():
     token = new_apps.get_model("core", "ApiToken").objects.get(name="old script")
     assert token.scopes == list(ALL_TOKEN_SCOPES)
     assert token.expires_at is None
+
+
+def _second_wave_calls(world):
+    """The endpoints of budgets, approvals, schedules and team endpoints, each with what it
+    needs to answer 2xx: (who, method, path, body, the scope it needs)."""
+    from portal.notifications.services import endpoint_create
+    from runs.models import Run, RunStatus
+    from schedules.services import schedule_create
+    from tests.api_world import launch
+
+    template = {"machine_id": "vm-linux-1", "task": "t", "cua_version": "v5", "max_steps": 2}
+    schedule = schedule_create(
+        team=world.team,
+        user=world.member,
+        values={"name": "Daily", "cron": "0 9 * * *", "timezone": "UTC", **template},
+    )
+    endpoint, _ = endpoint_create(
+        team=world.team,
+        user=world.manager,
+        url="https://hooks.example.com/in",
+        events=["run.failed"],
+    )
+    waiting = [launch(world.team, world.member) for _ in range(2)]
+    Run.objects.filter(pk__in=[r.pk for r in waiting]).update(status=RunStatus.AWAITING_APPROVAL)
+    budget = "/api/v1/teams/research/budget/"
+    return [
+        ("member", "get", budget, None, "billing:read"),
+        (
+            "manager",
+            "put",
+            budget,
+            {"monthly_limit_cents": 100000, "approval_above_cents": None, "alert_percents": []},
+            "billing:write",
+        ),
+        (
+            "manager",
+            "put",
+            f"/api/v1/teams/research/members/{world.member.username}/limit/",
+            {"monthly_limit_cents": 5000},
+            "billing:write",
+        ),
+        ("manager", "post", f"/api/v1/runs/{waiting[0].pk}/approve/", {}, "runs:write"),
+        (
+            "manager",
+            "post",
+            f"/api/v1/runs/{waiting[1].pk}/reject/",
+            {"reason": "no"},
+            "runs:write",
+        ),
+        ("member", "get", "/api/v1/teams/research/schedules/", None, "runs:read"),
+        (
+            "member",
+            "post",
+            "/api/v1/teams/research/schedules/",
+            {"name": "Weekly", "cron": "0 9 * * 1", "run": template},
+            "runs:write",
+        ),
+        ("member", "get", f"/api/v1/schedules/{schedule.pk}/", None, "runs:read"),
+        ("member", "patch", f"/api/v1/schedules/{schedule.pk}/", {"enabled": False}, "runs:write"),
+        ("member", "get", f"/api/v1/schedules/{schedule.pk}/launches/", None, "runs:read"),
+        ("manager", "get", "/api/v1/teams/research/webhook-endpoints/", None, "runs:read"),
+        (
+            "manager",
+            "post",
+            "/api/v1/teams/research/webhook-endpoints/",
+            {"url": "https://hooks.example.com/two", "events": ["run.failed"]},
+            "runs:write",
+        ),
+        (
+            "manager",
+            "get",
+            f"/api/v1/webhook-endpoints/{endpoint.pk}/deliveries/",
+            None,
+            "runs:read",
+        ),
+        ("manager", "post", f"/api/v1/webhook-endpoints/{endpoint.pk}/test/", {}, "runs:write"),
+        ("manager", "delete", f"/api/v1/webhook-endpoints/{endpoint.pk}/", None, "runs:write"),
+        ("member", "delete", f"/api/v1/schedules/{schedule.pk}/", None, "runs:write"),
+    ]
+
+
+def test_budgets_approvals_schedules_and_endpoints_refuse_a_token_without_their_scope(world):
+    for who, method, path, body, scope in _second_wave_calls(world):
+        others = [s for s in ALL_TOKEN_SCOPES if s != scope]
+        response = getattr(_client(getattr(world, who), scopes=others), method)(
+            path, body, format="json"
+        )
+        assert response.status_code == 403, (method, path, response.content)
+        error = response.json()["error"]
+        assert error["code"] == "PERMISSION_DENIED" and scope in error["message"], error
+
+
+def test_budgets_approvals_schedules_and_endpoints_need_just_their_scope(world):
+    for who, method, path, body, scope in _second_wave_calls(world):
+        response = getattr(_client(getattr(world, who), scopes=[scope]), method)(
+            path, body, format="json"
+        )
+        assert response.status_code in (200, 201, 202, 204), (method, path, response.content)
+
+
+def test_my_notifications_are_read_with_any_scope(world):
+    # a person's own notifications are theirs, whatever the token was made for
+    for scope in ALL_TOKEN_SCOPES:
+        response = _client(world.member, scopes=[scope]).get("/api/v1/notifications/")
+        assert response.status_code == 200, (scope, response.content)

@@ -72,14 +72,43 @@ def test_viewers_and_other_teams_do_not_see_it(funded_team, make_member, coasty,
     "awaiting_approval" not in RunStatus.values, reason="the budgets work adds the status"
 )
 def test_approvals_wait_for_managers_only(funded_team, make_member, coasty, client_for):
-    # given a run waiting for approval (the status the budgets work adds)
+    # given a member's run and a manager's own run, both waiting for approval
     member = make_member(funded_team, Role.MEMBER)
     manager = make_member(funded_team, Role.MANAGER)
     run = _accepted_run(funded_team, member, coasty, task="Big spend")
-    Run.objects.filter(pk=run.pk).update(status="awaiting_approval")
-    # then the manager sees it with a link to the run, the member does not
-    assert "Big spend" in client_for(manager).get("/inbox/").content.decode()
+    own = _accepted_run(funded_team, manager, coasty, task="My own big spend")
+    Run.objects.filter(pk__in=[run.pk, own.pk]).update(status="awaiting_approval")
+    # then the manager sees the member's with a link to the run, the member sees neither
+    managers_inbox = client_for(manager).get("/inbox/").content.decode()
+    assert "Big spend" in managers_inbox and f"/runs/{run.pk}/" in managers_inbox
     assert "Big spend" not in client_for(member).get("/inbox/").content.decode()
+    # and the manager's own launch waits for another manager, not in their inbox
+    assert "My own big spend" not in managers_inbox
+
+
+def test_what_waits_longest_comes_first(funded_team, make_member, coasty, client_for):
+    # given three paused runs that paused at different times, the newest launched first
+    import datetime as dt
+
+    from django.utils import timezone
+
+    member = make_member(funded_team, Role.MEMBER)
+    now = timezone.now()
+    for task, minutes_ago in (
+        ("Paused 5 min ago", 5),
+        ("Paused 2 h ago", 120),
+        ("Paused 1 h ago", 60),
+    ):
+        run = _accepted_run(funded_team, member, coasty, task=task)
+        pause(run)
+        Run.objects.filter(pk=run.pk).update(status_at=now - dt.timedelta(minutes=minutes_ago))
+    # when the member opens the inbox
+    body = client_for(member).get("/inbox/").content.decode()
+    # then the one that has waited longest is first
+    positions = [
+        body.index(task) for task in ("Paused 2 h ago", "Paused 1 h ago", "Paused 5 min ago")
+    ]
+    assert positions == sorted(positions)
 
 
 def test_the_bell_counts_unread_notifications(funded_team, make_member, coasty, client_for):
