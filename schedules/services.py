@@ -105,6 +105,33 @@ def schedule_validate(values: Mapping[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+def limits_check(*, team: Team, owner, cua_version: str, max_steps: int) -> None:
+    """ScheduleInvalid when one run costs more than the team's monthly budget or the owner's
+    monthly limit allows in a whole month: no occurrence of it could ever launch. (A wallet that
+    is short now only warns, cost_warning: it can be topped up.)"""
+    from billing.selectors import budget_status, member_month
+
+    cost = run_max_cost_cents(cua_version=cua_version, max_steps=max_steps)
+    budget = budget_status(team).monthly_limit_cents
+    if budget is not None and cost > budget:
+        raise ScheduleInvalid(
+            {
+                "max_steps": f"Each run of this schedule could cost up to {format_cents(cost)}, "
+                f"above {team.name}'s whole monthly budget of {format_cents(budget)}: none "
+                "could ever launch. Lower the maximum steps, or ask a manager to raise the budget."
+            }
+        )
+    limit = member_month(team, owner).limit_cents if owner is not None else None
+    if limit is not None and cost > limit:
+        raise ScheduleInvalid(
+            {
+                "max_steps": f"Each run of this schedule could cost up to {format_cents(cost)}, "
+                f"above the schedule owner's monthly limit of {format_cents(limit)}: none could "
+                "ever launch. Lower the maximum steps, or ask a manager to raise the limit."
+            }
+        )
+
+
 def cost_warning(*, team: Team, cua_version: str, max_steps: int) -> str:
     """A warning (not an error) when the wallet cannot cover one run now: the schedule is
     saved, and its occurrences are skipped until the wallet is topped up."""
@@ -133,6 +160,12 @@ def may_edit(membership: Membership | None, schedule: Schedule) -> bool:
 def schedule_create(*, team: Team, user, values: Mapping[str, Any]) -> Schedule:
     """A new schedule owned by `user`; its runs launch as them."""
     values = schedule_validate(values)
+    limits_check(
+        team=team,
+        owner=user,
+        cua_version=values.get("cua_version", Schedule._meta.get_field("cua_version").default),
+        max_steps=values.get("max_steps", Schedule._meta.get_field("max_steps").default),
+    )
     schedule = Schedule(team=team, created_by=user)
     for name in SCHEDULE_FIELDS:
         if name in values:
@@ -147,12 +180,20 @@ def schedule_create(*, team: Team, user, values: Mapping[str, Any]) -> Schedule:
 def schedule_update(*, schedule: Schedule, values: Mapping[str, Any]) -> Schedule:
     """Change some fields. A new cron, zone or a resume starts the clock again from now:
     occurrences that passed while paused are not caught up."""
+    template_changed = "max_steps" in values or "cua_version" in values
     values = schedule_validate(
         {
             **{n: getattr(schedule, n) for n in ("cua_version", "max_steps")},
             **values,
         }
     )
+    if template_changed:  # a pause, a rename or a new time never fails on a limit set since
+        limits_check(
+            team=schedule.team,
+            owner=schedule.created_by,
+            cua_version=values["cua_version"],
+            max_steps=values["max_steps"],
+        )
     with transaction.atomic():
         locked = Schedule.objects.select_for_update().get(pk=schedule.pk)
         clock_changed = any(

@@ -207,6 +207,77 @@ def test_any_other_launch_refusal_is_a_skip_with_its_words(make_schedule, monkey
     assert "monthly budget of $10.00 is spent" in ScheduleLaunch.objects.get().reason
 
 
+def _spend_controls(team, *, budget=None, approval_above=None):
+    from billing.services import budget_set
+
+    budget_set(
+        team=team,
+        monthly_limit_cents=budget,
+        approval_above_cents=approval_above,
+        alert_percents=[],
+        caused_by="command:tests",
+    )
+
+
+def test_a_scheduled_launch_past_the_teams_budget_is_a_skip_saying_what_is_left(
+    make_schedule, funded
+):
+    # given a budget with 30 cents left this month, and a schedule whose runs hold 50
+    _spend_controls(funded, budget=30)
+    make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30))
+    # when its occurrence comes
+    assert services.schedules_tick(now=utc(2026, 5, 4, 8, 0, 30)) == {"skipped": 1}
+    # then it is skipped with the budget's own words, nothing held, and the team is told
+    skip = ScheduleLaunch.objects.get()
+    assert "budget" in skip.reason and "$0.30" in skip.reason, skip.reason
+    assert Run.objects.count() == 0 and wallet_summary(funded).held_cents == 0
+    assert OutboxEvent.objects.filter(type="schedule.skipped").count() == 1
+
+
+def test_a_scheduled_launch_past_the_owners_member_limit_is_a_skip(make_schedule, funded, owner):
+    from billing.services import member_limit_set
+
+    member_limit_set(team=funded, user=owner, monthly_limit_cents=40, caused_by="command:tests")
+    make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30))
+    assert services.schedules_tick(now=utc(2026, 5, 4, 8, 0, 30)) == {"skipped": 1}
+    assert "limit" in ScheduleLaunch.objects.get().reason
+    assert Run.objects.count() == 0 and wallet_summary(funded).held_cents == 0
+
+
+def test_a_scheduled_launch_above_the_approval_threshold_waits_for_a_manager(make_schedule, funded):
+    # given runs above 10 cents need a manager's approval
+    _spend_controls(funded, approval_above=10)
+    schedule = make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30))
+    # when the occurrence comes
+    assert services.schedules_tick(now=utc(2026, 5, 4, 8, 0, 30)) == {"launched": 1}
+    # then its run waits for approval holding its money, like any launch, and names the schedule
+    run = Run.objects.get()
+    assert run.status == RunStatus.AWAITING_APPROVAL and run.schedule_id == schedule.pk
+    assert wallet_summary(funded).held_cents == 50
+
+
+def test_a_template_no_month_could_pay_for_is_refused_when_saved(funded, owner):
+    from billing.services import member_limit_set
+
+    values = {"name": "n", "cron": "0 9 * * *", "timezone": "UTC", "machine_id": "vm",
+              "task": "t", "cua_version": "v5", "max_steps": 20}  # fmt: skip
+    # given a monthly budget of 80 cents: a run that may cost $1.00 could never launch
+    _spend_controls(funded, budget=80)
+    with pytest.raises(services.ScheduleInvalid) as refused:
+        services.schedule_create(team=funded, user=owner, values=values)
+    assert "whole monthly budget of $0.80" in refused.value.fields["max_steps"]
+    # and within it, but above the owner's own limit of 60 cents, likewise
+    _spend_controls(funded, budget=10000)
+    member_limit_set(team=funded, user=owner, monthly_limit_cents=60, caused_by="command:tests")
+    with pytest.raises(services.ScheduleInvalid) as refused:
+        services.schedule_create(team=funded, user=owner, values=values)
+    assert "monthly limit of $0.60" in refused.value.fields["max_steps"]
+    # and a template within both is saved; a limit lowered later does not block pausing it
+    schedule = services.schedule_create(team=funded, user=owner, values={**values, "max_steps": 5})
+    member_limit_set(team=funded, user=owner, monthly_limit_cents=10, caused_by="command:tests")
+    assert services.schedule_set_enabled(schedule=schedule, enabled=False).enabled is False
+
+
 def test_creating_and_changing_validate_and_restart_the_clock(funded, owner):
     schedule = services.schedule_create(
         team=funded,

@@ -68,6 +68,41 @@ def test_ticks_in_several_threads_launch_each_occurrence_once(make_schedule):
     assert_each_occurrence_launched_once()
 
 
+@pytest.mark.parametrize(("catch_up", "outcome"), [("skip", "skipped"), ("once", "launched")])
+def test_ticks_in_several_threads_after_a_downtime_record_one_outcome_per_schedule(
+    make_schedule, catch_up, outcome
+):
+    # given twelve hourly schedules whose last occurrence was 08:00, and a portal down till 11:20
+    for n in range(SCHEDULES):
+        make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30), name=f"h{n}", catch_up=catch_up)
+    services.schedules_tick(now=utc(2026, 5, 4, 8, 0, 30))
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def tick():
+        try:
+            barrier.wait()
+            services.schedules_tick(now=utc(2026, 5, 4, 11, 20))
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    # when four workers' first ticks after the outage run at once
+    threads = [threading.Thread(target=tick) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    # then each schedule has one record for the missed hours (11:00), by its policy, and only
+    # the policy "once" launched a run for it
+    assert errors == []
+    after = ScheduleLaunch.objects.filter(occurrence=utc(2026, 5, 4, 11))
+    assert after.count() == SCHEDULES and set(after.values_list("outcome", flat=True)) == {outcome}
+    assert Run.objects.count() == SCHEDULES * (2 if catch_up == "once" else 1)
+
+
 def _database_url() -> str:
     db = connection.settings_dict
     if connection.vendor == "sqlite":
