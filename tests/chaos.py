@@ -63,13 +63,19 @@ ALL_FAULTS = {
 
 # The convergence pass (issue 12), on top of every fault above: Coasty forgets some runs soon
 # after they end, sends stray step numbers, spends keys, and keeps keys only CHAOS_KEY_SECONDS
-# (the portal is told so, as it is told Coasty's real 24 h).
+# (the portal is told so, as it is told Coasty's real 24 h); and its data is odd: NaN and
+# Infinity in results and events, step events of either shape, tool fields named otherwise,
+# data fields that hold the whole event. Every run's page and live fragment must still render.
 CHAOS_KEY_SECONDS = 120
 CONVERGENCE_FAULTS = {
     "forget_run": {"probability": 0.2, "after_seconds": 5},
     "stray_step": 0.05,
     "spent_key": 0.05,
     "key_expiry": {"probability": 1.0, "after_seconds": CHAOS_KEY_SECONDS},
+    "nan_values": 0.1,
+    "step_event_shape": {"probability": 0.3, "shape": "random"},
+    "tool_field_names": {"probability": 0.3, "names": "random"},
+    "envelope_data": 0.1,
 }
 CONVERGENCE_SETTINGS = {
     "RUNS_COASTY_KEY_RETENTION_SECONDS": str(CHAOS_KEY_SECONDS),
@@ -429,13 +435,34 @@ def verify_convergence(runs, sim, var_dir: Path) -> dict:
             status=Reconciliation.Status.DISCREPANCY
         ).count(),
         "max seconds from Coasty's end to settled": round(slowest, 1),
+        "run pages or live fragments not 200": pages_not_rendered(runs),
     }
+
+
+def pages_not_rendered(runs) -> int:
+    """Each run's page and live fragment, as its launcher opens them (in this process, on the
+    same database): how many answered anything but 200."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(get_user_model().objects.get(username="chaos-bot"))
+    broken = 0
+    for run in runs:
+        for name in ("run_detail", "run_live"):
+            response = client.get(reverse(name, args=[run.pk]))
+            if response.status_code != 200:
+                broken += 1
+                print(f"  {name} of run {run.pk}: {response.status_code}", flush=True)
+    return broken
 
 
 CONVERGENCE_MUST_BE_ZERO = (
     "charged above Coasty's count",
     "charged below Coasty's count where Coasty knows the run",
     "orphans not cancelled upstream",
+    "run pages or live fragments not 200",
 )
 
 

@@ -10,7 +10,8 @@ per run when it ends, with the simulator's seeded `FaultBoard`:
   default) or only ``steps_completed``.
 - ``envelope_data``: an event's data field holds the whole event, ``{seq, type, data}``.
 - ``tool_field_names``: tool events name their fields ``name``/``args``/``success``/``result``
-  (``names: name_args``, the default) or ``action_type``/``params`` (``action_type_params``).
+  (``names: name_args``, the default) or ``action_type``/``params`` (``action_type_params``),
+  or either at random per event (``random``; ``shape: random`` likewise).
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ def shape_event(faults: FaultBoard, seq: int, type_: str, data: dict[str, Any]) 
     if type_ in ("tool_call", "tool_result") and (
         spec := faults.fire("tool_field_names", OPERATION)
     ):
-        data = _renamed_tool_fields(type_, data, spec.options.get("names", "name_args"))
+        names = spec.options.get("names", "name_args")
+        if names == "random":
+            names = faults.rng.choice(("name_args", "action_type_params"))
+        data = _renamed_tool_fields(type_, data, names)
     if type_ == "tool_result" and faults.fire("nan_values", OPERATION):
         data = {**data, "score": float("nan"), "confidence": float("inf")}
     if type_ == "step" and (spec := faults.fire("step_event_shape", OPERATION)):
-        keep = "steps_completed" if spec.options.get("shape") == "steps_completed_only" else "step"
+        shape = spec.options.get("shape", "step_only")
+        if shape == "random":
+            shape = faults.rng.choice(("step_only", "steps_completed_only"))
+        keep = "steps_completed" if shape == "steps_completed_only" else "step"
         data = {k: v for k, v in data.items() if k not in ("step", "steps_completed") or k == keep}
     if faults.fire("envelope_data", OPERATION):
         data = {"seq": seq, "type": type_, "data": data}

@@ -65,10 +65,13 @@ FAULTS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, tuple[Any, ...] |
     "nan_values": (("stream_events", "get_run"), {}),
     "step_event_shape": (
         ("stream_events",),
-        {"shape": (str, ("step_only", "steps_completed_only"))},
+        {"shape": (str, ("step_only", "steps_completed_only", "random"))},
     ),
     "envelope_data": (("stream_events",), {}),
-    "tool_field_names": (("stream_events",), {"names": (str, ("name_args", "action_type_params"))}),
+    "tool_field_names": (
+        ("stream_events",),
+        {"names": (str, ("name_args", "action_type_params", "random"))},
+    ),
     # Convergence faults (issue 12), decided per run or per key, not per request:
     # Coasty forgets a run `after_seconds` (simulated, default 0) after it ends: GET, cancel and
     # the stream answer 404 (purged, or the key switched between test and live).
