@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from portal.core.http import AuthenticatedRequest
 from portal.teams import services
-from portal.teams.access import TeamRequest, team_view
+from portal.teams.access import TeamRequest, is_billing_admin, team_view
 from portal.teams.forms import (
     InvitationForm,
     InvitationSignUpForm,
@@ -24,7 +24,7 @@ from portal.teams.forms import (
     RoleChangeForm,
     TeamCreateForm,
 )
-from portal.teams.models import ROLE_DESCRIPTIONS, Invitation, Role
+from portal.teams.models import ROLE_DESCRIPTIONS, Invitation, Role, Team
 from portal.teams.selectors import (
     invitation_for_link,
     memberships_for_user,
@@ -41,7 +41,15 @@ def team_list(request: AuthenticatedRequest) -> HttpResponse:
     chosen = request.GET.get("team", "")
     if chosen and any(m.team.slug == chosen for m in memberships):
         return redirect("team_dashboard", slug=chosen)
-    return render(request, "portal/team_list.html", {"memberships": memberships})
+    # A billing admin reads every team's pages: the other teams are listed for them too.
+    readable = (
+        Team.objects.exclude(pk__in=[m.team_id for m in memberships]).order_by("name")
+        if is_billing_admin(request.user)
+        else Team.objects.none()
+    )
+    return render(
+        request, "portal/team_list.html", {"memberships": memberships, "readable": readable}
+    )
 
 
 @login_required

@@ -119,3 +119,19 @@ def test_run_link_from_the_ledger_opens_for_billing_admin(client_for, billing_ad
 
     # when the billing admin follows it, then the run page opens
     assert client_for(billing_admin).get(link).status_code == 200
+
+
+def test_the_teams_page_lists_every_team_for_a_billing_admin(
+    client_for, billing_admin, paused_run, make_member, other_team
+):
+    # given a billing admin in no team, and an ordinary member of one team
+    page = client_for(billing_admin).get(reverse("team_list")).content.decode()
+    # then their Teams page leads to every team's dashboard, not "not in a team yet"
+    assert "not in a team yet" not in page
+    for team in (paused_run.team, other_team):
+        assert reverse("team_dashboard", args=[team.slug]) in page
+    # and a member who is no billing admin sees only their own team
+    member = make_member(other_team, "member", username="olga")
+    own = client_for(member).get(reverse("team_list")).content.decode()
+    assert reverse("team_dashboard", args=[other_team.slug]) in own
+    assert reverse("team_dashboard", args=[paused_run.team.slug]) not in own
