@@ -139,3 +139,26 @@ def test_a_run_that_ends_while_its_page_is_open_completes_the_page(demo, open_pa
     expect(page.locator("#run-duration")).not_to_contain_text("so far")
     expect(page.locator("#messages")).to_have_count(0)
     assert page.evaluate("window.__sameDocument === true")
+
+
+@pytest.mark.parametrize(
+    ("who", "path"),
+    [
+        ("admin", "/billing/"),  # the billing admin's first page: labelled in the markup
+        ("alice", "/teams/research/members/"),  # labelled from the column headers by app.js
+    ],
+)
+def test_other_tables_on_a_phone_label_each_figure(demo, open_page, who, path):
+    page = open_page(who, viewport=PHONE)
+
+    page.goto(path)
+
+    assert _sideways(page) <= 1
+    cells = page.locator("table.data tbody tr td")
+    labels = cells.evaluate_all(
+        "tds => tds.filter(td => !td.querySelector('button, .btn'))"
+        ".map(td => [td.getAttribute('data-label'), td.textContent.trim()])"
+    )
+    # every cell that shows a figure or a word says what it is (the action buttons need none)
+    unlabelled = [text for label, text in labels if not label and text]
+    assert labels and unlabelled == [], unlabelled

@@ -154,6 +154,31 @@
     window.history.back();
   });
 
+  // On a phone, list tables become stacked cards whose cells are labelled by data-label. The
+  // main lists carry their labels in the markup; any other table.data gets its column headers
+  // copied here (again after htmx swaps a live region in).
+  function labelCells(root) {
+    (root || document).querySelectorAll("table.data").forEach(function (table) {
+      var heads = table.querySelectorAll(":scope > thead > tr > th");
+      if (!heads.length) { return; }
+      table.querySelectorAll(":scope > tbody > tr").forEach(function (row) {
+        var column = 0;
+        Array.prototype.forEach.call(row.children, function (cell) {
+          var head = heads[column];
+          column += cell.colSpan || 1;
+          var hidden = head && head.querySelector(".visually-hidden");
+          var text = head && head.textContent.trim();
+          if (hidden && hidden.textContent.trim() === text) { text = ""; }  // "Actions": no label
+          if (cell.tagName === "TD" && text && !cell.hasAttribute("data-label") && cell.colSpan < 2) {
+            cell.setAttribute("data-label", text);
+          }
+        });
+      });
+    });
+  }
+  labelCells(document);
+  document.addEventListener("htmx:afterSettle", function (event) { labelCells(event.target); });
+
   // Copy buttons (API tokens).
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy]");
