@@ -98,6 +98,8 @@ def run_submit(*, run_id) -> Run:
         return run
     if timezone.now() >= submit_deadline(run):
         return _resolve_without_sending(run)
+    if run.pending_action == PendingAction.CANCEL:
+        return _resolve_cancel(run)
     # Counted under the condition that the run is still pending: a cancel that closed it before
     # any attempt (run_request_cancel) is then never followed by a POST.
     if not Run.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(
@@ -151,6 +153,36 @@ def _lookup_answer(run: Run) -> dict[str, Any] | str | None:
     if 200 <= status < 300 and isinstance(result.get("id"), str):
         return result
     return None  # the key's original answer was a refusal: no run
+
+
+def _resolve_cancel(run: Run) -> Run:
+    """A cancel asked for after an attempt whose answer was lost: no new POST (it could start
+    a run only to stop it). Coasty's lookup says whether it holds one: adopted (and then
+    cancelled there, run_mark_accepted), or none and the run ends here with its hold back;
+    while Coasty cannot say, asked again within the bound. A POST still in flight that Coasty
+    accepts later is an orphan: cancelled upstream and recorded."""
+    answer = _lookup_answer(run)
+    if isinstance(answer, dict):
+        return run_mark_accepted(run_id=run.pk, answer=answer)
+    if answer is not None:
+        return _retry_later(
+            run, CoastyError(f"the idempotency lookup answered {answer!r}", code="LOOKUP")
+        )
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.PENDING:
+            return locked
+        now = timezone.now()
+        locked.status = RunStatus.CANCELLED
+        locked.error = "Cancelled before Coasty started it (it holds no run under its key)."
+        locked.finished_at = locked.settled_at = locked.status_at = now
+        locked.pending_action = PendingAction.NONE
+        locked.submit_next_at = None
+        locked.save()
+        run_status_notify(locked)
+        billing.hold_release(reference=locked.hold_reference, caused_by=f"run:{locked.pk}")
+    logger.info("run %s: cancelled before Coasty started it", run.pk)
+    return locked
 
 
 def _refused(run: Run, exc: CoastyError) -> Run:

@@ -216,6 +216,31 @@ def test_cancelling_a_run_whose_submit_is_unanswered_asks_coasty_now_and_cancels
     assert run.status == RunStatus.CANCELLED
 
 
+def test_cancelling_a_run_whose_attempt_never_reached_coasty_sends_no_new_post(
+    funded_team, make_member, coasty
+):
+    # given a run whose one attempt failed in transit (Coasty never saw it)
+    from runs.coasty import CoastyTransportError
+
+    user = make_member(funded_team)
+    run, _ = _launch(funded_team, user)
+    coasty.fail_create_with = CoastyTransportError("connection reset", code="TRANSPORT")
+    services.run_submit(run_id=run.pk)
+    coasty.fail_create_with = None
+
+    # when it is cancelled and the submit task runs (twice: a repeat changes nothing)
+    services.run_request_cancel(run=run, user=user)
+    services.run_submit(run_id=run.pk)
+    services.run_submit(run_id=run.pk)
+
+    # then Coasty was asked, not sent the run again: it ends here with its hold back
+    run.refresh_from_db()
+    assert len(creates(coasty)) == 1 and ("lookup", run.idempotency_key) in coasty.calls
+    assert run.status == RunStatus.CANCELLED and run.settled_at is not None
+    assert "holds no run" in run.error
+    assert _wallet(funded_team) == (5000, 0, 0)
+
+
 def test_an_acceptance_for_a_run_closed_here_is_an_orphan_cancelled_and_recorded(
     funded_team, make_member, coasty, django_capture_on_commit_callbacks, monkeypatch
 ):
