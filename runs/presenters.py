@@ -170,6 +170,11 @@ class StepGroup:
         return any(row.type == "step" and row.source == "coasty" for row in self.rows)
 
 
+def entries_so_far(entries: list[EventRow | StepGroup]) -> bool:
+    """Whether the page shows anything of Coasty's before this point (the hold row aside)."""
+    return any(not getattr(entry, "billing", False) for entry in entries)
+
+
 def present_timeline(
     rows: list[EventRow],
     money: Iterable[Any] = (),
@@ -177,6 +182,7 @@ def present_timeline(
     first_page: bool = True,
     latest_page: bool = True,
     hide_billing: bool = False,
+    step_before: int | None = None,
 ) -> list[EventRow | StepGroup]:
     """The timeline as the run page shows it: the events of one agent step together under a
     "Step N" heading with the step's cost, every other event (a status, a pause, a person's
@@ -185,7 +191,8 @@ def present_timeline(
     `money` is the run's ledger rows for the page (billing.selectors.run_money_rows): each
     step's capture joins its step and gives its cost; the hold opens the first page and the
     release closes the latest one. With `hide_billing`, rows about money are left out, while
-    the costs stay in the headings.
+    the costs stay in the headings. `step_before` is the step of the event just before the
+    page: a step that began there and goes on here is headed "(continued)".
     """
     captures: dict[int, Any] = {}
     hold = release = None
@@ -210,7 +217,8 @@ def present_timeline(
             current = None
             continue
         if current is None or current.step != row.step:
-            current = StepGroup(step=row.step, continued=row.step in blocks)
+            began_before = not entries_so_far(entries) and row.step == step_before
+            current = StepGroup(step=row.step, continued=row.step in blocks or began_before)
             blocks.setdefault(row.step, []).append(current)
             entries.append(current)
         current.rows.append(row)

@@ -211,6 +211,7 @@ class Timeline:
     before: int | None  # the page's own bound (None: the latest page)
     earlier: int | None  # `?before=` of the page of earlier events; None on the first page
     last_upstream: RunEvent | None  # the newest of Coasty's events on the page
+    preceding: RunEvent | None = None  # the event just before the page (its step may go on)
 
 
 def timeline_before(raw: str | None) -> int | None:
@@ -232,6 +233,7 @@ def run_timeline(run: Run, *, before: int | None = None, limit: int = TIMELINE_P
         events = events.filter(seq__lt=before)
     rows = list(events.order_by("-seq")[: limit + 1])
     has_earlier = len(rows) > limit
+    preceding = rows[limit] if has_earlier else None
     rows = list(reversed(rows[:limit]))
     records = run.activities.select_related("actor")
     if before is not None:
@@ -244,6 +246,7 @@ def run_timeline(run: Run, *, before: int | None = None, limit: int = TIMELINE_P
         before=before,
         earlier=rows[0].seq if has_earlier else None,
         last_upstream=rows[-1] if rows else None,
+        preceding=preceding,
     )
 
 

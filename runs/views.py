@@ -26,7 +26,7 @@ from portal.teams.models import Role
 from runs import selectors, services
 from runs.forms import LaunchForm, ResumeForm, RunFilterForm
 from runs.models import CuaVersion, Run, RunEvent, RunStatus
-from runs.presenters import present_events, present_timeline
+from runs.presenters import present_event, present_events, present_timeline
 from runs.services.approval import approval_expiry
 from runs.upstream import webhooks_disabled_reason
 
@@ -292,6 +292,7 @@ def _detail_context(
         first_page=timeline.earlier is None,
         latest_page=before is None,
         hide_billing=hide_billing,
+        step_before=present_event(timeline.preceding).step if timeline.preceding else None,
     )
     return {
         "run": run,

@@ -12,4 +12,6 @@ class SchedulesConfig(AppConfig):
 
         # One tick a minute for every schedule (docs/architecture.md says why not one
         # django-q2 cron schedule per schedule).
-        register_periodic(self, [Periodic(name="schedules: tick", task=tasks.tick, minutes=1)])
+        register_periodic(
+            self, [Periodic(name="schedules: tick", task=tasks.tick, minutes=1, at_second=1)]
+        )

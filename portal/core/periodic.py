@@ -7,23 +7,37 @@ interval, paused it) keeps the change across deploys.
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.apps import AppConfig
 from django.db import connections
 from django.db.models.signals import post_migrate
+from django.utils import timezone
 
 from portal.core.queue import task_path
 
 
 @dataclass(frozen=True)
 class Periodic:
-    """A job that runs every `minutes`: `task` is a `tasks.py` entry point taking no argument."""
+    """A job that runs every `minutes`: `task` is a `tasks.py` entry point taking no argument.
+
+    `at_second`: its first run is at that second of the next whole minute, and django-q2 keeps
+    it on that grid (it adds `minutes` to the last planned run, not to the clock). A job that
+    serves minute-exact times (the schedules tick) then runs just after each minute begins,
+    instead of at whatever second the portal was first migrated."""
 
     name: str
     task: Callable[[], object]
     minutes: int
+    at_second: int | None = None
+
+
+def first_run(job: Periodic, now: datetime) -> datetime:
+    if job.at_second is None:
+        return now
+    return now.replace(second=job.at_second, microsecond=0) + timedelta(minutes=1)
 
 
 def register_periodic(app_config: AppConfig, jobs: Iterable[Periodic]) -> None:
@@ -49,5 +63,6 @@ def ensure_periodic(*, jobs: Iterable[Periodic], using: str = "default", **kwarg
                 "schedule_type": Schedule.MINUTES,
                 "minutes": job.minutes,
                 "repeats": -1,
+                "next_run": first_run(job, timezone.now()),
             },
         )

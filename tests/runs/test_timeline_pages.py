@@ -70,3 +70,28 @@ def test_the_page_query_count_does_not_grow_with_depth(
 
     with django_assert_max_num_queries(12):
         client.get(reverse("run_detail", args=[run.pk]), {"before": 51})
+
+
+@pytest.mark.parametrize(("per_step", "continued"), [(3, True), (2, False)])
+def test_a_step_cut_by_the_page_boundary_says_it_continues(
+    funded_team, make_member, coasty, client_for, per_step, continued
+):
+    # given 450 events in steps of `per_step` (3: the latest page, from #251, starts in the
+    # middle of step 84; 2: it starts with step 126's first event)
+    bob = make_member(funded_team, "member", username="bob")
+    run = _accepted_run(funded_team, bob, coasty)
+    kinds = ["reasoning", "tool_call", "step"][-per_step:]
+    events = [
+        IncomingEvent(seq, kinds[(seq - 1) % per_step], {"step": (seq - 1) // per_step + 1})
+        for seq in range(1, 451)
+    ]
+    services.events_ingest(run_id=run.pk, events=events)
+    step = 250 // per_step + 1  # the step of #251
+
+    # when the latest page is opened
+    latest = client_for(bob).get(reverse("run_detail", args=[run.pk])).content.decode()
+
+    # then its first step's heading says whether it began on the page before
+    heading = re.search(rf"<h3>Step {step}(.*?)</h3>", latest)
+    assert heading is not None
+    assert ("(continued)" in heading.group(1)) is continued

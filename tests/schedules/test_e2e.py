@@ -3,8 +3,11 @@ never twice for one occurrence, and its runs reach Coasty (the simulator) once e
 
 Slow: it waits for two real minutes to come round (two to three minutes in all). It prints the
 launch lateness (seconds from each occurrence to its launch being recorded), which is the tick's
-own cadence: django-q2 runs the one-minute tick job from its scheduler, which looks every 30 s.
+own cadence: the one-minute tick job is planned one second into each minute, and django-q2's
+scheduler, which looks every 30 s in each cluster, starts it within 30 s of that.
 """
+
+import os
 
 import pytest
 from django.core.management.sql import emit_post_migrate_signal
@@ -16,7 +19,8 @@ from tests.live import Worker, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-OCCURRENCES = 2
+# SCHEDULES_E2E_OCCURRENCES=10 waits for more minutes, for a lateness figure worth a p99.
+OCCURRENCES = int(os.environ.get("SCHEDULES_E2E_OCCURRENCES", "2"))
 
 
 def test_a_schedule_made_in_the_ui_launches_each_minute_once_with_two_clusters(
@@ -69,6 +73,11 @@ def test_a_schedule_made_in_the_ui_launches_each_minute_once_with_two_clusters(
         per_key = live_stack.sim.state()["runs_per_idempotency_key"]
         assert all(per_key[run.idempotency_key] == 1 for run in runs)
         lateness = sorted(x.lateness_seconds for x in launches)
-        print(f"launch lateness, s: {[round(x, 1) for x in lateness]}")  # reported, not asserted
+        # reported, not asserted: p50/p99 over the launches (nearest rank)
+        p50, p99 = (lateness[min(len(lateness) - 1, int(q * len(lateness)))] for q in (0.5, 0.99))
+        print(
+            f"launch lateness, s: {[round(x, 1) for x in lateness]}; "
+            f"p50 {p50:.1f}, p99 {p99:.1f} over {len(lateness)} occurrences"
+        )
     finally:
         second.stop()
