@@ -212,6 +212,10 @@ Q_CLUSTER = {
     "poll": 0.1,
     "label": "Tasks",
 }
+# What `manage.py worker` queues itself at this second of every minute (django-q2's own
+# scheduler looks only every 30 s): the schedules tick, so occurrences launch on the minute.
+WORKER_MINUTE_TASKS = env.list("WORKER_MINUTE_TASKS", default=["schedules.tasks.tick"])
+WORKER_MINUTE_SECOND = env.float("WORKER_MINUTE_SECOND", default=1.0)
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:

@@ -7,6 +7,13 @@ action and dies, possibly while it holds that Event's lock: the main process the
 ever in `Event.set()` with the signal caught and never finished, and workers whose sentinel died
 are left without a parent (issue 12, case 9).
 
+Its main process also keeps a minute clock: at `WORKER_MINUTE_SECOND` seconds into each minute
+it queues the tasks named in `WORKER_MINUTE_TASKS` (the schedules tick). django-q2's scheduler
+looks for due jobs only every 30 s, from whatever second the cluster started, so a one-minute
+job runs up to 30 s after it is due; the clock brings a 09:00 occurrence's launch to about
+09:00:01. The django-q2 periodic job stays as the fallback for a plain `qcluster`; the tasks
+are idempotent, so every cluster queuing them (and the periodic job) changes nothing but cost.
+
 This command runs the same cluster but stops it itself: on SIGTERM, SIGINT or SIGHUP it ignores
 any further signal (a second one cannot cut the clean-up short), sends SIGTERM to every process
 of the cluster, gives them `STOP_GRACE_SECONDS` to finish (a stream follower hands its leases
@@ -23,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 STOP_GRACE_SECONDS = 8.0
@@ -68,6 +76,43 @@ def _signal_all(pids: set[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
+class MinuteClock:
+    """Queues `tasks` (dotted paths) once per minute, `second` seconds into it."""
+
+    def __init__(self, tasks: list[str], second: float, now: float | None = None) -> None:
+        self.tasks = list(tasks)
+        self.second = second
+        self.due = self._next(time.time() if now is None else now)
+
+    def _next(self, after: float) -> float:
+        minute = after - after % 60
+        due = minute + self.second
+        return due if due > after else due + 60
+
+    def tick(self, now: float | None = None) -> list[str]:
+        """The tasks to queue now (none until the next due second), and the clock moves on.
+        A clock that stepped or a main loop that stalled queues once, not once per minute."""
+        now = time.time() if now is None else now
+        if now < self.due - 60:  # the system clock stepped back: keep to the new time's grid
+            self.due = self._next(now)
+        if now < self.due:
+            return []
+        self.due = self._next(now)
+        return self.tasks
+
+
+def _queue(paths: list[str], log) -> None:
+    from django.db import close_old_connections
+    from django_q.tasks import async_task
+
+    for path in paths:
+        try:
+            async_task(path)
+        except Exception as exc:  # the broker is down: the periodic job is the fallback
+            log(f"could not queue {path}: {exc}")
+    close_old_connections()
+
+
 def _reap() -> None:
     """Collect exited children, so they do not linger as zombies."""
     while True:
@@ -98,10 +143,13 @@ class Command(BaseCommand):
         except RuntimeError as exc:  # the sentinel died while starting (a signal, or a fault)
             self.stderr.write(str(exc))
             stop.set()
-        while not stop.wait(0.5):
+        clock = MinuteClock(settings.WORKER_MINUTE_TASKS, settings.WORKER_MINUTE_SECOND)
+        while not stop.wait(0.25):
             if not cluster.sentinel.is_alive():
                 self.stderr.write("the cluster's sentinel died; stopping")
                 break
+            if due := clock.tick():
+                _queue(due, self.stderr.write)
         self.stop_cluster()
         os._exit(0)  # not sys.exit: multiprocessing's exit hooks would join the dead sentinel
 
