@@ -96,6 +96,33 @@ def test_who_cancelled_a_run_is_named_to_everyone_who_reads_it(demo, open_page):
     expect(timeline).to_contain_text(re.compile(r"Cancel\w*.*\bbob\b", re.S))
 
 
+def test_who_resumed_a_paused_run_is_named_with_the_note(demo, open_page):
+    run = _launch(demo, "Log in to the supplier portal")
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.AWAITING_HUMAN, upstream_id="up-resume", awaiting_human_reason="2FA code"
+    )
+
+    # when alice (a manager) resumes bob's paused run with a note
+    alice = open_page("alice")
+    alice.goto(f"/runs/{run.pk}/")
+    alice.get_by_label(re.compile("note", re.I)).first.fill("Code was 481516")
+    alice.get_by_role("button", name=re.compile("^Resume")).first.click()
+    expect(alice.get_by_role("region", name="Live progress")).to_contain_text("Resume requested")
+    # and Coasty reports the run resumed (with the note it was sent)
+    from runs.services import IncomingEvent
+
+    services.events_ingest(
+        run_id=run.pk, events=[IncomingEvent(1, "resumed", {"note": "Code was 481516"})]
+    )
+
+    # then bob, reading his run, sees who resumed it and what they wrote
+    bob = open_page("bob")
+    bob.goto(f"/runs/{run.pk}/")
+    timeline = bob.get_by_role("region", name="Live progress")
+    expect(timeline).to_contain_text(re.compile(r"Resum\w*.*481516", re.S))
+    expect(timeline).to_contain_text(re.compile(r"Resum\w*.*\balice\b", re.S))
+
+
 def test_credits_and_debits_read_signed_and_coloured(demo, open_page):
     from billing.services import wallet_adjust
 

@@ -108,6 +108,32 @@ def test_the_runs_list_shows_a_run_launched_elsewhere_without_a_reload(demo, ope
     assert page.evaluate("window.__sameDocument === true")
 
 
+def test_the_dashboard_shows_a_pause_and_an_end_without_a_reload(demo, open_page):
+    # given bob on his team's dashboard, with a run of his under way
+    run = _launch(demo.team("research"), demo.user("bob"), "Dashboard watched run")
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, upstream_id="up-dash")
+    page = open_page("bob")
+    page.goto("/teams/research/")
+    page.evaluate("window.__sameDocument = true")
+    expect(page.get_by_text("Dashboard watched run")).to_be_visible()
+
+    # when it pauses for a person: it stands out and the tab title counts it
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.AWAITING_HUMAN)
+    row = page.locator("tr.attention", has_text="Dashboard watched run")
+    expect(row).to_be_visible(timeout=20_000)
+    expect(page).to_have_title(re.compile(r"^\(1\) "), timeout=20_000)
+
+    # and when it ends, the row says so, all in the same document
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
+    expect(page.locator("tr.attention", has_text="Dashboard watched run")).to_have_count(
+        0, timeout=20_000
+    )
+    expect(page.locator("tr", has_text="Dashboard watched run")).to_contain_text(
+        re.compile("succeeded", re.I), timeout=20_000
+    )
+    assert page.evaluate("window.__sameDocument === true")
+
+
 def test_a_run_that_ends_while_its_page_is_open_completes_the_page(demo, open_page):
     # given bob launched a run from the form and watches its page ("Run launched" showing)
     page = open_page("bob")
