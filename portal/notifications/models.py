@@ -86,9 +86,17 @@ class OutboxEvent(models.Model):
         return f"{self.type} {self.subject}"
 
     def public_data(self) -> dict:
-        """`data` as deliveries carry it: with the team's slug."""
-        return {**self.data, "team": self.team.slug}
+        """`data` as deliveries carry it: with the team's slug. A run event's is exactly the
+        contract's {run_id, team, status, task, url}; what else it keeps (the cost so far,
+        for Slack's message) stays inside the portal."""
+        data = {**self.data, "team": self.team.slug}
+        if self.type.startswith("run."):
+            data = {key: data[key] for key in RUN_EVENT_FIELDS if key in data}
+        return data
 
+
+# The public `data` of every run.* event (docs: the contract's notifications section).
+RUN_EVENT_FIELDS = ("run_id", "team", "status", "task", "url")
 
 # Not an outbox event: what the portal tells an endpoint's managers when it disables it, and
 # what a test-send carries. Notifications and deliveries store their type as a string.

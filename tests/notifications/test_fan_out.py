@@ -84,6 +84,8 @@ def test_a_paused_run_reaches_its_launcher_and_the_teams_endpoint(
     assert payload["data"]["status"] == "awaiting_human"
     assert payload["data"]["task"] == run.task
     assert payload["data"]["url"].endswith(f"/runs/{run.pk}/")
+    assert set(payload) == {"type", "timestamp", "data"}
+    assert set(payload["data"]) == {"run_id", "team", "status", "task", "url"}  # the contract
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     assert delivery.status == "delivered"
     assert got.headers["webhook-id"] == delivery.webhook_id
