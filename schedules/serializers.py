@@ -59,8 +59,10 @@ class ScheduleSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.DateTimeField()))
     def get_next_occurrences(self, schedule) -> list[str]:
-        """ISO 8601 with the zone's offset; empty while paused."""
-        return [instant.isoformat() for instant in selectors.upcoming(schedule)]
+        """ISO 8601 with the zone's offset. While paused (`enabled` false), the times it
+        would fire from now once resumed (a resume restarts its clock from now)."""
+        instants = selectors.preview(schedule.cron, schedule.timezone)
+        return [instant.isoformat() for instant in instants]
 
 
 class ScheduleLaunchSerializer(serializers.Serializer):
