@@ -64,7 +64,9 @@ def url_check(url: str, *, resolve: bool) -> str | None:
         raise DestinationRefused("The host resolves to a private, loopback or link-local address.")
     if not infos:
         raise DestinationRefused("The host does not resolve.")
-    return str(infos[0][4][0]).split("%", 1)[0]
+    # One address is pinned, so prefer IPv4 (reachable from hosts without IPv6 routes).
+    first = min(infos, key=lambda info: info[0] != socket.AF_INET)
+    return str(first[4][0]).split("%", 1)[0]
 
 
 def pinned_url(url: str, address: str) -> str:

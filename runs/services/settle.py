@@ -161,6 +161,8 @@ def _upstream_unreachable(run: Run, exc: CoastyError) -> Run:
     bound = dt.timedelta(seconds=settings.RUNS_OVERDUE_SETTLE_AFTER_SECONDS)
     if deadline is None or timezone.now() - deadline < bound:
         raise exc
+    if not run.is_terminal:
+        _cancel_quietly(run)  # should Coasty still be running it, and hear us after all
     return run_settle_lost(
         run_id=run.pk,
         why=(

@@ -244,6 +244,19 @@ def test_an_attempt_connects_to_the_address_it_checked_not_a_second_lookup(
     assert after.status == "delivered" and endpoint.url == "https://hooks.example.com:8443/in?x=1"
 
 
+def test_the_pinned_address_is_ipv4_when_the_name_has_both(settings, monkeypatch):
+    settings.NOTIFY_ALLOW_PRIVATE_URLS = False
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *a, **k: [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:2800:220:1::1", 443, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443)),
+        ],
+    )
+    assert url_check("https://hooks.example.com/x", resolve=True) == "93.184.216.34"
+
+
 def test_a_private_url_is_refused_when_the_endpoint_is_made(team, settings):
     settings.NOTIFY_ALLOW_PRIVATE_URLS = False
     from django.core.exceptions import ValidationError

@@ -121,6 +121,35 @@ def test_a_run_coasty_never_answers_for_is_settled_past_its_deadline(
     assert record.is_open_discrepancy and "did not answer" in record.explanation
 
 
+def test_a_live_run_coasty_never_answers_for_is_cancelled_and_settled_past_its_deadline(
+    funded_team, make_member, coasty, settings
+):
+    # given a running run, its deadline 9 minutes gone, and a Coasty that answers only 503
+    settings.RUNS_OVERDUE_SETTLE_AFTER_SECONDS = 420
+    run = _accepted_run(funded_team, make_member(funded_team), coasty, deadline_seconds=60)
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, accepted_at=timezone.now() - dt.timedelta(minutes=10)
+    )
+
+    def unavailable(*args):
+        coasty.calls.append(("refused", *args))
+        raise CoastyServerError("upstream down", status=503, code="UNAVAILABLE")
+
+    coasty.get_run = coasty.cancel_run = unavailable
+
+    # when settle comes round (twice)
+    services.run_settle(run_id=run.pk)
+    services.run_settle(run_id=run.pk)
+
+    # then a cancel was tried once (Coasty may still be running it), and the run ended here
+    # failed, its hold closed, a discrepancy open
+    assert coasty.calls.count(("refused", run.upstream_id)) == 2  # one GET, one cancel
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.settled_at is not None
+    assert run.hold_remaining_cents == 0 and _wallet(funded_team) == (5000, 0, 0)
+    assert Reconciliation.objects.get(run_id=run.pk).is_open_discrepancy
+
+
 def test_money_settles_even_when_the_result_cannot_be_stored(funded_team, make_member, coasty):
     # given Coasty's final record carries a result the database refuses (NaN is not JSON)
     run = _accepted_run(funded_team, make_member(funded_team), coasty)
