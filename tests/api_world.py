@@ -73,3 +73,20 @@ def error_of(response, status):
     body = response.json()
     assert set(body) == {"error"}
     return body["error"]
+
+
+def schedule_and_endpoint(team, *, owner, manager):
+    """A daily schedule of `team` owned by `owner`, and a webhook endpoint made by `manager`."""
+    from portal.notifications.services import endpoint_create
+    from schedules.services import schedule_create
+
+    run = {"machine_id": "vm-linux-1", "task": "t", "cua_version": "v5", "max_steps": 2}
+    schedule = schedule_create(
+        team=team,
+        user=owner,
+        values={"name": "Daily", "cron": "0 9 * * *", "timezone": "UTC", **run},
+    )
+    endpoint, _secret = endpoint_create(
+        team=team, user=manager, url="https://hooks.example.com/in", events=["run.failed"]
+    )
+    return schedule, endpoint

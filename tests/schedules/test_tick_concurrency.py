@@ -39,31 +39,38 @@ def assert_each_occurrence_launched_once():
     assert not Schedule.objects.filter(next_occurrence_at__lte=DUE_AT).exists()
 
 
-def test_ticks_in_several_threads_launch_each_occurrence_once(make_schedule):
-    # given twelve schedules due at 09:00
-    due_schedules(make_schedule)
-    barrier = threading.Barrier(4)
+def ticks_at_once(now, *, threads: int = 4) -> list[dict]:
+    """`threads` ticks started together at `now`; their results. A thread's exception fails
+    the caller (it would otherwise be lost with the thread)."""
+    barrier = threading.Barrier(threads)
     results, errors = [], []
 
     def tick():
         try:
             barrier.wait()
-            results.append(services.schedules_tick(now=DUE_AT))
-        except Exception as exc:  # reported below; a thread's exception is otherwise lost
+            results.append(services.schedules_tick(now=now))
+        except Exception as exc:
             errors.append(exc)
         finally:
             connection.close()
 
+    started = [threading.Thread(target=tick) for _ in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join(timeout=120)
+    assert errors == []
+    return results
+
+
+def test_ticks_in_several_threads_launch_each_occurrence_once(make_schedule):
+    # given twelve schedules due at 09:00
+    due_schedules(make_schedule)
+
     # when four ticks run at once, twice over
-    for _ in range(2):
-        threads = [threading.Thread(target=tick) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+    results = ticks_at_once(DUE_AT) + ticks_at_once(DUE_AT)
 
     # then each occurrence launched exactly one run
-    assert errors == []
     assert sum(r.get("launched", 0) for r in results) == SCHEDULES
     assert_each_occurrence_launched_once()
 
@@ -76,28 +83,12 @@ def test_ticks_in_several_threads_after_a_downtime_record_one_outcome_per_schedu
     for n in range(SCHEDULES):
         make_schedule("0 * * * *", start=utc(2026, 5, 4, 7, 30), name=f"h{n}", catch_up=catch_up)
     services.schedules_tick(now=utc(2026, 5, 4, 8, 0, 30))
-    barrier = threading.Barrier(4)
-    errors = []
-
-    def tick():
-        try:
-            barrier.wait()
-            services.schedules_tick(now=utc(2026, 5, 4, 11, 20))
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
 
     # when four workers' first ticks after the outage run at once
-    threads = [threading.Thread(target=tick) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    ticks_at_once(utc(2026, 5, 4, 11, 20))
 
     # then each schedule has one record for the missed hours (11:00), by its policy, and only
     # the policy "once" launched a run for it
-    assert errors == []
     after = ScheduleLaunch.objects.filter(occurrence=utc(2026, 5, 4, 11))
     assert after.count() == SCHEDULES and set(after.values_list("outcome", flat=True)) == {outcome}
     assert Run.objects.count() == SCHEDULES * (2 if catch_up == "once" else 1)

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from tests.api_world import RUNS_URL
+from tests.api_world import RUNS_URL, schedule_and_endpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -191,20 +191,8 @@ def test_another_teams_membership_answers_like_an_unknown_one(world, client_for)
 
 def test_another_teams_schedules_and_endpoints_answer_like_unknown_ones(world, api_client_for):
     # given a schedule and a webhook endpoint of ops, and ids that are neither
-    from portal.notifications.services import endpoint_create
-    from schedules.services import schedule_create
-
-    template = {"machine_id": "vm-linux-1", "task": "t", "cua_version": "v5", "max_steps": 5}
-    schedule = schedule_create(
-        team=world.other_team,
-        user=world.outsider,
-        values={"name": "n", "cron": "0 9 * * *", "timezone": "UTC", **template},
-    )
-    endpoint, _secret = endpoint_create(
-        team=world.other_team,
-        user=world.outsider,
-        url="https://hooks.example.com/x",
-        events=["run.failed"],
+    schedule, endpoint = schedule_and_endpoint(
+        world.other_team, owner=world.outsider, manager=world.outsider
     )
     manager = api_client_for(world.manager)  # a manager of research, not of ops
     unknown_schedule, unknown_endpoint = uuid.uuid4(), 987654321

@@ -259,22 +259,11 @@ def test_tokens_made_before_scopes_get_every_scope_on_migration():
 def _second_wave_calls(world):
     """The endpoints of budgets, approvals, schedules and team endpoints, each with what it
     needs to answer 2xx: (who, method, path, body, the scope it needs)."""
-    from portal.notifications.services import endpoint_create
     from runs.models import Run, RunStatus
-    from schedules.services import schedule_create
-    from tests.api_world import launch
+    from tests.api_world import launch, schedule_and_endpoint
 
-    template = {"machine_id": "vm-linux-1", "task": "t", "cua_version": "v5", "max_steps": 2}
-    schedule = schedule_create(
-        team=world.team,
-        user=world.member,
-        values={"name": "Daily", "cron": "0 9 * * *", "timezone": "UTC", **template},
-    )
-    endpoint, _ = endpoint_create(
-        team=world.team,
-        user=world.manager,
-        url="https://hooks.example.com/in",
-        events=["run.failed"],
+    schedule, endpoint = schedule_and_endpoint(
+        world.team, owner=world.member, manager=world.manager
     )
     waiting = [launch(world.team, world.member) for _ in range(2)]
     Run.objects.filter(pk__in=[r.pk for r in waiting]).update(status=RunStatus.AWAITING_APPROVAL)
@@ -308,7 +297,11 @@ def _second_wave_calls(world):
             "member",
             "post",
             "/api/v1/teams/research/schedules/",
-            {"name": "Weekly", "cron": "0 9 * * 1", "run": template},
+            {
+                "name": "Weekly",
+                "cron": "0 9 * * 1",
+                "run": {"machine_id": "vm-linux-1", "task": "t"},
+            },
             "runs:write",
         ),
         ("member", "get", f"/api/v1/schedules/{schedule.pk}/", None, "runs:read"),
