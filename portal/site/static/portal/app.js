@@ -158,7 +158,9 @@
   // main lists carry their labels in the markup; any other table.data gets its column headers
   // copied here (again after htmx swaps a live region in).
   function labelCells(root) {
-    (root || document).querySelectorAll("table.data").forEach(function (table) {
+    root = root || document;
+    var tables = root.matches && root.matches("table.data") ? [root] : root.querySelectorAll("table.data");
+    Array.prototype.forEach.call(tables, function (table) {
       var heads = table.querySelectorAll(":scope > thead > tr > th");
       if (!heads.length) { return; }
       table.querySelectorAll(":scope > tbody > tr").forEach(function (row) {
